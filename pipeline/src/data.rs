@@ -1,0 +1,182 @@
+//! The in-pipeline data model: OTLP prost types in a small envelope.
+//!
+//! Payloads are behind an `Arc` so a fanout hands every consumer the same
+//! allocation; a consumer that mutates calls [`Batch::payload_mut`], which copies
+//! only when the payload is still shared.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
+use opentelemetry_proto::tonic::metrics::v1::{metric, ResourceMetrics};
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use serde::{Deserialize, Serialize};
+
+/// The three telemetry signals a pipeline can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signal {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+
+    /// The item name the collector's self-metrics use (`accepted_spans`, ...).
+    pub fn item_name(self) -> &'static str {
+        match self {
+            Signal::Traces => "spans",
+            Signal::Metrics => "metric_points",
+            Signal::Logs => "log_records",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Signal> {
+        match s {
+            "traces" => Some(Signal::Traces),
+            "metrics" => Some(Signal::Metrics),
+            "logs" => Some(Signal::Logs),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One signal's worth of OTLP data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    Traces(Vec<ResourceSpans>),
+    Metrics(Vec<ResourceMetrics>),
+    Logs(Vec<ResourceLogs>),
+}
+
+impl Payload {
+    pub fn signal(&self) -> Signal {
+        match self {
+            Payload::Traces(_) => Signal::Traces,
+            Payload::Metrics(_) => Signal::Metrics,
+            Payload::Logs(_) => Signal::Logs,
+        }
+    }
+
+    pub fn empty(signal: Signal) -> Payload {
+        match signal {
+            Signal::Traces => Payload::Traces(Vec::new()),
+            Signal::Metrics => Payload::Metrics(Vec::new()),
+            Signal::Logs => Payload::Logs(Vec::new()),
+        }
+    }
+
+    /// Number of items: spans, metric data points or log records.
+    pub fn item_count(&self) -> usize {
+        match self {
+            Payload::Traces(rs) => count_spans(rs),
+            Payload::Metrics(rm) => count_points(rm),
+            Payload::Logs(rl) => count_logs(rl),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Payload::Traces(v) => v.is_empty(),
+            Payload::Metrics(v) => v.is_empty(),
+            Payload::Logs(v) => v.is_empty(),
+        }
+    }
+}
+
+pub fn count_spans(rs: &[ResourceSpans]) -> usize {
+    rs.iter()
+        .flat_map(|r| r.scope_spans.iter())
+        .map(|s| s.spans.len())
+        .sum()
+}
+
+pub fn count_logs(rl: &[ResourceLogs]) -> usize {
+    rl.iter()
+        .flat_map(|r| r.scope_logs.iter())
+        .map(|s| s.log_records.len())
+        .sum()
+}
+
+pub fn count_points(rm: &[ResourceMetrics]) -> usize {
+    rm.iter()
+        .flat_map(|r| r.scope_metrics.iter())
+        .flat_map(|s| s.metrics.iter())
+        .map(|m| match &m.data {
+            Some(metric::Data::Gauge(g)) => g.data_points.len(),
+            Some(metric::Data::Sum(s)) => s.data_points.len(),
+            Some(metric::Data::Histogram(h)) => h.data_points.len(),
+            Some(metric::Data::ExponentialHistogram(h)) => h.data_points.len(),
+            Some(metric::Data::Summary(s)) => s.data_points.len(),
+            None => 0,
+        })
+        .sum()
+}
+
+/// Client facts a receiver may attach (`include_metadata`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientMetadata {
+    pub peer: Option<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// The envelope every consumer receives.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    payload: Arc<Payload>,
+    /// When the first byte of this data entered weft.
+    pub received_at: Instant,
+    /// The receiver id that accepted the data (`otlp`, `otlp/2`).
+    pub origin: Arc<str>,
+    pub metadata: Option<Arc<ClientMetadata>>,
+}
+
+impl Batch {
+    pub fn new(payload: Payload, origin: Arc<str>) -> Batch {
+        Batch {
+            payload: Arc::new(payload),
+            received_at: Instant::now(),
+            origin,
+            metadata: None,
+        }
+    }
+
+    pub fn payload(&self) -> &Payload {
+        &self.payload
+    }
+
+    /// Mutable access; copies the payload only if another consumer still shares it.
+    pub fn payload_mut(&mut self) -> &mut Payload {
+        Arc::make_mut(&mut self.payload)
+    }
+
+    /// Takes the payload out, copying only if it is shared.
+    pub fn into_payload(self) -> Payload {
+        Arc::try_unwrap(self.payload).unwrap_or_else(|shared| (*shared).clone())
+    }
+
+    pub fn signal(&self) -> Signal {
+        self.payload.signal()
+    }
+
+    pub fn item_count(&self) -> usize {
+        self.payload.item_count()
+    }
+}

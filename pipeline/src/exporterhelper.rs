@@ -1,0 +1,1 @@
+//! Exporter helper: bounded sending queue, retry with backoff, timeout. (in progress)

@@ -1,0 +1,3 @@
+//! Built-in extensions.
+use crate::component::Registry;
+pub fn register(_r: &mut Registry) {}

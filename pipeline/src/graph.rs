@@ -1,0 +1,1 @@
+//! Graph builder and runtime. (in progress)

@@ -1,0 +1,21 @@
+//! weft's pipeline core: config model, component traits and registry, graph
+//! builder and runtime, reload, exporter helper and self-telemetry.
+
+pub mod component;
+pub mod config;
+pub mod consumer;
+pub mod data;
+pub mod exporterhelper;
+pub mod extensions;
+pub mod graph;
+pub mod host;
+pub mod telemetry;
+
+pub use component::{
+    parse_config, ComponentConfig, ComponentError, ComponentId, ConfigFieldError, Exporter,
+    ExporterFactory, Extension, ExtensionFactory, Kind, Lifecycle, Processor, ProcessorFactory,
+    Receiver, ReceiverFactory, Registry, Settings,
+};
+pub use consumer::{Capabilities, ConsumeError, Consumer, DynConsumer, Fanout, ReceiverOutputs};
+pub use data::{Batch, ClientMetadata, Payload, Signal};
+pub use telemetry::{Counter, ExporterMetrics, Gauge, ReceiverMetrics, Telemetry};
