@@ -1,1 +1,214 @@
-fn main() {}
+//! The `weft` binary: command line, logging, signals and config reload. All
+//! pipeline logic lives in the library crates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+use weft_pipeline::config::{ConfigError, Document, ServiceConfig, Source};
+use weft_pipeline::extensions::serve_metrics;
+use weft_pipeline::graph::Service;
+use weft_pipeline::host::Host;
+use weft_pipeline::{Kind, Registry, Telemetry};
+
+const DEFAULT_CONFIG: &str = include_str!("../pipelines.example.yaml");
+const DEFAULT_CONFIG_NAME: &str = "pipelines.example.yaml (embedded)";
+
+/// weft: a trace pipeline that reads the OpenTelemetry Collector's configuration.
+#[derive(Parser)]
+#[command(name = "weft", version, about)]
+struct Cli {
+    /// Config file; repeat to merge several, left to right. Without it, the
+    /// embedded pipelines.example.yaml runs.
+    #[arg(long = "config", global = true, value_name = "FILE")]
+    config: Vec<PathBuf>,
+    /// Override one key after the files are merged: `a::b::c=value` (or `a.b.c=value`).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the configuration and exit: 0 when valid, 2 otherwise.
+    Validate,
+    /// List the available receivers, processors, exporters and extensions as YAML.
+    Components,
+    /// Print the merged, expanded configuration as YAML.
+    PrintConfig,
+}
+
+fn registry() -> Registry {
+    let mut r = Registry::new();
+    weft_receiver::register(&mut r);
+    weft_processors::register(&mut r);
+    weft_exporters::register(&mut r);
+    r
+}
+
+fn sources(cli: &Cli) -> Vec<Source> {
+    if cli.config.is_empty() {
+        vec![Source::Text {
+            name: DEFAULT_CONFIG_NAME.into(),
+            text: DEFAULT_CONFIG.into(),
+        }]
+    } else {
+        cli.config.iter().cloned().map(Source::File).collect()
+    }
+}
+
+fn load(cli: &Cli, registry: &Registry) -> Result<(Document, ServiceConfig), ConfigError> {
+    let doc = Document::load(&sources(cli), &cli.set)?;
+    let cfg = ServiceConfig::from_document(&doc, registry)?;
+    Ok((doc, cfg))
+}
+
+fn config_exit(e: &ConfigError) -> ExitCode {
+    eprintln!("weft: invalid configuration: {e}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let registry = registry();
+    match cli.command {
+        Some(Command::Components) => {
+            print!("{}", components_yaml(&registry));
+            ExitCode::SUCCESS
+        }
+        Some(Command::Validate) => match load(&cli, &registry) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => config_exit(&e),
+        },
+        Some(Command::PrintConfig) => match Document::load(&sources(&cli), &cli.set) {
+            Ok(doc) => {
+                print!("{}", doc.to_yaml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_exit(&e),
+        },
+        None => {
+            let (doc, cfg) = match load(&cli, &registry) {
+                Ok(v) => v,
+                Err(e) => return config_exit(&e),
+            };
+            init_logging(&cfg.telemetry.logs.level);
+            for var in &doc.unset_vars {
+                warn!(variable = %var, "environment variable referenced by the config is not set; it expands to an empty string");
+            }
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("weft: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(run(cli, registry, cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("{e:#}");
+                    eprintln!("weft: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn components_yaml(r: &Registry) -> String {
+    let mut out = format!("buildinfo:\n  command: weft\n  version: {}\n", env!("CARGO_PKG_VERSION"));
+    for kind in [Kind::Receiver, Kind::Processor, Kind::Exporter, Kind::Extension] {
+        out.push_str(&format!("{}:\n", kind.section()));
+        for name in r.type_names(kind) {
+            out.push_str(&format!("  - {name}\n"));
+        }
+    }
+    out
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.to_ascii_lowercase()));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A fingerprint of the config files, to notice edits without a file watcher
+/// (editors replace files in ways inotify users trip over; polling is simple).
+fn fingerprint(paths: &[PathBuf]) -> Vec<Option<Vec<u8>>> {
+    paths.iter().map(|p| std::fs::read(p).ok()).collect()
+}
+
+async fn run(cli: Cli, registry: Registry, cfg: ServiceConfig) -> anyhow::Result<()> {
+    let telemetry = Telemetry::new();
+    let host = Arc::new(Host::new());
+    let metrics_endpoint = cfg.telemetry.metrics.endpoint().map_err(anyhow::Error::msg)?;
+    let metrics_server = match &metrics_endpoint {
+        Some(ep) => Some(
+            serve_metrics(ep, telemetry.clone())
+                .await
+                .map_err(anyhow::Error::msg)
+                .context("cannot serve self-metrics")?,
+        ),
+        None => None,
+    };
+    let registry = Arc::new(registry);
+    let service = Service::new(registry.clone(), telemetry, host);
+    if let Err(e) = service.start(cfg).await {
+        service.shutdown().await;
+        return Err(anyhow::Error::new(e).context("cannot start the pipelines"));
+    }
+    if let Some(summary) = service.running_summary().await {
+        info!(metrics = ?metrics_endpoint, "weft is running: {summary}");
+    }
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_seen = fingerprint(&cli.config);
+    loop {
+        let why = tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => "SIGHUP",
+            _ = poll.tick() => {
+                let now = fingerprint(&cli.config);
+                if now == last_seen { continue; }
+                last_seen = now;
+                "config file change"
+            }
+        };
+        last_seen = fingerprint(&cli.config);
+        match load(&cli, &registry) {
+            Err(e) => {
+                service.record_reload_failure();
+                error!(trigger = why, "reload failed, the running configuration stays: invalid configuration: {e}");
+            }
+            Ok((_, new_cfg)) => match service.reload(new_cfg).await {
+                Ok(()) => {
+                    let summary = service.running_summary().await.unwrap_or_default();
+                    info!(trigger = why, "configuration reloaded: {summary}");
+                }
+                Err(e) => error!(trigger = why, "reload failed, the running configuration stays: {e}"),
+            },
+        }
+    }
+    info!("shutting down: receivers stop, batches flush, queues drain");
+    service.shutdown().await;
+    if let Some(s) = metrics_server {
+        s.stop().await;
+    }
+    info!("shutdown complete");
+    Ok(())
+}

@@ -1,1 +1,14 @@
-//! placeholder
+//! weft's processors: `batch` and `memory_limiter`.
+
+pub mod batch;
+pub mod memory_limiter;
+
+use std::sync::Arc;
+
+use weft_pipeline::Registry;
+
+/// Adds every processor factory of this crate to the registry.
+pub fn register(r: &mut Registry) {
+    r.add_processor(Arc::new(batch::BatchFactory));
+    r.add_processor(Arc::new(memory_limiter::MemoryLimiterFactory));
+}

@@ -14,7 +14,9 @@ pub fn parse(input: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {input:?}: use Go syntax such as 200ms, 5s or 1m30s");
     let s = s.strip_prefix('+').unwrap_or(s);
     if s.starts_with('-') {
-        return Err(format!("invalid duration {input:?}: durations cannot be negative"));
+        return Err(format!(
+            "invalid duration {input:?}: durations cannot be negative"
+        ));
     }
     if s == "0" {
         return Ok(Duration::ZERO);

@@ -1,0 +1,436 @@
+//! `batch` processor: gathers incoming batches until `send_batch_size` items
+//! or `timeout`, splits at `send_batch_max_size`, and sends downstream from one
+//! task. Like the collector's, it accepts data asynchronously: a downstream
+//! failure is logged and counted, not returned to the receiver.
+
+mod config;
+pub mod split;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_yaml_ng::Value;
+use tokio::sync::{mpsc, Mutex, RwLock};
+use tokio::task::JoinHandle;
+use tracing::warn;
+use weft_pipeline::{
+    parse_config, Batch, ComponentError, ConfigFieldError, ConsumeError, Consumer, Counter,
+    DynConsumer, Lifecycle, Payload, Processor, ProcessorFactory, Settings, Signal,
+};
+
+pub use config::BatchConfig;
+
+pub struct BatchFactory;
+
+impl ProcessorFactory for BatchFactory {
+    fn type_name(&self) -> &'static str {
+        "batch"
+    }
+
+    fn signals(&self) -> &'static [Signal] {
+        &Signal::ALL
+    }
+
+    fn check_config(&self, raw: &Value) -> Result<(), ConfigFieldError> {
+        parse_config::<BatchConfig>(raw).map(|_| ())
+    }
+
+    fn create(
+        &self,
+        settings: Settings,
+        raw: &Value,
+        signal: Signal,
+        next: DynConsumer,
+    ) -> Result<Arc<dyn Processor>, ComponentError> {
+        let config =
+            parse_config::<BatchConfig>(raw).map_err(|e| ComponentError::new(e.to_string()))?;
+        Ok(Arc::new(BatchProcessor::new(
+            settings, config, signal, next,
+        )))
+    }
+}
+
+/// Why a batch left the processor, for the collector's trigger counters.
+#[derive(Clone, Copy)]
+enum Trigger {
+    Size,
+    Timeout,
+}
+
+struct Stats {
+    by_size: Counter,
+    by_timeout: Counter,
+    failed: Counter,
+}
+
+pub struct BatchProcessor {
+    id: String,
+    config: BatchConfig,
+    signal: Signal,
+    next: DynConsumer,
+    stats: Arc<Stats>,
+    /// None once shut down; later batches go straight downstream.
+    tx: RwLock<Option<mpsc::Sender<Batch>>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl BatchProcessor {
+    pub fn new(
+        settings: Settings,
+        config: BatchConfig,
+        signal: Signal,
+        next: DynConsumer,
+    ) -> BatchProcessor {
+        let id = settings.id.to_string();
+        let t = &settings.telemetry;
+        let labels = [("processor", id.as_str())];
+        let stats = Arc::new(Stats {
+            by_size: t.counter(
+                "otelcol_processor_batch_batch_size_trigger_send",
+                "Number of times the batch was sent due to a size trigger",
+                &labels,
+            ),
+            by_timeout: t.counter(
+                "otelcol_processor_batch_timeout_trigger_send",
+                "Number of times the batch was sent due to a timeout trigger",
+                &labels,
+            ),
+            failed: t.counter(
+                &format!("weft_processor_batch_dropped_{}", signal.item_name()),
+                "Items the next consumer refused after the batch processor had accepted them",
+                &labels,
+            ),
+        });
+        BatchProcessor {
+            id,
+            config,
+            signal,
+            next,
+            stats,
+            tx: RwLock::new(None),
+            worker: Mutex::new(None),
+        }
+    }
+}
+
+struct Worker {
+    id: String,
+    config: BatchConfig,
+    next: DynConsumer,
+    stats: Arc<Stats>,
+    pending: Payload,
+    pending_items: usize,
+    origin: Option<Arc<str>>,
+    first_at: Option<Instant>,
+}
+
+impl Worker {
+    fn add(&mut self, batch: Batch) {
+        if self.origin.is_none() {
+            self.origin = Some(batch.origin.clone());
+        }
+        let first = batch.received_at;
+        self.first_at = Some(self.first_at.map_or(first, |f| f.min(first)));
+        self.pending_items += batch.item_count();
+        split::append(&mut self.pending, batch.into_payload());
+    }
+
+    async fn send(&mut self, payload: Payload, trigger: Trigger) {
+        if payload.is_empty() {
+            return;
+        }
+        match trigger {
+            Trigger::Size => self.stats.by_size.inc(),
+            Trigger::Timeout => self.stats.by_timeout.inc(),
+        }
+        let items = payload.item_count();
+        let mut b = Batch::new(
+            payload,
+            self.origin.clone().unwrap_or_else(|| Arc::from("batch")),
+        );
+        if let Some(at) = self.first_at {
+            b.received_at = at;
+        }
+        if let Err(e) = self.next.consume(b).await {
+            self.stats.failed.add(items as u64);
+            warn!(processor = %self.id, items, error = %e, "downstream refused a batch; it is dropped");
+        }
+    }
+
+    /// Sends full batches while the pending data reaches `send_batch_size`.
+    async fn send_full(&mut self) -> bool {
+        let size = self.config.send_batch_size;
+        let mut sent = false;
+        if size == 0 {
+            return false;
+        }
+        while self.pending_items >= size {
+            let max = if self.config.send_batch_max_size > 0 {
+                self.config.send_batch_max_size
+            } else {
+                self.pending_items
+            };
+            let piece = split::take_front(&mut self.pending, max);
+            self.pending_items = self.pending.item_count();
+            self.send(piece, Trigger::Size).await;
+            sent = true;
+        }
+        if self.pending_items == 0 {
+            self.first_at = None;
+            self.origin = None;
+        }
+        sent
+    }
+
+    /// Sends everything pending, split at `send_batch_max_size`.
+    async fn flush(&mut self) {
+        while self.pending_items > 0 || !self.pending.is_empty() {
+            let max = if self.config.send_batch_max_size > 0 {
+                self.config.send_batch_max_size
+            } else {
+                usize::MAX
+            };
+            let piece = split::take_front(&mut self.pending, max);
+            let nothing_taken = piece.is_empty();
+            self.pending_items = self.pending.item_count();
+            self.send(piece, Trigger::Timeout).await;
+            if nothing_taken {
+                // Only item-less resources remain; drop them.
+                self.pending = Payload::empty(self.pending.signal());
+                self.pending_items = 0;
+            }
+        }
+        self.first_at = None;
+        self.origin = None;
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Batch>) {
+        let timeout = self.config.timeout;
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let msg = match deadline {
+                Some(d) => tokio::select! {
+                    m = rx.recv() => m,
+                    _ = tokio::time::sleep_until(d) => {
+                        self.flush().await;
+                        deadline = None;
+                        continue;
+                    }
+                },
+                None => rx.recv().await,
+            };
+            let Some(batch) = msg else {
+                // Channel closed: shutdown. Send the rest.
+                self.flush().await;
+                return;
+            };
+            let was_empty = self.pending.is_empty();
+            self.add(batch);
+            if timeout.is_zero() {
+                self.flush().await;
+                continue;
+            }
+            let sent = self.send_full().await;
+            // The timer starts with the first pending item and restarts after a send.
+            deadline = if self.pending.is_empty() {
+                None
+            } else if was_empty || sent {
+                Some(tokio::time::Instant::now() + timeout)
+            } else {
+                deadline
+            };
+        }
+    }
+}
+
+#[async_trait]
+impl Lifecycle for BatchProcessor {
+    async fn start(&self) -> Result<(), ComponentError> {
+        let (tx, rx) = mpsc::channel::<Batch>(64);
+        let worker = Worker {
+            id: self.id.clone(),
+            config: self.config.clone(),
+            next: self.next.clone(),
+            stats: self.stats.clone(),
+            pending: Payload::empty(self.signal),
+            pending_items: 0,
+            origin: None,
+            first_at: None,
+        };
+        *self.worker.lock().await = Some(tokio::spawn(worker.run(rx)));
+        *self.tx.write().await = Some(tx);
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> Result<(), ComponentError> {
+        // Dropping the sender ends the worker after it sent what is pending.
+        self.tx.write().await.take();
+        if let Some(w) = self.worker.lock().await.take() {
+            w.await
+                .map_err(|e| ComponentError::new(format!("batch worker failed: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Consumer for BatchProcessor {
+    async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+        let tx = self.tx.read().await.clone();
+        match tx {
+            Some(tx) => match tx.send(batch).await {
+                Ok(()) => Ok(()),
+                // The worker is gone (shutdown raced us): deliver directly.
+                Err(mpsc::error::SendError(batch)) => self.next.consume(batch).await,
+            },
+            None => self.next.consume(batch).await,
+        }
+    }
+}
+
+impl Processor for BatchProcessor {}
+
+/// The default flush period, exposed for docs and tests.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use weft_pipeline::host::Host;
+    use weft_pipeline::{ComponentId, Kind, Telemetry};
+
+    struct Collect(std::sync::Mutex<Vec<Vec<String>>>);
+
+    #[async_trait]
+    impl Consumer for Collect {
+        async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+            let names = match batch.payload() {
+                Payload::Traces(rs) => rs
+                    .iter()
+                    .flat_map(|r| &r.scope_spans)
+                    .flat_map(|s| &s.spans)
+                    .map(|s| s.name.clone())
+                    .collect(),
+                _ => vec![],
+            };
+            self.0.lock().unwrap().push(names);
+            Ok(())
+        }
+    }
+
+    fn batch_of(names: &[&str]) -> Batch {
+        Batch::new(
+            Payload::Traces(vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: names
+                        .iter()
+                        .map(|n| Span {
+                            name: n.to_string(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }]),
+            Arc::from("test"),
+        )
+    }
+
+    fn processor(cfg: BatchConfig, next: Arc<Collect>) -> BatchProcessor {
+        let settings = Settings {
+            id: ComponentId::new("batch"),
+            kind: Kind::Processor,
+            telemetry: Telemetry::new(),
+            host: Arc::new(Host::new()),
+        };
+        BatchProcessor::new(settings, cfg, Signal::Traces, next)
+    }
+
+    #[tokio::test]
+    async fn sends_by_size_and_splits_at_max() {
+        let sink = Arc::new(Collect(Default::default()));
+        let p = processor(
+            BatchConfig {
+                send_batch_size: 3,
+                send_batch_max_size: 4,
+                timeout: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            sink.clone(),
+        );
+        p.start().await.unwrap();
+        p.consume(batch_of(&["a", "b"])).await.unwrap();
+        p.consume(batch_of(&["c", "d", "e", "f", "g"]))
+            .await
+            .unwrap();
+        p.shutdown().await.unwrap();
+        let got = sink.0.lock().unwrap().clone();
+        assert_eq!(got, vec![vec!["a", "b", "c", "d"], vec!["e", "f", "g"]]);
+    }
+
+    #[tokio::test]
+    async fn flushes_on_timeout() {
+        let sink = Arc::new(Collect(Default::default()));
+        let p = processor(
+            BatchConfig {
+                send_batch_size: 100,
+                timeout: Duration::from_millis(20),
+                ..Default::default()
+            },
+            sink.clone(),
+        );
+        p.start().await.unwrap();
+        p.consume(batch_of(&["a"])).await.unwrap();
+        for _ in 0..200 {
+            if !sink.0.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(sink.0.lock().unwrap().clone(), vec![vec!["a"]]);
+        p.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_flushes_and_later_batches_pass_through() {
+        let sink = Arc::new(Collect(Default::default()));
+        let p = processor(
+            BatchConfig {
+                send_batch_size: 100,
+                timeout: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            sink.clone(),
+        );
+        p.shutdown().await.unwrap(); // safe without start
+        p.start().await.unwrap();
+        p.consume(batch_of(&["a"])).await.unwrap();
+        p.shutdown().await.unwrap();
+        p.consume(batch_of(&["late"])).await.unwrap();
+        assert_eq!(
+            sink.0.lock().unwrap().clone(),
+            vec![vec!["a"], vec!["late"]]
+        );
+    }
+
+    #[test]
+    fn config_rules() {
+        let raw: Value =
+            serde_yaml_ng::from_str("send_batch_size: 10\nsend_batch_max_size: 5").unwrap();
+        let e = parse_config::<BatchConfig>(&raw).unwrap_err();
+        assert_eq!(e.path, vec!["send_batch_max_size"]);
+        let raw: Value = serde_yaml_ng::from_str("timeout: 1s\nsend_batch_sizee: 1").unwrap();
+        assert!(parse_config::<BatchConfig>(&raw)
+            .unwrap_err()
+            .message
+            .contains("unknown field `send_batch_sizee`"));
+        let c = parse_config::<BatchConfig>(&Value::Null).unwrap();
+        assert_eq!(
+            (c.send_batch_size, c.send_batch_max_size, c.timeout),
+            (8192, 0, DEFAULT_TIMEOUT)
+        );
+    }
+}
