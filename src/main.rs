@@ -1,6 +1,7 @@
 //! The `weft` binary: command line, logging, signals and config reload. All
 //! pipeline logic lives in the library crates.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -139,6 +140,7 @@ fn init_logging(level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -185,7 +187,6 @@ async fn run(cli: Cli, registry: Registry, cfg: ServiceConfig) -> anyhow::Result
             _ = poll.tick() => {
                 let now = fingerprint(&cli.config);
                 if now == last_seen { continue; }
-                last_seen = now;
                 "config file change"
             }
         };
