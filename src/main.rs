@@ -124,8 +124,16 @@ fn main() -> ExitCode {
 }
 
 fn components_yaml(r: &Registry) -> String {
-    let mut out = format!("buildinfo:\n  command: weft\n  version: {}\n", env!("CARGO_PKG_VERSION"));
-    for kind in [Kind::Receiver, Kind::Processor, Kind::Exporter, Kind::Extension] {
+    let mut out = format!(
+        "buildinfo:\n  command: weft\n  version: {}\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    for kind in [
+        Kind::Receiver,
+        Kind::Processor,
+        Kind::Exporter,
+        Kind::Extension,
+    ] {
         out.push_str(&format!("{}:\n", kind.section()));
         for name in r.type_names(kind) {
             out.push_str(&format!("  - {name}\n"));
@@ -153,7 +161,11 @@ fn fingerprint(paths: &[PathBuf]) -> Vec<Option<Vec<u8>>> {
 async fn run(cli: Cli, registry: Registry, cfg: ServiceConfig) -> anyhow::Result<()> {
     let telemetry = Telemetry::new();
     let host = Arc::new(Host::new());
-    let metrics_endpoint = cfg.telemetry.metrics.endpoint().map_err(anyhow::Error::msg)?;
+    let metrics_endpoint = cfg
+        .telemetry
+        .metrics
+        .endpoint()
+        .map_err(anyhow::Error::msg)?;
     let metrics_server = match &metrics_endpoint {
         Some(ep) => Some(
             serve_metrics(ep, telemetry.clone())
@@ -194,14 +206,20 @@ async fn run(cli: Cli, registry: Registry, cfg: ServiceConfig) -> anyhow::Result
         match load(&cli, &registry) {
             Err(e) => {
                 service.record_reload_failure();
-                error!(trigger = why, "reload failed, the running configuration stays: invalid configuration: {e}");
+                error!(
+                    trigger = why,
+                    "reload failed, the running configuration stays: invalid configuration: {e}"
+                );
             }
             Ok((_, new_cfg)) => match service.reload(new_cfg).await {
                 Ok(()) => {
                     let summary = service.running_summary().await.unwrap_or_default();
                     info!(trigger = why, "configuration reloaded: {summary}");
                 }
-                Err(e) => error!(trigger = why, "reload failed, the running configuration stays: {e}"),
+                Err(e) => error!(
+                    trigger = why,
+                    "reload failed, the running configuration stays: {e}"
+                ),
             },
         }
     }

@@ -14,7 +14,10 @@ fn weft(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 fn write_config(text: &str) -> tempfile::NamedTempFile {
-    let mut f = tempfile::Builder::new().suffix(".yaml").tempfile().expect("temp file");
+    let mut f = tempfile::Builder::new()
+        .suffix(".yaml")
+        .tempfile()
+        .expect("temp file");
     f.write_all(text.as_bytes()).expect("write config");
     f
 }
@@ -151,11 +154,22 @@ fn bad_configs_exit_2_with_a_clear_message() {
         let path = f.path().to_str().expect("utf-8 temp path");
         let out = weft(&["validate", "--config", path], &[]);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{name}: exit code; stderr: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{name}: exit code; stderr: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{name}: panicked: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{name}: one line expected: {stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{name}: one line expected: {stderr}"
+        );
         for frag in *fragments {
-            assert!(stderr.contains(frag), "{name}: {frag:?} missing from: {stderr}");
+            assert!(
+                stderr.contains(frag),
+                "{name}: {frag:?} missing from: {stderr}"
+            );
         }
         // Running (not only validating) fails the same way, before binding anything.
         let run = weft(&["--config", path], &[]);
@@ -167,29 +181,47 @@ fn bad_configs_exit_2_with_a_clear_message() {
 fn missing_file_and_bad_set_exit_2() {
     let out = weft(&["validate", "--config", "/nonexistent/weft.yaml"], &[]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file /nonexistent/weft.yaml"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("cannot read config file /nonexistent/weft.yaml"));
     let f = write_config(GOOD);
     let path = f.path().to_str().expect("utf-8 temp path");
     let out = weft(&["validate", "--config", path, "--set", "novalue"], &[]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid --set \"novalue\": expected key=value"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("invalid --set \"novalue\": expected key=value"));
 }
 
 #[test]
 fn good_configs_validate() {
     // The embedded default.
     let out = weft(&["validate"], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let f = write_config(GOOD);
     let path = f.path().to_str().expect("utf-8 temp path");
-    assert_eq!(weft(&["validate", "--config", path], &[]).status.code(), Some(0));
+    assert_eq!(
+        weft(&["validate", "--config", path], &[]).status.code(),
+        Some(0)
+    );
     // Both exporter spellings, every signal, named pipelines and components.
     let aliases = write_config(
         "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: ${env:WEFT_TEST_GRPC}\n      http:\nprocessors:\n  batch/fast:\n    timeout: 1m30s\n  memory_limiter:\n    check_interval: 1s\n    limit_percentage: 80\n    spike_limit_percentage: 20\nexporters:\n  otlp:\n    endpoint: localhost:4317\n    tls:\n      insecure: true\n  otlphttp/backup:\n    endpoint: http://localhost:4318\n  otlp_grpc/2:\n    endpoint: localhost:4317\n  otlp_http:\n    endpoint: http://localhost:4318\n    encoding: json\nextensions:\n  health_check:\nservice:\n  extensions: [health_check]\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [memory_limiter, batch/fast]\n      exporters: [otlp, otlphttp/backup, otlp_grpc/2, otlp_http]\n    metrics/2:\n      receivers: [otlp]\n      exporters: [otlp]\n    logs:\n      receivers: [otlp]\n      processors: [batch/fast]\n      exporters: [otlp_http]\n",
     );
     let path = aliases.path().to_str().expect("utf-8 temp path");
-    let out = weft(&["validate", "--config", path], &[("WEFT_TEST_GRPC", "localhost:14317")]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = weft(
+        &["validate", "--config", path],
+        &[("WEFT_TEST_GRPC", "localhost:14317")],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -208,14 +240,28 @@ fn print_config_merges_expands_and_sets() {
         ],
         &[("WEFT_TEST_HOST", "127.0.0.1"), ("WEFT_TEST_PORT", "5317")],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed: serde_json::Value =
         serde_yaml_ng::from_slice(&out.stdout).expect("print-config prints YAML");
-    assert_eq!(printed["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"], "127.0.0.1:5317");
+    assert_eq!(
+        printed["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"],
+        "127.0.0.1:5317"
+    );
     assert_eq!(printed["exporters"]["debug"]["verbosity"], "detailed");
-    assert_eq!(printed["exporters"]["file"]["path"], "cost-$5-fallback.json");
+    assert_eq!(
+        printed["exporters"]["file"]["path"],
+        "cost-$5-fallback.json"
+    );
     assert_eq!(printed["processors"]["batch"]["timeout"], "2s");
-    assert_eq!(printed["service"]["pipelines"]["traces"]["exporters"][0], "debug");
+    assert_eq!(
+        printed["service"]["pipelines"]["traces"]["exporters"][0],
+        "debug"
+    );
 }
 
 #[test]
@@ -226,11 +272,25 @@ fn components_lists_every_type() {
     let names = |k: &str| -> Vec<String> {
         listed[k]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     assert_eq!(names("receivers"), ["otlp"]);
     assert_eq!(names("processors"), ["batch", "memory_limiter"]);
-    assert_eq!(names("exporters"), ["debug", "file", "otlp", "otlp_grpc", "otlp_http", "otlphttp"]);
+    assert_eq!(
+        names("exporters"),
+        [
+            "debug",
+            "file",
+            "otlp",
+            "otlp_grpc",
+            "otlp_http",
+            "otlphttp"
+        ]
+    );
     assert_eq!(names("extensions"), ["health_check"]);
 }

@@ -250,7 +250,8 @@ pub trait ExporterFactory: Send + Sync {
 pub trait ExtensionFactory: Send + Sync {
     fn type_name(&self) -> &'static str;
     fn check_config(&self, raw: &Value) -> Result<(), ConfigFieldError>;
-    fn create(&self, settings: Settings, raw: &Value) -> Result<Arc<dyn Extension>, ComponentError>;
+    fn create(&self, settings: Settings, raw: &Value)
+        -> Result<Arc<dyn Extension>, ComponentError>;
 }
 
 /// Maps collector type names (and aliases) to factories.

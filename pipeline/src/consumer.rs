@@ -80,10 +80,9 @@ impl Fanout {
 #[async_trait]
 impl Consumer for Fanout {
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
-        let results = futures_util::future::join_all(
-            self.consumers.iter().map(|c| c.consume(batch.clone())),
-        )
-        .await;
+        let results =
+            futures_util::future::join_all(self.consumers.iter().map(|c| c.consume(batch.clone())))
+                .await;
         let mut first_err: Option<ConsumeError> = None;
         for r in results {
             if let Err(e) = r {

@@ -1,1 +1,1315 @@
-//! Exporter helper: bounded sending queue, retry with backoff, timeout. (in progress)
+//! The exporter helper every network exporter shares: a bounded in-memory
+//! sending queue, retries with exponential backoff and jitter, a per-attempt
+//! timeout, and the collector's exporter self-metrics.
+//!
+//! An exporter supplies an [`ExportClient`] (how to send one payload, and
+//! whether a failure is worth retrying); [`QueuedExporter`] turns it into a
+//! pipeline [`Exporter`].
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Deserializer};
+use tokio::sync::{mpsc, oneshot, watch, RwLock};
+use tokio::task::JoinHandle;
+
+use crate::component::{ComponentError, ConfigFieldError, Exporter, Lifecycle, Settings};
+use crate::consumer::{ConsumeError, Consumer};
+use crate::data::{Batch, Payload, Signal};
+use crate::telemetry::ExporterMetrics;
+
+/// The longest a shutdown waits for the sending queue to drain.
+pub const DRAIN_DEADLINE_CAP: Duration = Duration::from_secs(30);
+
+/// The longest weft waits before a retry when a server asks for a delay
+/// (HTTP `Retry-After`, gRPC `RetryInfo`), so one misbehaving answer cannot
+/// park a batch for hours.
+pub const MAX_SERVER_DELAY: Duration = Duration::from_secs(300);
+
+/// `sending_queue`: the bounded in-memory queue between the pipeline and the
+/// senders. Its size counts batches (requests), not spans.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    /// Queue batches and send them from background consumers. When false,
+    /// `consume` sends synchronously (with retries) and returns the result to
+    /// the caller.
+    pub enabled: bool,
+    /// Number of concurrent senders draining the queue.
+    pub num_consumers: usize,
+    /// Maximum number of batches waiting in the queue; when it is full, new
+    /// batches are refused with a retryable error and counted in
+    /// `otelcol_exporter_enqueue_failed_<items>`.
+    pub queue_size: usize,
+    /// Wait for room in a full queue instead of refusing the batch.
+    pub block_on_overflow: bool,
+    /// Make `consume` wait until the queued batch was sent (or dropped) and
+    /// return that outcome to the caller.
+    pub wait_for_result: bool,
+    /// What `queue_size` counts. Only `requests` (batches) is supported.
+    pub sizer: QueueSizer,
+    /// Persistent queue storage (a storage extension id) is not supported;
+    /// any value is rejected.
+    #[serde(deserialize_with = "reject_storage")]
+    pub storage: Option<String>,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            enabled: true,
+            num_consumers: 10,
+            queue_size: 1000,
+            block_on_overflow: false,
+            wait_for_result: false,
+            sizer: QueueSizer::Requests,
+            storage: None,
+        }
+    }
+}
+
+/// The unit of `sending_queue.queue_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueSizer {
+    #[default]
+    Requests,
+}
+
+fn reject_storage<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<serde::de::IgnoredAny>::deserialize(d)? {
+        None => Ok(None),
+        Some(_) => Err(serde::de::Error::custom(
+            "persistent queue storage is not supported: remove `storage` to use the in-memory sending queue",
+        )),
+    }
+}
+
+impl QueueSettings {
+    /// A queue that is off: `consume` sends synchronously.
+    pub fn disabled() -> QueueSettings {
+        QueueSettings {
+            enabled: false,
+            ..QueueSettings::default()
+        }
+    }
+
+    /// Checks the values; `key` is where the section sits in the exporter's config.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigFieldError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.num_consumers == 0 {
+            return Err(ConfigFieldError::at(
+                &[key, "num_consumers"],
+                "`num_consumers` must be positive",
+            ));
+        }
+        if self.queue_size == 0 {
+            return Err(ConfigFieldError::at(
+                &[key, "queue_size"],
+                "`queue_size` must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `retry_on_failure`: exponential backoff for retryable failures.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    /// Retry batches that failed with a retryable error.
+    pub enabled: bool,
+    /// Wait after the first failure.
+    #[serde(with = "crate::config::duration")]
+    pub initial_interval: Duration,
+    /// Jitter: each wait is drawn from `interval * (1 ± randomization_factor)`.
+    pub randomization_factor: f64,
+    /// Growth of the interval after each failure.
+    pub multiplier: f64,
+    /// Upper bound of the interval (before jitter).
+    #[serde(with = "crate::config::duration")]
+    pub max_interval: Duration,
+    /// Give up on a batch once retrying it would take longer than this since
+    /// its first attempt; the batch is then dropped and counted in
+    /// `otelcol_exporter_send_failed_<items>`. `0` retries forever.
+    #[serde(with = "crate::config::duration")]
+    pub max_elapsed_time: Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            enabled: true,
+            initial_interval: Duration::from_secs(5),
+            randomization_factor: 0.5,
+            multiplier: 1.5,
+            max_interval: Duration::from_secs(30),
+            max_elapsed_time: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RetrySettings {
+    /// No retries: a failed attempt drops the batch.
+    pub fn disabled() -> RetrySettings {
+        RetrySettings {
+            enabled: false,
+            ..RetrySettings::default()
+        }
+    }
+
+    /// Checks the values; `key` is where the section sits in the exporter's config.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigFieldError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if !(0.0..=1.0).contains(&self.randomization_factor) {
+            return Err(ConfigFieldError::at(
+                &[key, "randomization_factor"],
+                "`randomization_factor` must be within [0, 1]",
+            ));
+        }
+        if !(self.multiplier.is_finite() && self.multiplier > 0.0) {
+            return Err(ConfigFieldError::at(
+                &[key, "multiplier"],
+                "`multiplier` must be positive",
+            ));
+        }
+        if !self.max_elapsed_time.is_zero() {
+            if self.max_elapsed_time < self.initial_interval {
+                return Err(ConfigFieldError::at(
+                    &[key, "max_elapsed_time"],
+                    "`max_elapsed_time` must not be less than `initial_interval`",
+                ));
+            }
+            if self.max_elapsed_time < self.max_interval {
+                return Err(ConfigFieldError::at(
+                    &[key, "max_elapsed_time"],
+                    "`max_elapsed_time` must not be less than `max_interval`",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `timeout`: how long one send attempt may take. `0` means no limit.
+/// Written in the config as a plain duration (`timeout: 10s`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct TimeoutSettings {
+    #[serde(with = "crate::config::duration")]
+    pub timeout: Duration,
+}
+
+impl Default for TimeoutSettings {
+    fn default() -> Self {
+        TimeoutSettings {
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl TimeoutSettings {
+    /// No per-attempt limit.
+    pub fn none() -> TimeoutSettings {
+        TimeoutSettings {
+            timeout: Duration::ZERO,
+        }
+    }
+}
+
+/// Why one send attempt failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum ExportError {
+    /// The destination will never accept this data: drop it.
+    #[error("{0}")]
+    Permanent(String),
+    /// Worth trying again; `retry_after` is the delay the server asked for.
+    #[error("{message}")]
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl ExportError {
+    pub fn permanent(message: impl Into<String>) -> ExportError {
+        ExportError::Permanent(message.into())
+    }
+
+    pub fn retryable(message: impl Into<String>) -> ExportError {
+        ExportError::Retryable {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ExportError::Retryable { .. })
+    }
+}
+
+/// One destination's wire protocol: sends a payload once. Retries, queueing,
+/// timeouts and metrics are the helper's job.
+#[async_trait]
+pub trait ExportClient: Send + Sync + 'static {
+    /// Called from the exporter's `start`: open files, check settings.
+    async fn start(&self) -> Result<(), ComponentError> {
+        Ok(())
+    }
+
+    /// Sends one payload. Called concurrently from several queue consumers.
+    async fn export(&self, payload: &Payload) -> Result<(), ExportError>;
+
+    /// Called once after the queue drained: flush and close.
+    async fn shutdown(&self) -> Result<(), ComponentError> {
+        Ok(())
+    }
+}
+
+/// A queued batch, with the channel to report its fate when the caller waits.
+struct Item {
+    batch: Batch,
+    items: u64,
+    done: Option<oneshot::Sender<Result<(), ConsumeError>>>,
+}
+
+/// The parts the senders share with the exporter.
+struct Core {
+    id: String,
+    metrics: ExporterMetrics,
+    client: Arc<dyn ExportClient>,
+    retry: RetrySettings,
+    timeout: Duration,
+    /// Set when the drain deadline passes: senders give up at once.
+    abort: watch::Sender<bool>,
+}
+
+/// Waits until the abort flag is raised; never returns if its sender is gone.
+async fn aborted(mut rx: watch::Receiver<bool>) {
+    if rx.wait_for(|a| *a).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+impl Core {
+    async fn attempt(&self, payload: &Payload) -> Result<(), ExportError> {
+        if self.timeout.is_zero() {
+            return self.client.export(payload).await;
+        }
+        match tokio::time::timeout(self.timeout, self.client.export(payload)).await {
+            Ok(r) => r,
+            Err(_) => Err(ExportError::retryable(format!(
+                "request timed out after {}",
+                crate::config::duration::format(self.timeout)
+            ))),
+        }
+    }
+
+    fn drop_batch(&self, signal: Signal, items: u64, reason: &str) -> ConsumeError {
+        self.metrics.send_failed(signal).add(items);
+        tracing::warn!(
+            exporter = %self.id,
+            signal = %signal,
+            dropped_items = items,
+            "Exporting failed; dropping data: {reason}"
+        );
+        ConsumeError::retryable(format!("exporter {}: {reason}", self.id))
+    }
+
+    /// Sends one batch until it succeeds, fails permanently, runs out of
+    /// retry time, or the drain deadline aborts it. Updates the counters.
+    async fn send(&self, batch: &Batch, items: u64) -> Result<(), ConsumeError> {
+        let signal = batch.signal();
+        let payload = batch.payload();
+        let first_attempt = Instant::now();
+        let mut backoff = Backoff::new(&self.retry);
+        loop {
+            let result = tokio::select! {
+                r = self.attempt(payload) => r,
+                _ = aborted(self.abort.subscribe()) => {
+                    return Err(self.drop_batch(signal, items, "the shutdown drain deadline passed"));
+                }
+            };
+            let (message, retry_after) = match result {
+                Ok(()) => {
+                    self.metrics.sent(signal).add(items);
+                    return Ok(());
+                }
+                Err(ExportError::Permanent(message)) => {
+                    self.metrics.send_failed(signal).add(items);
+                    tracing::warn!(
+                        exporter = %self.id,
+                        signal = %signal,
+                        dropped_items = items,
+                        error = %message,
+                        "Exporting failed with a permanent error; dropping data"
+                    );
+                    return Err(ConsumeError::Permanent(message));
+                }
+                Err(ExportError::Retryable {
+                    message,
+                    retry_after,
+                }) => (message, retry_after),
+            };
+            if !self.retry.enabled {
+                return Err(self.drop_batch(
+                    signal,
+                    items,
+                    &format!("{message} (retry_on_failure is disabled)"),
+                ));
+            }
+            let mut delay = backoff.next_delay();
+            if let Some(asked) = retry_after {
+                delay = delay.max(asked.min(MAX_SERVER_DELAY));
+            }
+            let max_elapsed = self.retry.max_elapsed_time;
+            if !max_elapsed.is_zero() && first_attempt.elapsed() + delay > max_elapsed {
+                return Err(self.drop_batch(
+                    signal,
+                    items,
+                    &format!("no more retries left within max_elapsed_time: {message}"),
+                ));
+            }
+            tracing::info!(
+                exporter = %self.id,
+                signal = %signal,
+                error = %message,
+                interval = %crate::config::duration::format(delay),
+                "Exporting failed; will retry the request after the interval"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = aborted(self.abort.subscribe()) => {
+                    return Err(self.drop_batch(
+                        signal,
+                        items,
+                        &format!("the shutdown drain deadline passed while retrying: {message}"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Exponential backoff with jitter, as `retry_on_failure` describes it.
+struct Backoff {
+    current: Duration,
+    multiplier: f64,
+    max_interval: Duration,
+    randomization_factor: f64,
+}
+
+impl Backoff {
+    fn new(s: &RetrySettings) -> Backoff {
+        Backoff {
+            current: s.initial_interval,
+            multiplier: s.multiplier,
+            max_interval: s.max_interval,
+            randomization_factor: s.randomization_factor,
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let base = self.current.as_secs_f64();
+        let next = (base * self.multiplier).min(self.max_interval.as_secs_f64());
+        self.current = Duration::from_secs_f64(next.max(0.0));
+        let delta = self.randomization_factor * base;
+        let low = base - delta;
+        let jittered = low + random_unit() * (2.0 * delta);
+        Duration::from_secs_f64(jittered.max(0.0))
+    }
+}
+
+/// A uniform number in [0, 1) for jitter; std's randomly keyed hasher is
+/// plenty for spreading retries apart.
+fn random_unit() -> f64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let h = RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed));
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The queue's ends. The sender is taken out at shutdown so the consumers see
+/// the end of the queue once it is empty.
+struct Queue {
+    settings: QueueSettings,
+    tx: Mutex<Option<mpsc::Sender<Item>>>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Item>>>,
+}
+
+/// A pipeline exporter built from an [`ExportClient`]: queue, retries,
+/// timeout and the collector's exporter metrics.
+///
+/// * Queue full: `consume` refuses the batch with a retryable
+///   `sending queue is full` error and counts its items in
+///   `otelcol_exporter_enqueue_failed_<items>` (or waits, with
+///   `block_on_overflow`).
+/// * Queue disabled: `consume` sends synchronously, with retries, and returns
+///   the final outcome.
+/// * After `shutdown` began, `consume` refuses every batch with a retryable
+///   error (counted in `enqueue_failed`), so the caller — a receiver answering
+///   503 / UNAVAILABLE — knows the data was not taken.
+/// * `shutdown` drains: queued batches keep being sent, with retries, until the
+///   queue is empty or the drain deadline (the retry `max_elapsed_time`, at most
+///   [`DRAIN_DEADLINE_CAP`]) passes; whatever is left is dropped and counted in
+///   `otelcol_exporter_send_failed_<items>`.
+pub struct QueuedExporter {
+    core: Arc<Core>,
+    queue: Option<Queue>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    /// Held shared by synchronous sends; shutdown takes it exclusively to
+    /// wait for them.
+    in_flight: RwLock<()>,
+    started: AtomicBool,
+    stopping: AtomicBool,
+    stopped: tokio::sync::Mutex<bool>,
+    drain_deadline: Duration,
+}
+
+impl QueuedExporter {
+    pub fn new(
+        settings: &Settings,
+        queue: QueueSettings,
+        retry: RetrySettings,
+        timeout: TimeoutSettings,
+        client: Arc<dyn ExportClient>,
+    ) -> QueuedExporter {
+        let metrics = ExporterMetrics::new(&settings.telemetry, &settings.id);
+        let drain_deadline = if !retry.enabled || retry.max_elapsed_time.is_zero() {
+            DRAIN_DEADLINE_CAP
+        } else {
+            retry.max_elapsed_time.min(DRAIN_DEADLINE_CAP)
+        };
+        let queue = if queue.enabled {
+            metrics.queue_capacity.set(queue.queue_size as i64);
+            let (tx, rx) = mpsc::channel(queue.queue_size.max(1));
+            Some(Queue {
+                settings: queue,
+                tx: Mutex::new(Some(tx)),
+                rx: Arc::new(tokio::sync::Mutex::new(rx)),
+            })
+        } else {
+            metrics.queue_capacity.set(0);
+            None
+        };
+        let (abort, _) = watch::channel(false);
+        QueuedExporter {
+            core: Arc::new(Core {
+                id: settings.id.to_string(),
+                metrics,
+                client,
+                retry,
+                timeout: timeout.timeout,
+                abort,
+            }),
+            queue,
+            workers: Mutex::new(Vec::new()),
+            in_flight: RwLock::new(()),
+            started: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            stopped: tokio::sync::Mutex::new(false),
+            drain_deadline,
+        }
+    }
+
+    /// Overrides how long `shutdown` keeps draining.
+    pub fn with_drain_deadline(mut self, deadline: Duration) -> QueuedExporter {
+        self.drain_deadline = deadline;
+        self
+    }
+
+    fn refuse_after_shutdown(&self, signal: Signal, items: u64) -> ConsumeError {
+        self.core.metrics.enqueue_failed(signal).add(items);
+        ConsumeError::retryable(format!("exporter {} is shut down", self.core.id))
+    }
+
+    /// Drops whatever is still queued; used when no consumer is left to send it.
+    async fn drop_queued(&self, queue: &Queue) {
+        let mut rx = queue.rx.lock().await;
+        let mut dropped = 0u64;
+        while let Ok(item) = rx.try_recv() {
+            self.core.metrics.queue_size.sub(1);
+            let signal = item.batch.signal();
+            self.core.metrics.send_failed(signal).add(item.items);
+            dropped += item.items;
+            if let Some(done) = item.done {
+                let _ = done.send(Err(ConsumeError::retryable(format!(
+                    "exporter {} shut down before sending",
+                    self.core.id
+                ))));
+            }
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                exporter = %self.core.id,
+                dropped_items = dropped,
+                "Exporter shut down with data still queued; dropping it"
+            );
+        }
+    }
+}
+
+async fn run_consumer(core: Arc<Core>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Item>>>) {
+    loop {
+        let next = {
+            let mut rx = rx.lock().await;
+            rx.recv().await
+        };
+        let Some(item) = next else { break };
+        core.metrics.queue_size.sub(1);
+        let result = if *core.abort.borrow() {
+            Err(core.drop_batch(
+                item.batch.signal(),
+                item.items,
+                "the shutdown drain deadline passed",
+            ))
+        } else {
+            core.send(&item.batch, item.items).await
+        };
+        if let Some(done) = item.done {
+            let _ = done.send(result);
+        }
+    }
+}
+
+#[async_trait]
+impl Lifecycle for QueuedExporter {
+    async fn start(&self) -> Result<(), ComponentError> {
+        if self.stopping.load(Ordering::Acquire) || self.started.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.core.client.start().await?;
+        if let Some(queue) = &self.queue {
+            let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+            for _ in 0..queue.settings.num_consumers {
+                workers.push(tokio::spawn(run_consumer(
+                    self.core.clone(),
+                    queue.rx.clone(),
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> Result<(), ComponentError> {
+        let mut stopped = self.stopped.lock().await;
+        if *stopped {
+            return Ok(());
+        }
+        self.stopping.store(true, Ordering::Release);
+        let started = self.started.load(Ordering::Acquire);
+        let deadline = Instant::now() + self.drain_deadline;
+
+        if let Some(queue) = &self.queue {
+            // Closing the queue lets the consumers finish once it is empty.
+            queue.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let workers: Vec<JoinHandle<()>> =
+                std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+            if workers.is_empty() {
+                // Never started: nobody can send what is queued.
+                self.core.abort.send_replace(true);
+                self.drop_queued(queue).await;
+            } else {
+                let all = futures_util::future::join_all(workers);
+                tokio::pin!(all);
+                if tokio::time::timeout_at(deadline.into(), &mut all)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        exporter = %self.core.id,
+                        deadline = %crate::config::duration::format(self.drain_deadline),
+                        "Sending queue did not drain before the deadline; dropping what is left"
+                    );
+                    self.core.abort.send_replace(true);
+                    all.await;
+                }
+                // Batches a blocked producer slipped in after the consumers left.
+                self.drop_queued(queue).await;
+            }
+        }
+        if tokio::time::timeout_at(deadline.into(), self.in_flight.write())
+            .await
+            .is_err()
+        {
+            self.core.abort.send_replace(true);
+            let _ = self.in_flight.write().await;
+        }
+        self.core.abort.send_replace(true);
+        *stopped = true;
+        if started {
+            self.core.client.shutdown().await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Consumer for QueuedExporter {
+    async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+        let signal = batch.signal();
+        if batch.payload().is_empty() {
+            return Ok(());
+        }
+        let items = batch.item_count() as u64;
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(self.refuse_after_shutdown(signal, items));
+        }
+        let Some(queue) = &self.queue else {
+            let Ok(_guard) = self.in_flight.try_read() else {
+                // Shutdown holds the lock: it has begun.
+                return Err(self.refuse_after_shutdown(signal, items));
+            };
+            return self.core.send(&batch, items).await;
+        };
+        let tx = queue.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(tx) = tx else {
+            return Err(self.refuse_after_shutdown(signal, items));
+        };
+        let (done_tx, done_rx) = if queue.settings.wait_for_result {
+            let (t, r) = oneshot::channel();
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
+        let item = Item {
+            batch,
+            items,
+            done: done_tx,
+        };
+        // Counted before the send so a consumer's decrement never runs first.
+        self.core.metrics.queue_size.add(1);
+        let sent = if queue.settings.block_on_overflow {
+            tokio::select! {
+                r = tx.send(item) => r.map_err(|_| false),
+                _ = aborted(self.core.abort.subscribe()) => Err(false),
+            }
+        } else {
+            tx.try_send(item)
+                .map_err(|e| matches!(e, mpsc::error::TrySendError::Full(_)))
+        };
+        drop(tx);
+        match sent {
+            Ok(()) => {}
+            Err(full) => {
+                self.core.metrics.queue_size.sub(1);
+                if !full {
+                    return Err(self.refuse_after_shutdown(signal, items));
+                }
+                self.core.metrics.enqueue_failed(signal).add(items);
+                tracing::warn!(
+                    exporter = %self.core.id,
+                    signal = %signal,
+                    dropped_items = items,
+                    "Sending queue is full; refusing data"
+                );
+                return Err(ConsumeError::retryable("sending queue is full"));
+            }
+        }
+        match done_rx {
+            Some(rx) => rx.await.unwrap_or_else(|_| {
+                Err(ConsumeError::retryable(format!(
+                    "exporter {} stopped before sending",
+                    self.core.id
+                )))
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Exporter for QueuedExporter {}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    use super::*;
+    use crate::component::{parse_config, ComponentConfig, ComponentId, Kind};
+    use crate::host::Host;
+    use crate::telemetry::Telemetry;
+
+    /// An exporter config embedding the three sections, as real exporters do.
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct TestConfig {
+        timeout: TimeoutSettings,
+        retry_on_failure: RetrySettings,
+        sending_queue: QueueSettings,
+    }
+
+    impl ComponentConfig for TestConfig {
+        fn validate(&self) -> Result<(), ConfigFieldError> {
+            self.retry_on_failure.validate("retry_on_failure")?;
+            self.sending_queue.validate("sending_queue")
+        }
+    }
+
+    fn parse(yaml: &str) -> Result<TestConfig, ConfigFieldError> {
+        let raw: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
+        parse_config::<TestConfig>(&raw)
+    }
+
+    /// A real client driven by a script of outcomes; records every attempt.
+    #[derive(Default)]
+    struct ScriptedClient {
+        script: Mutex<VecDeque<Result<(), ExportError>>>,
+        /// Span names of each successfully delivered payload, in order.
+        delivered: Mutex<Vec<Vec<String>>>,
+        attempts: Mutex<Vec<Instant>>,
+        /// Extra time each attempt takes.
+        delay: Duration,
+        /// Only the first attempt is slow.
+        slow_first_only: bool,
+        shutdowns: AtomicU64,
+    }
+
+    impl ScriptedClient {
+        fn with_script(script: Vec<Result<(), ExportError>>) -> ScriptedClient {
+            ScriptedClient {
+                script: Mutex::new(script.into()),
+                ..Default::default()
+            }
+        }
+        fn attempts(&self) -> usize {
+            self.attempts.lock().unwrap().len()
+        }
+        fn delivered(&self) -> Vec<Vec<String>> {
+            self.delivered.lock().unwrap().clone()
+        }
+    }
+
+    #[async_trait]
+    impl ExportClient for ScriptedClient {
+        async fn export(&self, payload: &Payload) -> Result<(), ExportError> {
+            let n = {
+                let mut a = self.attempts.lock().unwrap();
+                a.push(Instant::now());
+                a.len()
+            };
+            if !self.delay.is_zero() && (n == 1 || !self.slow_first_only) {
+                tokio::time::sleep(self.delay).await;
+            }
+            let outcome = self.script.lock().unwrap().pop_front().unwrap_or(Ok(()));
+            if outcome.is_ok() {
+                let Payload::Traces(rs) = payload else {
+                    panic!("test sends traces only")
+                };
+                let names = rs
+                    .iter()
+                    .flat_map(|r| &r.scope_spans)
+                    .flat_map(|s| &s.spans)
+                    .map(|s| s.name.clone())
+                    .collect();
+                self.delivered.lock().unwrap().push(names);
+            }
+            outcome
+        }
+
+        async fn shutdown(&self) -> Result<(), ComponentError> {
+            self.shutdowns.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    /// A client that always fails with a retryable error.
+    struct DownClient;
+
+    #[async_trait]
+    impl ExportClient for DownClient {
+        async fn export(&self, _: &Payload) -> Result<(), ExportError> {
+            Err(ExportError::retryable("connection refused"))
+        }
+    }
+
+    fn batch(names: &[&str]) -> Batch {
+        let spans = names
+            .iter()
+            .map(|n| Span {
+                name: n.to_string(),
+                trace_id: vec![1; 16],
+                span_id: vec![2; 8],
+                ..Default::default()
+            })
+            .collect();
+        Batch::new(
+            Payload::Traces(vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }]),
+            Arc::from("otlp"),
+        )
+    }
+
+    fn settings(t: &Telemetry) -> Settings {
+        Settings {
+            id: ComponentId::parse("otlp/test").unwrap(),
+            kind: Kind::Exporter,
+            telemetry: t.clone(),
+            host: Arc::new(Host::new()),
+        }
+    }
+
+    const LABELS: [(&str, &str); 1] = [("exporter", "otlp/test")];
+
+    fn value(t: &Telemetry, name: &str) -> i64 {
+        t.value(name, &LABELS)
+            .unwrap_or_else(|| panic!("{name} not registered"))
+    }
+
+    fn fast_retry() -> RetrySettings {
+        RetrySettings {
+            initial_interval: Duration::from_millis(5),
+            max_interval: Duration::from_millis(20),
+            max_elapsed_time: Duration::from_secs(10),
+            ..RetrySettings::default()
+        }
+    }
+
+    fn queue(consumers: usize, size: usize) -> QueueSettings {
+        QueueSettings {
+            num_consumers: consumers,
+            queue_size: size,
+            ..QueueSettings::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_collectors() {
+        let cfg = parse("{}").unwrap();
+        assert_eq!(cfg.timeout.timeout, Duration::from_secs(5));
+        let q = cfg.sending_queue;
+        assert!(q.enabled);
+        assert_eq!((q.num_consumers, q.queue_size), (10, 1000));
+        assert_eq!(q.storage, None);
+        let r = cfg.retry_on_failure;
+        assert!(r.enabled);
+        assert_eq!(r.initial_interval, Duration::from_secs(5));
+        assert_eq!(r.randomization_factor, 0.5);
+        assert_eq!(r.multiplier, 1.5);
+        assert_eq!(r.max_interval, Duration::from_secs(30));
+        assert_eq!(r.max_elapsed_time, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn parses_collector_keys() {
+        let cfg = parse(
+            "timeout: 10s\n\
+             retry_on_failure: {enabled: false, initial_interval: 1s, max_interval: 2s, max_elapsed_time: 0}\n\
+             sending_queue: {num_consumers: 2, queue_size: 50, block_on_overflow: true, sizer: requests}\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.timeout.timeout, Duration::from_secs(10));
+        assert!(!cfg.retry_on_failure.enabled);
+        assert_eq!(cfg.retry_on_failure.max_elapsed_time, Duration::ZERO);
+        assert_eq!(cfg.sending_queue.num_consumers, 2);
+        assert_eq!(cfg.sending_queue.queue_size, 50);
+        assert!(cfg.sending_queue.block_on_overflow);
+    }
+
+    #[test]
+    fn storage_is_rejected_with_a_clear_message() {
+        let err = parse("sending_queue:\n  storage: file_storage/q\n").unwrap_err();
+        assert_eq!(err.path, vec!["sending_queue", "storage"]);
+        assert!(
+            err.message
+                .contains("persistent queue storage is not supported"),
+            "{}",
+            err.message
+        );
+        // an explicit null is the same as leaving it out
+        assert!(parse("sending_queue:\n  storage:\n").is_ok());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = parse("sending_queue: {queue_size: 0}").unwrap_err();
+        assert_eq!(err.path, vec!["sending_queue", "queue_size"]);
+        let err = parse("sending_queue: {num_consumers: 0}").unwrap_err();
+        assert_eq!(err.path, vec!["sending_queue", "num_consumers"]);
+        let err = parse("retry_on_failure: {randomization_factor: 1.5}").unwrap_err();
+        assert_eq!(err.path, vec!["retry_on_failure", "randomization_factor"]);
+        let err = parse("retry_on_failure: {multiplier: 0}").unwrap_err();
+        assert_eq!(err.path, vec!["retry_on_failure", "multiplier"]);
+        let err = parse("retry_on_failure: {max_elapsed_time: 10s}").unwrap_err();
+        assert_eq!(err.path, vec!["retry_on_failure", "max_elapsed_time"]);
+        let err = parse("sending_queue: {sizer: items}").unwrap_err();
+        assert_eq!(err.path, vec!["sending_queue", "sizer"]);
+        let err = parse("sending_queue: {queue_sise: 3}").unwrap_err();
+        assert!(err.message.contains("queue_sise"), "{}", err.message);
+        // a disabled queue is not checked
+        assert!(parse("sending_queue: {enabled: false, queue_size: 0}").is_ok());
+    }
+
+    #[test]
+    fn backoff_grows_to_the_cap_within_the_jitter_band() {
+        let s = RetrySettings {
+            initial_interval: Duration::from_millis(100),
+            max_interval: Duration::from_millis(400),
+            ..RetrySettings::default()
+        };
+        let mut b = Backoff::new(&s);
+        for base in [100.0, 150.0, 225.0, 337.5, 400.0, 400.0] {
+            let d = b.next_delay().as_secs_f64() * 1000.0;
+            assert!(
+                d >= base * 0.5 - 1e-6 && d <= base * 1.5 + 1e-6,
+                "{d} outside {base}±50%"
+            );
+        }
+        let mut exact = Backoff::new(&RetrySettings {
+            randomization_factor: 0.0,
+            ..s
+        });
+        let got: Vec<u128> = (0..4).map(|_| exact.next_delay().as_millis()).collect();
+        assert_eq!(got, vec![100, 150, 225, 337]);
+    }
+
+    #[tokio::test]
+    async fn fails_twice_then_delivers_once() {
+        let t = Telemetry::new();
+        let client = Arc::new(ScriptedClient::with_script(vec![
+            Err(ExportError::retryable("unavailable")),
+            Err(ExportError::retryable("unavailable")),
+        ]));
+        let exp = QueuedExporter::new(
+            &settings(&t),
+            queue(1, 10),
+            fast_retry(),
+            TimeoutSettings::default(),
+            client.clone(),
+        );
+        assert_eq!(value(&t, "otelcol_exporter_queue_capacity"), 10);
+        exp.start().await.unwrap();
+        exp.consume(batch(&["a", "b", "c"])).await.unwrap();
+        exp.shutdown().await.unwrap();
+        assert_eq!(client.attempts(), 3);
+        assert_eq!(client.delivered(), vec![vec!["a", "b", "c"]]);
+        assert_eq!(value(&t, "otelcol_exporter_sent_spans"), 3);
+        assert_eq!(value(&t, "otelcol_exporter_send_failed_spans"), 0);
+        assert_eq!(value(&t, "otelcol_exporter_enqueue_failed_spans"), 0);
+        assert_eq!(value(&t, "otelcol_exporter_queue_size"), 0);
+        assert_eq!(client.shutdowns.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn one_consumer_keeps_order_across_retries() {
+        let t = Telemetry::new();
+        let client = Arc::new(ScriptedClient::with_script(vec![Err(
+            ExportError::retryable("busy"),
+        )]));
+        let exp = QueuedExporter::new(
+            &settings(&t),
+            queue(1, 10),
+            fast_retry(),
+            TimeoutSettings::default(),
+            client.clone(),
+        );
+        exp.start().await.unwrap();
+        for name in ["1", "2", "3", "4", "5"] {
+            exp.consume(batch(&[name])).await.unwrap();
+        }
+        exp.shutdown().await.unwrap();
+        assert_eq!(
+            client.delivered(),
+            vec![vec!["1"], vec!["2"], vec!["3"], vec!["4"], vec!["5"]]
+        );
+        assert_eq!(client.attempts(), 6);
+        assert_eq!(value(&t, "otelcol_exporter_sent_spans"), 5);
+    }
+
+    #[tokio::test]
+    async fn permanent_errors_drop_without_retry() {
+        let t = Telemetry::new();
+        let client = Arc::new(ScriptedClient::with_script(vec![Err(
+            ExportError::permanent("400 Bad Request"),
+        )]));
+        let exp = QueuedExporter::new(
+            &settings(&t),
+            queue(1, 10),
+            fast_retry(),
+            TimeoutSettings::default(),
+            client.clone(),
+        );
+        exp.start().await.unwrap();
+        exp.consume(batch(&["bad", "bad2"])).await.unwrap();
+        exp.consume(batch(&["good"])).await.unwrap();
+        exp.shutdown().await.unwrap();
+        assert_eq!(client.attempts(), 2);
+        assert_eq!(client.delivered(), vec![vec!["good"]]);
+        assert_eq!(value(&t, "otelcol_exporter_send_failed_spans"), 2);
+        assert_eq!(value(&t, "otelcol_exporter_sent_spans"), 1);
+    }
+
+    #[tokio::test]
+    async fn server_delay_is_honoured() {
+        let t = Telemetry::new();
+        let asked = Duration::from_millis(150);
+        let client = Arc::new(ScriptedClient::with_script(vec![Err(
+            ExportError::Retryable {
+                message: "throttled".into(),
+                retry_after: Some(asked),
+            },
+        )]));
+        let exp = QueuedExporter::new(
+            &settings(&t),
+            queue(1, 10),
+            RetrySettings {
+                initial_interval: Duration::from_millis(1),
+                randomization_factor: 0.0,
+                ..fast_retry()
+            },
+            TimeoutSettings::default(),
+            client.clone(),
+        );
+        exp.start().await.unwrap();
+        exp.consume(batch(&["x"])).await.unwrap();
+        exp.shutdown().await.unwrap();
+        let attempts = client.attempts.lock().unwrap().clone();
+        assert_eq!(attempts.len(), 2);
+        // sleeps never end early, so this lower bound is exact
+        assert!(attempts[1] - attempts[0] >= asked);
+        assert_eq!(value(&t, "otelcol_exporter_sent_spans"), 1);
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_max_elapsed_time() {
+        let t = Telemetry::new();
+        let exp = QueuedExporter::new(
+            &settings(&t),
+            queue(1, 10),
+            RetrySettings {
+                initial_interval: Duration::from_millis(10),
+                max_interval: Duration::from_millis(10),
+                max_elapsed_time: Duration::from_millis(60),
+                ..fast_retry()
+            },
+            TimeoutSettings::default(),
+            Arc::new(DownClient),
+        );
+        exp.start().await.unwrap();
+        exp.consume(batch(&["a", "b"])).await.unwrap();
+        exp.shutdown().await.unwrap();
+        assert_eq!(value(&t, "otelcol_exporter_send_failed_spans"), 2);
+        assert_eq!(value(&t, "otelcol_exporter_sent_spans"), 0);
+    }
+
+    #[tokio::test]
+    async fn full_queue_refuses_and_counts() {
+        let t = Telemetry::new();
+        let client = Arc::new(ScriptedClient::default());
+        let exp = QueuedExporter::new(
+            &settings(&t),
+            queue(1, 2),
+            fast_retry(),
+            TimeoutSettings::default(),
+            client.clone(),
+        );
+        // not started: nothing drains the queue
+        exp.consume(batch(&["a"])).await.unwrap();
+        exp.consume(batch(&["b", "c"])).await.unwrap();
+        let err = exp.consume(batch(&["d", "e", "f"])).await.unwrap_err();
+        assert_eq!(err, ConsumeError::retryable("sending queue is full"));
+        assert_eq!(value(&t, "otelcol_exporter_enqueue_failed_spans"), 3);
+        assert_eq!(value(&t, "otelcol_exporter_queue_size"), 2);
+        assert_eq!(value(&t, "otelcol_exporter_queue_capacity"), 2);
+        // shutdown without start: safe, and the queued spans are counted as dropped
+        exp.shutdown().await.unwrap();
+        assert_eq!(client.attempts(), 0);
+        assert_eq!(value(&t, "otelcol_exporter_send_failed_spans"), 3);
+        assert_eq!(value(&t, "otelcol_exporter_queue_size"), 0);
+        assert_eq!(client.shutdowns.load(Ordering::Relaxed), 0);
+        exp.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_drains_the_queue_then_refuses() {
+        let t = Telemetry::new();
+        let client = Arc::new(ScriptedClient {
+            delay: Duration::from_millis(10),
+            ..ScriptedClient::with_script(vec![Err(ExportError::retryable("blip"))])
+        });
+        let exp = QueuedExporter::new(
+            &settings(&t),
+            queue(2, 100),
+            fast_retry(),
+            TimeoutSettings::default(),
+            client.clone(),
+        );
+        exp.start().await.unwrap();
+        for i in 0..20 {
+            exp.consume(batch(&[&format!("s{i}")])).await.unwrap();
+        }
+        exp.shutdown().await.unwrap();
+        let mut names: Vec<String> = client.delivered().into_iter().flatten().collect();
+        names.sort_by_key(|n| n[1..].parse::<u32>().unwrap());
+        let want: Vec<String> = (0..20).map(|i| format!("s{i}")).collect();
+        assert_eq!(names, want);
+        assert_eq!(value(&t, "otelcol_exporter_sent_spans"), 20);
+        assert_eq!(value(&t, "otelcol_exporter_queue_size"), 0);
+
+        let err = exp.consume(batch(&["late", "later"])).await.unwrap_err();
+        assert!(err.is_retryable());
+        assert_eq!(value(&t, "otelcol_exporter_enqueue_failed_spans"), 2);
+        assert_eq!(value(&t, "otelcol_exporter_sent_spans"), 20);
+    }
+
+    #[tokio::test]
+    async fn drain_deadline_drops_and_counts_the_rest() {
+        let t = Telemetry::new();
+        let exp = QueuedExporter::new(
+            &settings(&t),
+            queue(1, 10),
+            RetrySettings {
+                max_elapsed_time: Duration::ZERO,
+                ..fast_retry()
+            },
+            TimeoutSettings::default(),
+            Arc::new(DownClient),
+        )
+        .with_drain_deadline(Duration::from_millis(100));
+        exp.start().await.unwrap();
+        exp.consume(batch(&["a"])).await.unwrap();
+        exp.consume(batch(&["b", "c"])).await.unwrap();
+        exp.consume(batch(&["d", "e", "f"])).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(20), exp.shutdown())
+            .await
+            .expect("shutdown returns after the drain deadline")
+            .unwrap();
+        assert_eq!(value(&t, "otelcol_exporter_send_failed_spans"), 6);
+        assert_eq!(value(&t, "otelcol_exporter_sent_spans"), 0);
+        assert_eq!(value(&t, "otelcol_exporter_queue_size"), 0);
+    }
+
+    #[tokio::test]
+    async fn disabled_queue_sends_synchronously_and_returns_the_outcome() {
+        let t = Telemetry::new();
+        let client = Arc::new(ScriptedClient::with_script(vec![
+            Err(ExportError::retryable("once")),
+            Ok(()),
+            Err(ExportError::permanent("rejected")),
+        ]));
+        let exp = QueuedExporter::new(
+            &settings(&t),
+            QueueSettings::disabled(),
+            fast_retry(),
+            TimeoutSettings::default(),
+            client.clone(),
+        );
+        assert_eq!(value(&t, "otelcol_exporter_queue_capacity"), 0);
+        exp.start().await.unwrap();
+        exp.consume(batch(&["a"])).await.unwrap();
+        assert_eq!(client.delivered(), vec![vec!["a"]]);
+        let err = exp.consume(batch(&["b", "c"])).await.unwrap_err();
+        assert_eq!(err, ConsumeError::Permanent("rejected".into()));
+        assert_eq!(value(&t, "otelcol_exporter_sent_spans"), 1);
+        assert_eq!(value(&t, "otelcol_exporter_send_failed_spans"), 2);
+        exp.shutdown().await.unwrap();
+        let err = exp.consume(batch(&["d"])).await.unwrap_err();
+        assert!(err.is_retryable());
+        assert_eq!(value(&t, "otelcol_exporter_enqueue_failed_spans"), 1);
+    }
+
+    #[tokio::test]
+    async fn retries_disabled_drops_on_first_failure() {
+        let t = Telemetry::new();
+        let client = Arc::new(ScriptedClient::with_script(vec![Err(
+            ExportError::retryable("down"),
+        )]));
+        let exp = QueuedExporter::new(
+            &settings(&t),
+            QueueSettings::disabled(),
+            RetrySettings::disabled(),
+            TimeoutSettings::default(),
+            client.clone(),
+        );
+        let err = exp.consume(batch(&["a"])).await.unwrap_err();
+        assert!(err.is_retryable());
+        assert_eq!(client.attempts(), 1);
+        assert_eq!(value(&t, "otelcol_exporter_send_failed_spans"), 1);
+    }
+
+    #[tokio::test]
+    async fn slow_attempts_time_out_and_are_retried() {
+        let t = Telemetry::new();
+        let client = Arc::new(ScriptedClient {
+            delay: Duration::from_secs(30),
+            slow_first_only: true,
+            ..ScriptedClient::default()
+        });
+        let exp = QueuedExporter::new(
+            &settings(&t),
+            QueueSettings::disabled(),
+            fast_retry(),
+            TimeoutSettings {
+                timeout: Duration::from_millis(20),
+            },
+            client.clone(),
+        );
+        exp.consume(batch(&["a"])).await.unwrap();
+        assert_eq!(client.attempts(), 2);
+        assert_eq!(client.delivered(), vec![vec!["a"]]);
+        assert_eq!(value(&t, "otelcol_exporter_sent_spans"), 1);
+    }
+
+    #[tokio::test]
+    async fn wait_for_result_reports_the_outcome() {
+        let t = Telemetry::new();
+        let client = Arc::new(ScriptedClient::with_script(vec![Err(
+            ExportError::permanent("no"),
+        )]));
+        let exp = QueuedExporter::new(
+            &settings(&t),
+            QueueSettings {
+                wait_for_result: true,
+                ..queue(1, 10)
+            },
+            fast_retry(),
+            TimeoutSettings::default(),
+            client.clone(),
+        );
+        exp.start().await.unwrap();
+        let err = exp.consume(batch(&["a"])).await.unwrap_err();
+        assert_eq!(err, ConsumeError::Permanent("no".into()));
+        exp.consume(batch(&["b"])).await.unwrap();
+        assert_eq!(client.delivered(), vec![vec!["b"]]);
+        exp.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn block_on_overflow_waits_for_room() {
+        let t = Telemetry::new();
+        let client = Arc::new(ScriptedClient {
+            delay: Duration::from_millis(5),
+            ..ScriptedClient::default()
+        });
+        let exp = QueuedExporter::new(
+            &settings(&t),
+            QueueSettings {
+                block_on_overflow: true,
+                ..queue(1, 1)
+            },
+            fast_retry(),
+            TimeoutSettings::default(),
+            client.clone(),
+        );
+        exp.start().await.unwrap();
+        for i in 0..5 {
+            exp.consume(batch(&[&i.to_string()])).await.unwrap();
+        }
+        exp.shutdown().await.unwrap();
+        assert_eq!(client.delivered().len(), 5);
+        assert_eq!(value(&t, "otelcol_exporter_enqueue_failed_spans"), 0);
+        assert_eq!(value(&t, "otelcol_exporter_sent_spans"), 5);
+    }
+}

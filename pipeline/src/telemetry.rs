@@ -111,7 +111,10 @@ impl Telemetry {
         let fam = map.get(name)?;
         let key = owned(labels);
         match fam.kind {
-            MetricType::Counter => fam.counters.get(&key).map(|c| c.load(Ordering::Relaxed) as i64),
+            MetricType::Counter => fam
+                .counters
+                .get(&key)
+                .map(|c| c.load(Ordering::Relaxed) as i64),
             MetricType::Gauge => fam.gauges.get(&key).map(|g| g.load(Ordering::Relaxed)),
         }
     }
@@ -242,7 +245,10 @@ impl ExporterMetrics {
         };
         ExporterMetrics {
             sent: mk("sent", "Number of items successfully sent to destination:"),
-            send_failed: mk("send_failed", "Number of items the exporter failed to send (dropped):"),
+            send_failed: mk(
+                "send_failed",
+                "Number of items the exporter failed to send (dropped):",
+            ),
             enqueue_failed: mk(
                 "enqueue_failed",
                 "Number of items that could not be added to the sending queue (dropped):",
@@ -282,9 +288,8 @@ mod tests {
         m.accepted(Signal::Traces).add(3);
         t.gauge("g", "a gauge", &[]).set(-2);
         let text = t.render();
-        assert!(text.contains(
-            "otelcol_receiver_accepted_spans{receiver=\"otlp\",transport=\"grpc\"} 3\n"
-        ));
+        assert!(text
+            .contains("otelcol_receiver_accepted_spans{receiver=\"otlp\",transport=\"grpc\"} 3\n"));
         assert!(text.contains("# TYPE g gauge\ng -2\n"));
         // the same series comes back after a rebuild
         let again = ReceiverMetrics::new(&t, &ComponentId::new("otlp"), "grpc");

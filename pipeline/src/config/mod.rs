@@ -303,7 +303,7 @@ pub struct PipelineConfig {
 }
 
 /// `service.telemetry`: weft's own logs and metrics.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     pub logs: LogsTelemetry,
@@ -312,17 +312,6 @@ pub struct TelemetryConfig {
     pub traces: Option<Value>,
     /// Accepted for compatibility.
     pub resource: Option<Value>,
-}
-
-impl Default for TelemetryConfig {
-    fn default() -> Self {
-        TelemetryConfig {
-            logs: LogsTelemetry::default(),
-            metrics: MetricsTelemetry::default(),
-            traces: None,
-            resource: None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -455,7 +444,7 @@ impl ServiceConfig {
             .collect();
         if let Some(first) = unknown.first() {
             return Err(doc.error(
-                &[first.clone()],
+                std::slice::from_ref(first),
                 format!("'' has invalid keys: {}", unknown.join(", ")),
             ));
         }
