@@ -552,6 +552,42 @@ impl Service {
         }
     }
 
+    /// Each running component instance as `kind:id` → an identity token (its
+    /// address). Equal tokens across a reload mean the instance was kept.
+    pub async fn instance_tokens(&self) -> BTreeMap<String, usize> {
+        let guard = self.running.lock().await;
+        let mut out = BTreeMap::new();
+        if let Some((_, r)) = guard.as_ref() {
+            for (id, x) in &r.receivers {
+                out.insert(
+                    format!("receiver:{id}"),
+                    Arc::as_ptr(&x.instance) as *const () as usize,
+                );
+            }
+            for (id, x) in &r.exporters {
+                out.insert(
+                    format!("exporter:{id}"),
+                    Arc::as_ptr(&x.instance) as *const () as usize,
+                );
+            }
+            for (id, x) in &r.extensions {
+                out.insert(
+                    format!("extension:{id}"),
+                    Arc::as_ptr(&x.instance) as *const () as usize,
+                );
+            }
+            for (pid, p) in &r.pipelines {
+                for (id, proc) in &p.processors {
+                    out.insert(
+                        format!("processor:{pid}:{id}"),
+                        Arc::as_ptr(proc) as *const () as usize,
+                    );
+                }
+            }
+        }
+        out
+    }
+
     /// Ids of the running components, for logs and tests.
     pub async fn running_summary(&self) -> Option<String> {
         let guard = self.running.lock().await;
