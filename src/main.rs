@@ -212,7 +212,8 @@ async fn run(cli: Cli, registry: Registry, cfg: ServiceConfig) -> anyhow::Result
                 );
             }
             Ok((_, new_cfg)) => match service.reload(new_cfg).await {
-                Ok(()) => {
+                Ok(false) => info!(trigger = why, "configuration unchanged; nothing to reload"),
+                Ok(true) => {
                     let summary = service.running_summary().await.unwrap_or_default();
                     info!(trigger = why, "configuration reloaded: {summary}");
                 }

@@ -112,6 +112,10 @@ async fn reload_rebuilds_only_what_changed() {
         .reload(config(&registry, &yaml(port, "20ms", out_s, false)))
         .await
         .expect("reloads");
+    assert!(!service
+        .reload(config(&registry, &yaml(port, "20ms", out_s, false)))
+        .await
+        .expect("an unchanged config reloads to nothing"));
     let second = service.instance_tokens().await;
     assert_eq!(first["receiver:otlp"], second["receiver:otlp"]);
     assert_eq!(first["exporter:file"], second["exporter:file"]);

@@ -22,7 +22,7 @@ use crate::data::{Batch, Payload, Signal};
 use crate::telemetry::ExporterMetrics;
 
 /// The longest a shutdown waits for the sending queue to drain.
-pub const DRAIN_DEADLINE_CAP: Duration = Duration::from_secs(30);
+pub const DRAIN_DEADLINE_CAP: Duration = Duration::from_secs(10);
 
 /// The longest weft waits before a retry when a server asks for a delay
 /// (HTTP `Retry-After`, gRPC `RetryInfo`), so one misbehaving answer cannot

@@ -144,30 +144,31 @@ impl Service {
 
     /// Builds and starts the first graph.
     pub async fn start(&self, config: ServiceConfig) -> Result<(), GraphError> {
-        self.apply(config, true).await
+        self.apply(config, true).await.map(|_| ())
     }
 
     /// Replaces the running graph with one built from `config`. On any failure
-    /// the previous graph keeps running and the error says why.
-    pub async fn reload(&self, config: ServiceConfig) -> Result<(), GraphError> {
+    /// the previous graph keeps running and the error says why. Returns false
+    /// when the config equals the running one and nothing was done.
+    pub async fn reload(&self, config: ServiceConfig) -> Result<bool, GraphError> {
         let r = self.apply(config, false).await;
         match &r {
-            Ok(()) => self.reload_ok.inc(),
+            Ok(true) => self.reload_ok.inc(),
+            Ok(false) => {}
             Err(_) => self.reload_failed.inc(),
         }
         r
     }
 
-    async fn apply(&self, config: ServiceConfig, first: bool) -> Result<(), GraphError> {
+    async fn apply(&self, config: ServiceConfig, first: bool) -> Result<bool, GraphError> {
         let mut guard = self.running.lock().await;
         let (old_config, mut old) = match guard.take() {
             Some((c, r)) => (Some(c), r),
             None => (None, Running::default()),
         };
         if !first && old_config.as_ref() == Some(&config) {
-            info!("configuration unchanged; nothing to reload");
             *guard = old_config.map(|c| (c, old));
-            return Ok(());
+            return Ok(false);
         }
         match self.build(&config, &mut old).await {
             Ok((new, leftovers)) => {
@@ -176,7 +177,7 @@ impl Service {
                 // Retire what the new graph no longer uses, upstream first.
                 shutdown_leftovers(leftovers).await;
                 self.host.set_ready(true);
-                Ok(())
+                Ok(true)
             }
             Err(e) => {
                 if let Some(c) = old_config {

@@ -205,7 +205,7 @@ impl ReceiverMetrics {
             refused: mk("refused", "Number of items that could not be pushed into the pipeline:"),
             bad_requests: t.counter(
                 "weft_receiver_bad_requests",
-                "Requests rejected before decoding finished (malformed body, bad compression, wrong content type, too large)",
+                "Requests rejected before their data reached a pipeline (wrong method or content type, bad compression, malformed body, too large)",
                 &labels,
             ),
         }
