@@ -280,7 +280,10 @@ fn components_lists_every_type() {
             .unwrap_or_default()
     };
     assert_eq!(names("receivers"), ["otlp"]);
-    assert_eq!(names("processors"), ["batch", "memory_limiter"]);
+    assert_eq!(
+        names("processors"),
+        ["batch", "memory_limiter", "propagation_merge"]
+    );
     assert_eq!(
         names("exporters"),
         [

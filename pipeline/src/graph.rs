@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde_yaml_ng::Value;
 use tokio::sync::Mutex;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::component::{
     ComponentError, ComponentId, Exporter, Extension, Kind, Processor, Receiver, Registry, Settings,

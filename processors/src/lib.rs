@@ -1,7 +1,8 @@
-//! weft's processors: `batch` and `memory_limiter`.
+//! weft's processors: `batch`, `memory_limiter` and `propagation_merge`.
 
 pub mod batch;
 pub mod memory_limiter;
+pub mod propagation_merge;
 
 use std::sync::Arc;
 
@@ -11,4 +12,5 @@ use weft_pipeline::Registry;
 pub fn register(r: &mut Registry) {
     r.add_processor(Arc::new(batch::BatchFactory));
     r.add_processor(Arc::new(memory_limiter::MemoryLimiterFactory));
+    r.add_processor(Arc::new(propagation_merge::PropagationMergeFactory));
 }
