@@ -73,10 +73,6 @@ impl TraceIndex {
     pub fn len(&self) -> usize {
         self.map.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -98,6 +94,6 @@ mod tests {
         assert!(!idx.contains(2));
         assert!(idx.contains(3));
         idx.expire(t0 + Duration::from_secs(11));
-        assert!(idx.is_empty());
+        assert_eq!(idx.len(), 0);
     }
 }
