@@ -128,17 +128,18 @@ async fn datadog_span_after_otel_span_is_rekeyed_at_once() {
             (full(), "dd".into(), Some(LOW.to_string())),
         ]
     );
-    let got = sink.0.lock().unwrap();
-    let Payload::Traces(rs) = &got[1] else {
-        panic!("traces")
-    };
-    let attrs = &rs[0].scope_spans[0].spans[0].attributes;
-    assert!(attrs.iter().any(|kv| kv.key == "datadog.span_id"
-        && kv.value
-            == Some(AnyValue {
-                value: Some(any_value::Value::StringValue("2".into()))
-            })));
-    drop(got);
+    {
+        let got = sink.0.lock().unwrap();
+        let Payload::Traces(rs) = &got[1] else {
+            panic!("traces")
+        };
+        let attrs = &rs[0].scope_spans[0].spans[0].attributes;
+        assert!(attrs.iter().any(|kv| kv.key == "datadog.span_id"
+            && kv.value
+                == Some(AnyValue {
+                    value: Some(any_value::Value::StringValue("2".into()))
+                })));
+    }
     assert_eq!(metric(&t, "weft_propagation_merge_rekeyed_spans"), 1);
     p.shutdown().await.unwrap();
 }
@@ -337,19 +338,20 @@ async fn log_records_get_ids_from_dd_attributes() {
         Arc::from("otlp"),
     );
     logs.consume(b).await.unwrap();
-    let got = sink.0.lock().unwrap();
-    let Payload::Logs(rl) = &got[0] else {
-        panic!("logs")
-    };
-    let recs = &rl[0].scope_logs[0].log_records;
-    assert_eq!(hex(&recs[0].trace_id), format!("{LOW:032x}"));
-    assert_eq!(hex(&recs[0].span_id), format!("{:016x}", 42));
-    assert!(
-        recs[1].trace_id.is_empty(),
-        "an unparsable id is left alone"
-    );
-    assert_eq!(hex(&recs[1].span_id), format!("{:016x}", 7));
-    drop(got);
+    {
+        let got = sink.0.lock().unwrap();
+        let Payload::Logs(rl) = &got[0] else {
+            panic!("logs")
+        };
+        let recs = &rl[0].scope_logs[0].log_records;
+        assert_eq!(hex(&recs[0].trace_id), format!("{LOW:032x}"));
+        assert_eq!(hex(&recs[0].span_id), format!("{:016x}", 42));
+        assert!(
+            recs[1].trace_id.is_empty(),
+            "an unparsable id is left alone"
+        );
+        assert_eq!(hex(&recs[1].span_id), format!("{:016x}", 7));
+    }
     assert_eq!(metric(&t, "weft_propagation_merge_log_records_linked"), 2);
 }
 
