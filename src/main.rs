@@ -1,6 +1,8 @@
 //! The `weft` binary: command line, logging, signals and config reload. All
 //! pipeline logic lives in the library crates.
 
+mod context;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +45,9 @@ enum Command {
     Components,
     /// Print the merged, expanded configuration as YAML.
     PrintConfig,
+    /// Extract, inject and convert trace-context headers (JSON on stdin and stdout).
+    #[command(subcommand)]
+    Context(context::ContextCommand),
 }
 
 fn registry() -> Registry {
@@ -80,6 +85,7 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let registry = registry();
     match cli.command {
+        Some(Command::Context(cmd)) => context::run(cmd),
         Some(Command::Components) => {
             print!("{}", components_yaml(&registry));
             ExitCode::SUCCESS
