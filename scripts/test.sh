@@ -4,11 +4,17 @@
 #
 # On a fresh Debian machine run as root it installs what it needs: python3-venv from
 # apt when the venv module is missing, and a Python venv at .venv from
-# tests/e2e/requirements.txt (rebuilt only when that file changes).
+# tests/e2e/requirements.txt (rebuilt only when that file changes), and a second
+# one at .venv-jaeger from tests/e2e/requirements-jaeger.txt for the Jaeger
+# clients, whose pinned SDK and protobuf cannot share the first, and one at .venv-dd
+# from tests/e2e/requirements-dd.txt for ddtrace and the Datadog APM test agent,
+# whose opentelemetry-proto pin cannot share it either.
 #
 # Environment:
 #   WEFT_BIN       the weft binary the end-to-end tests run (default target/debug/weft)
 #   PYTEST_ARGS    extra arguments for pytest (e.g. "-k reload -x")
+#   WEFT_JAEGER_PYTHON  the interpreter of the Jaeger clients (default .venv-jaeger/bin/python)
+#   WEFT_DD_PYTHON      the interpreter of ddtrace and the test agent (default .venv-dd/bin/python)
 #   SKIP_E2E=1     stop after the Rust tests
 set -euo pipefail
 
@@ -59,6 +65,38 @@ else
     step "reusing .venv (tests/e2e/requirements.txt unchanged)"
 fi
 
+# --- Python venv for the Jaeger clients -----------------------------------------
+JAEGER_VENV="$ROOT/.venv-jaeger"
+JAEGER_REQS="$ROOT/tests/e2e/requirements-jaeger.txt"
+JAEGER_STAMP="$JAEGER_VENV/.requirements.sha256"
+want_hash="$(sha256sum "$JAEGER_REQS" | cut -d' ' -f1)"
+if [[ ! -x "$JAEGER_VENV/bin/python" || ! -f "$JAEGER_STAMP" || "$(cat "$JAEGER_STAMP")" != "$want_hash" ]]; then
+    step "creating .venv-jaeger from tests/e2e/requirements-jaeger.txt"
+    rm -rf "$JAEGER_VENV"
+    python3 -m venv "$JAEGER_VENV"
+    "$JAEGER_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+    "$JAEGER_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$JAEGER_REQS"
+    echo "$want_hash" >"$JAEGER_STAMP"
+else
+    step "reusing .venv-jaeger (tests/e2e/requirements-jaeger.txt unchanged)"
+fi
+
+# --- Python venv for ddtrace and the Datadog APM test agent ----------------------
+DD_VENV="$ROOT/.venv-dd"
+DD_REQS="$ROOT/tests/e2e/requirements-dd.txt"
+DD_STAMP="$DD_VENV/.requirements.sha256"
+want_hash="$(sha256sum "$DD_REQS" | cut -d' ' -f1)"
+if [[ ! -x "$DD_VENV/bin/python" || ! -f "$DD_STAMP" || "$(cat "$DD_STAMP")" != "$want_hash" ]]; then
+    step "creating .venv-dd from tests/e2e/requirements-dd.txt"
+    rm -rf "$DD_VENV"
+    python3 -m venv "$DD_VENV"
+    "$DD_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+    "$DD_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$DD_REQS"
+    echo "$want_hash" >"$DD_STAMP"
+else
+    step "reusing .venv-dd (tests/e2e/requirements-dd.txt unchanged)"
+fi
+
 # --- Rust ----------------------------------------------------------------------
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check || fail "formatting differs: run cargo fmt --all"
@@ -87,6 +125,8 @@ fi
 
 # --- end-to-end ------------------------------------------------------------------
 export WEFT_BIN="${WEFT_BIN:-$ROOT/target/debug/weft}"
+export WEFT_JAEGER_PYTHON="${WEFT_JAEGER_PYTHON:-$JAEGER_VENV/bin/python}"
+export WEFT_DD_PYTHON="${WEFT_DD_PYTHON:-$DD_VENV/bin/python}"
 [[ -x "$WEFT_BIN" ]] || fail "weft binary not found at $WEFT_BIN"
 
 step "pytest tests/e2e (WEFT_BIN=$WEFT_BIN)"

@@ -279,7 +279,7 @@ fn components_lists_every_type() {
             })
             .unwrap_or_default()
     };
-    assert_eq!(names("receivers"), ["otlp"]);
+    assert_eq!(names("receivers"), ["datadog", "jaeger", "otlp", "zipkin"]);
     assert_eq!(
         names("processors"),
         ["batch", "memory_limiter", "propagation_merge"]
@@ -289,10 +289,12 @@ fn components_lists_every_type() {
         [
             "debug",
             "file",
+            "jaeger",
             "otlp",
             "otlp_grpc",
             "otlp_http",
-            "otlphttp"
+            "otlphttp",
+            "zipkin"
         ]
     );
     assert_eq!(names("extensions"), ["health_check"]);

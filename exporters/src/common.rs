@@ -1,11 +1,15 @@
-//! Settings and helpers the exporters share: compression, headers, config
-//! error formatting.
+//! Settings and helpers the exporters share: compression, headers, the HTTP
+//! client, config error formatting.
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::time::Duration;
 
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Deserializer};
 use weft_pipeline::{ComponentError, ConfigFieldError};
+
+use crate::tls::TlsClientSettings;
 
 /// `compression` of the OTLP exporters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -75,6 +79,72 @@ pub fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), Config
         }
     }
     Ok(())
+}
+
+/// The configured `headers` as a header map; errors name the header.
+pub fn header_map(headers: &BTreeMap<String, String>) -> Result<HeaderMap, ComponentError> {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| ComponentError::new(format!("headers: invalid name {k:?}")))?;
+        let value = HeaderValue::from_str(v)
+            .map_err(|_| ComponentError::new(format!("headers: invalid value for {k:?}")))?;
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
+/// The HTTP client keys (of the collector's `confighttp.ClientConfig`) the
+/// HTTP exporters honour.
+pub struct HttpClientOptions<'a> {
+    pub tls: &'a TlsClientSettings,
+    pub proxy_url: Option<&'a str>,
+    pub idle_conn_timeout: Option<Duration>,
+    pub max_idle_conns_per_host: Option<usize>,
+    pub disable_keep_alives: bool,
+}
+
+/// An HTTP/1.1 and HTTP/2 client with weft's User-Agent and TLS settings.
+pub fn http_client(opts: HttpClientOptions<'_>) -> Result<reqwest::Client, ComponentError> {
+    let tls = opts
+        .tls
+        .client_config(&[b"h2", b"http/1.1"])
+        .map_err(|e| ComponentError::new(format!("tls: {e}")))?;
+    let mut builder = reqwest::Client::builder()
+        .user_agent(user_agent())
+        .tls_backend_preconfigured(tls);
+    if let Some(proxy) = opts.proxy_url.filter(|p| !p.trim().is_empty()) {
+        let proxy = reqwest::Proxy::all(proxy)
+            .map_err(|e| ComponentError::new(format!("proxy_url: {e}")))?;
+        builder = builder.proxy(proxy);
+    }
+    if let Some(t) = opts.idle_conn_timeout {
+        builder = builder.pool_idle_timeout(t);
+    }
+    if let Some(n) = opts.max_idle_conns_per_host {
+        builder = builder.pool_max_idle_per_host(n);
+    }
+    if opts.disable_keep_alives {
+        builder = builder.pool_max_idle_per_host(0);
+    }
+    builder
+        .build()
+        .map_err(|e| ComponentError::new(format!("cannot build the HTTP client: {e}")))
+}
+
+/// Checks that a URL key holds an `http://` or `https://` URL with a host.
+pub fn check_http_url(key: &str, url: &str) -> Result<(), ConfigFieldError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        Ok(_) => Err(ConfigFieldError::at(
+            &[key],
+            format!("{url:?} must be an http:// or https:// URL with a host"),
+        )),
+        Err(e) => Err(ConfigFieldError::at(
+            &[key],
+            format!("{url:?} is not a valid URL: {e}"),
+        )),
+    }
 }
 
 /// A config error turned into a create-time error that names the key.

@@ -1,13 +1,16 @@
 //! weft's exporters: `otlp_grpc` (alias `otlp`), `otlp_http` (alias
-//! `otlphttp`), `debug` and `file`, built on the pipeline's exporter helper.
+//! `otlphttp`), `zipkin`, `jaeger`, `debug` and `file`, built on the
+//! pipeline's exporter helper.
 
 pub mod common;
 pub mod debug;
 pub mod file;
+pub mod jaeger;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod otlp_json;
 pub mod tls;
+pub mod zipkin;
 
 #[cfg(test)]
 mod testutil;
@@ -18,6 +21,8 @@ use std::sync::Arc;
 pub fn register(r: &mut weft_pipeline::Registry) {
     r.add_exporter(Arc::new(debug::DebugFactory));
     r.add_exporter(Arc::new(file::FileFactory));
+    r.add_exporter(Arc::new(jaeger::JaegerFactory));
     r.add_exporter(Arc::new(otlp_grpc::OtlpGrpcFactory));
     r.add_exporter(Arc::new(otlp_http::OtlpHttpFactory));
+    r.add_exporter(Arc::new(zipkin::ZipkinFactory));
 }

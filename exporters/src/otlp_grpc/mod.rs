@@ -115,9 +115,10 @@ impl GrpcClient {
         })
     }
 
-    /// Builds the channel on first use; it connects lazily on the first request
-    /// and reconnects by itself after failures.
-    fn build(&self) -> Result<Clients, String> {
+    /// A channel to the endpoint with the configured TLS, keepalive and
+    /// authority; it connects lazily on the first request and reconnects by
+    /// itself after failures. Other gRPC exporters build theirs here too.
+    pub fn channel(&self) -> Result<Channel, String> {
         let mut endpoint = Endpoint::from_shared(format!("http://{}", self.target.authority))
             .map_err(|e| format!("invalid endpoint: {e}"))?
             .user_agent(user_agent())
@@ -171,7 +172,12 @@ impl GrpcClient {
                 endpoint.connect_with_connector_lazy(connect)
             }
         };
+        Ok(channel)
+    }
 
+    /// Builds the clients on first use.
+    fn build(&self) -> Result<Clients, String> {
+        let channel = self.channel()?;
         let mut traces = TraceServiceClient::new(channel.clone());
         let mut metrics = MetricsServiceClient::new(channel.clone());
         let mut logs = LogsServiceClient::new(channel);
@@ -204,7 +210,8 @@ impl GrpcClient {
             .map_err(ExportError::Permanent)
     }
 
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
+    /// A request carrying the configured `headers` and the attempt's deadline.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(message);
         *req.metadata_mut() = self.metadata.clone();
         if !self.cfg.timeout.timeout.is_zero() {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use weft_pipeline::exporterhelper::{QueueSettings, RetrySettings, TimeoutSettings};
 use weft_pipeline::{ComponentConfig, ConfigFieldError, Signal};
 
-use crate::common::{validate_headers, Compression};
+use crate::common::{check_http_url, validate_headers, Compression};
 use crate::tls::TlsClientSettings;
 
 /// Request body encoding.
@@ -124,20 +124,6 @@ impl OtlpHttpConfig {
     }
 }
 
-fn check_url(key: &str, url: &str) -> Result<(), ConfigFieldError> {
-    match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
-        Ok(_) => Err(ConfigFieldError::at(
-            &[key],
-            format!("{url:?} must be an http:// or https:// URL with a host"),
-        )),
-        Err(e) => Err(ConfigFieldError::at(
-            &[key],
-            format!("{url:?} is not a valid URL: {e}"),
-        )),
-    }
-}
-
 impl ComponentConfig for OtlpHttpConfig {
     fn validate(&self) -> Result<(), ConfigFieldError> {
         let urls = [
@@ -153,11 +139,11 @@ impl ComponentConfig for OtlpHttpConfig {
         }
         for (key, url) in urls {
             if let Some(url) = non_empty(url) {
-                check_url(key, url)?;
+                check_http_url(key, url)?;
             }
         }
         if let Some(p) = non_empty(&self.proxy_url) {
-            check_url("proxy_url", p)?;
+            check_http_url("proxy_url", p)?;
         }
         if let Some(level) = self.compression_params.as_ref().and_then(|p| p.level) {
             let ok = match self.compression {

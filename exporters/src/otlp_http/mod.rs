@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
-};
+use http::header::{HeaderMap, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use http::StatusCode;
 use prost::Message;
 use serde_yaml_ng::Value;
@@ -21,7 +19,7 @@ use weft_pipeline::{
     Signal,
 };
 
-use crate::common::{config_error, cpu_bound, user_agent};
+use crate::common::{config_error, cpu_bound, header_map, http_client, HttpClientOptions};
 use config::{Encoding, OtlpHttpConfig};
 
 /// Factory for `otlp_http` / `otlphttp`.
@@ -77,39 +75,14 @@ fn signal_index(s: Signal) -> usize {
 impl HttpClient {
     pub fn new(settings: &Settings, cfg: &OtlpHttpConfig) -> Result<HttpClient, ComponentError> {
         let id = settings.id.to_string();
-        let tls = cfg
-            .tls
-            .client_config(&[b"h2", b"http/1.1"])
-            .map_err(|e| ComponentError::new(format!("tls: {e}")))?;
-        let mut builder = reqwest::Client::builder()
-            .user_agent(user_agent())
-            .tls_backend_preconfigured(tls);
-        if let Some(proxy) = cfg.proxy_url.as_deref().filter(|p| !p.trim().is_empty()) {
-            let proxy = reqwest::Proxy::all(proxy)
-                .map_err(|e| ComponentError::new(format!("proxy_url: {e}")))?;
-            builder = builder.proxy(proxy);
-        }
-        if let Some(t) = cfg.idle_conn_timeout {
-            builder = builder.pool_idle_timeout(t);
-        }
-        if let Some(n) = cfg.max_idle_conns_per_host {
-            builder = builder.pool_max_idle_per_host(n);
-        }
-        if cfg.disable_keep_alives {
-            builder = builder.pool_max_idle_per_host(0);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| ComponentError::new(format!("cannot build the HTTP client: {e}")))?;
-
-        let mut headers = HeaderMap::new();
-        for (k, v) in &cfg.headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| ComponentError::new(format!("headers: invalid name {k:?}")))?;
-            let value = HeaderValue::from_str(v)
-                .map_err(|_| ComponentError::new(format!("headers: invalid value for {k:?}")))?;
-            headers.insert(name, value);
-        }
+        let client = http_client(HttpClientOptions {
+            tls: &cfg.tls,
+            proxy_url: cfg.proxy_url.as_deref(),
+            idle_conn_timeout: cfg.idle_conn_timeout,
+            max_idle_conns_per_host: cfg.max_idle_conns_per_host,
+            disable_keep_alives: cfg.disable_keep_alives,
+        })?;
+        let mut headers = header_map(&cfg.headers)?;
         let content_type = match cfg.encoding {
             Encoding::Proto => "application/x-protobuf",
             Encoding::Json => "application/json",
@@ -219,7 +192,7 @@ fn partial_success(headers: &HeaderMap, body: &[u8]) -> Option<(i64, String)> {
 
 /// The server's explanation of a failure: a `google.rpc.Status` (protobuf
 /// or JSON) when it sent one, else the start of the body as text.
-fn error_message(headers: &HeaderMap, body: &[u8]) -> Option<String> {
+pub(crate) fn error_message(headers: &HeaderMap, body: &[u8]) -> Option<String> {
     if body.is_empty() {
         return None;
     }

@@ -8,6 +8,10 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use weft_pipeline::{ComponentConfig, ConfigFieldError};
 
+pub use crate::common::cors::CorsConfig;
+pub use crate::common::net::parse_endpoint;
+pub use crate::common::tls::ServerTlsConfig;
+
 /// Default gRPC listen address, as in the collector.
 pub const DEFAULT_GRPC_ENDPOINT: &str = "localhost:4317";
 /// Default HTTP listen address, as in the collector.
@@ -215,50 +219,10 @@ impl HttpConfig {
     }
 }
 
-/// `protocols.http.cors`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CorsConfig {
-    /// Origins allowed to send requests (`https://*.example.com` and `*` allowed).
-    pub allowed_origins: Vec<String>,
-    /// Request headers allowed besides the CORS-safelisted ones (`*` for any).
-    pub allowed_headers: Vec<String>,
-    /// Seconds a browser may cache a preflight answer.
-    pub max_age: Option<u64>,
-}
-
-/// `tls` of a server, the collector's `configtls.ServerConfig`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerTlsConfig {
-    /// PEM certificate chain file.
-    pub cert_file: Option<String>,
-    /// PEM certificate chain inline.
-    pub cert_pem: Option<String>,
-    /// PEM private key file.
-    pub key_file: Option<String>,
-    /// PEM private key inline.
-    pub key_pem: Option<String>,
-    /// Accepted for compatibility; a server does not use it.
-    pub ca_file: Option<String>,
-    /// Accepted for compatibility; a server does not use it.
-    pub ca_pem: Option<String>,
-    /// Require client certificates signed by a CA in this PEM file.
-    pub client_ca_file: Option<String>,
-    /// Lowest TLS version: `1.2` (default) or `1.3`.
-    pub min_version: Option<String>,
-    /// Highest TLS version: `1.2` or `1.3` (default).
-    pub max_version: Option<String>,
-    /// Accepted for compatibility; certificates are read when the receiver starts.
-    #[serde(with = "weft_pipeline::config::duration::option")]
-    pub reload_interval: Option<Duration>,
-    /// Accepted for compatibility; a server does not use it.
-    pub include_system_ca_certs_pool: bool,
-}
-
 /// Content-Encodings the collector's HTTP server knows; weft decodes all but
 /// snappy and lz4.
-const KNOWN_COMPRESSION: &[&str] = &["", "gzip", "zstd", "zlib", "deflate", "snappy", "lz4"];
+pub(crate) const KNOWN_COMPRESSION: &[&str] =
+    &["", "gzip", "zstd", "zlib", "deflate", "snappy", "lz4"];
 
 impl ComponentConfig for OtlpReceiverConfig {
     fn validate(&self) -> Result<(), ConfigFieldError> {
@@ -355,85 +319,6 @@ fn field_error(proto: &str, keys: &[&str], message: impl Into<String>) -> Config
         path,
         message: message.into(),
     }
-}
-
-impl ServerTlsConfig {
-    /// Checks the keys that can be checked without reading files; returns the
-    /// offending key and the message.
-    fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.cert_file.is_some() && self.cert_pem.is_some() {
-            return Err((
-                "cert_pem",
-                "use either cert_file or cert_pem, not both".into(),
-            ));
-        }
-        if self.key_file.is_some() && self.key_pem.is_some() {
-            return Err(("key_pem", "use either key_file or key_pem, not both".into()));
-        }
-        let has_cert = self.cert_file.is_some() || self.cert_pem.is_some();
-        let has_key = self.key_file.is_some() || self.key_pem.is_some();
-        match (has_cert, has_key) {
-            (true, true) => {}
-            (false, _) => {
-                return Err((
-                    "cert_file",
-                    "a TLS server needs a certificate (cert_file or cert_pem)".into(),
-                ))
-            }
-            (true, false) => {
-                return Err((
-                    "key_file",
-                    "a TLS server needs a private key (key_file or key_pem)".into(),
-                ))
-            }
-        }
-        let min = tls_version(self.min_version.as_deref()).map_err(|m| ("min_version", m))?;
-        let max = tls_version(self.max_version.as_deref()).map_err(|m| ("max_version", m))?;
-        if let (Some(min), Some(max)) = (min, max) {
-            if min > max {
-                return Err((
-                    "max_version",
-                    "max_version is lower than min_version".into(),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// `1.2` -> Some(12), `1.3` -> Some(13), absent or empty -> None.
-pub(crate) fn tls_version(v: Option<&str>) -> Result<Option<u8>, String> {
-    match v.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some("1.2") => Ok(Some(12)),
-        Some("1.3") => Ok(Some(13)),
-        Some(other @ ("1.0" | "1.1")) => {
-            Err(format!("TLS {other} is not supported: use 1.2 or 1.3"))
-        }
-        Some(other) => Err(format!("unknown TLS version {other:?}: use 1.2 or 1.3")),
-    }
-}
-
-/// Splits `host:port` the way Go's `net.SplitHostPort` does: IPv6 hosts in
-/// brackets, an empty host meaning every interface. Returns the bare host.
-pub fn parse_endpoint(endpoint: &str) -> Result<(String, u16), String> {
-    let bad = |why: &str| format!("invalid endpoint {endpoint:?}: {why}");
-    let (host, port) = endpoint
-        .rsplit_once(':')
-        .ok_or_else(|| bad("expected host:port"))?;
-    let host = if let Some(inner) = host.strip_prefix('[') {
-        inner
-            .strip_suffix(']')
-            .ok_or_else(|| bad("missing \"]\" after an IPv6 address"))?
-    } else if host.contains(':') {
-        return Err(bad("write IPv6 addresses in brackets, as [::1]:4317"));
-    } else {
-        host
-    };
-    let port = port
-        .parse::<u16>()
-        .map_err(|_| bad("the port must be a number from 0 to 65535"))?;
-    Ok((host.to_string(), port))
 }
 
 #[cfg(test)]
@@ -580,26 +465,5 @@ protocols:
                 "time"
             ]
         );
-    }
-
-    #[test]
-    fn endpoints_split_like_go() {
-        assert_eq!(
-            parse_endpoint("localhost:4317").unwrap(),
-            ("localhost".into(), 4317)
-        );
-        assert_eq!(
-            parse_endpoint("0.0.0.0:4317").unwrap(),
-            ("0.0.0.0".into(), 4317)
-        );
-        assert_eq!(parse_endpoint("[::1]:4317").unwrap(), ("::1".into(), 4317));
-        assert_eq!(parse_endpoint(":4317").unwrap(), ("".into(), 4317));
-        assert_eq!(
-            parse_endpoint("127.0.0.1:0").unwrap(),
-            ("127.0.0.1".into(), 0)
-        );
-        assert!(parse_endpoint("::1:4317").is_err());
-        assert!(parse_endpoint("localhost").is_err());
-        assert!(parse_endpoint("localhost:http").is_err());
     }
 }

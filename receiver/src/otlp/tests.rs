@@ -599,7 +599,7 @@ async fn grpc_rejections_are_counted() {
     let big = "x".repeat(1 << 20);
     let mut c = TraceServiceClient::connect(h.grpc_url()).await.unwrap();
     let err = c.export(trace_request(&[&big])).await.unwrap_err();
-    assert_eq!(err.code(), Code::OutOfRange, "{err}");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
     // Over the limit only once inflated.
     let mut gz = TraceServiceClient::connect(h.grpc_url())
         .await

@@ -1,0 +1,77 @@
+//! The hand-off from a receiver to its pipeline, with the collector's
+//! receiver counters kept for every request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use weft_pipeline::{
+    Batch, ClientMetadata, ConsumeError, Payload, ReceiverMetrics, ReceiverOutputs, Settings,
+};
+
+/// Hands decoded requests to the pipeline and counts the outcome, for one
+/// receiver and transport.
+pub(crate) struct Ingest {
+    origin: Arc<str>,
+    transport: &'static str,
+    outputs: ReceiverOutputs,
+    pub(crate) metrics: ReceiverMetrics,
+}
+
+impl Ingest {
+    pub(crate) fn new(
+        settings: &Settings,
+        transport: &'static str,
+        outputs: ReceiverOutputs,
+    ) -> Arc<Ingest> {
+        Arc::new(Ingest {
+            origin: Arc::from(settings.id.to_string()),
+            transport,
+            outputs,
+            metrics: ReceiverMetrics::new(&settings.telemetry, &settings.id, transport),
+        })
+    }
+
+    /// Sends one request's data downstream. A request without any resource
+    /// entry is acknowledged without bothering the pipeline.
+    pub(crate) async fn consume(
+        &self,
+        payload: Payload,
+        metadata: Option<ClientMetadata>,
+        received_at: Instant,
+    ) -> Result<(), ConsumeError> {
+        if payload.is_empty() {
+            return Ok(());
+        }
+        let signal = payload.signal();
+        let items = payload.item_count() as u64;
+        let mut batch = Batch::new(payload, self.origin.clone());
+        batch.received_at = received_at;
+        batch.metadata = metadata.map(Arc::new);
+        let result = self.outputs.for_signal(signal).consume(batch).await;
+        match &result {
+            Ok(()) => self.metrics.accepted(signal).add(items),
+            Err(e) => {
+                self.metrics.refused(signal).add(items);
+                tracing::debug!(
+                    receiver = %self.origin,
+                    transport = self.transport,
+                    %signal,
+                    items,
+                    error = %e,
+                    "pipeline refused data"
+                );
+            }
+        }
+        result
+    }
+
+    /// Counts a request rejected before it reached the pipeline.
+    pub(crate) fn bad_request(&self, why: &dyn std::fmt::Display) {
+        self.metrics.bad_requests.inc();
+        tracing::debug!(
+            receiver = %self.origin,
+            transport = self.transport,
+            "rejected request: {why}"
+        );
+    }
+}
