@@ -3,27 +3,20 @@
 # end-to-end suite (tests/e2e, real processes over loopback).
 #
 # On a fresh Debian machine run as root it installs what it needs: python3-venv from
-# apt when the venv module is missing, and a Python venv at .venv from
-# tests/e2e/requirements.txt (rebuilt only when that file changes), and a second
-# one at .venv-jaeger from tests/e2e/requirements-jaeger.txt for the Jaeger
-# clients, whose pinned SDK and protobuf cannot share the first, and one at .venv-dd
-# from tests/e2e/requirements-dd.txt for ddtrace and the Datadog APM test agent,
-# whose opentelemetry-proto pin cannot share it either.
+# apt when the venv module is missing, and the Python venvs of the end-to-end peers
+# (.venv, plus side venvs for clients whose pins clash with it; see make_venv below).
 #
 # Environment:
 #   WEFT_BIN       the weft binary the end-to-end tests run (default target/debug/weft)
 #   PYTEST_ARGS    extra arguments for pytest (e.g. "-k reload -x")
-#   WEFT_JAEGER_PYTHON  the interpreter of the Jaeger clients (default .venv-jaeger/bin/python)
-#   WEFT_DD_PYTHON      the interpreter of ddtrace and the test agent (default .venv-dd/bin/python)
+#   WEFT_JAEGER_PYTHON, WEFT_ZIPKIN_PROTO_PYTHON, WEFT_DD_PYTHON
+#                  interpreters of the side venvs (default .venv-<name>/bin/python)
 #   SKIP_E2E=1     stop after the Rust tests
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-VENV="$ROOT/.venv"
-REQS="$ROOT/tests/e2e/requirements.txt"
-STAMP="$VENV/.requirements.sha256"
 
 step() { printf '\n==> %s\n' "$*"; }
 fail() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
@@ -52,50 +45,34 @@ if ((${#need_apt[@]})); then
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
-# --- Python venv for the end-to-end peers --------------------------------------
-want_hash="$(sha256sum "$REQS" | cut -d' ' -f1)"
-if [[ ! -x "$VENV/bin/python" || ! -f "$STAMP" || "$(cat "$STAMP")" != "$want_hash" ]]; then
-    step "creating .venv from tests/e2e/requirements.txt"
-    rm -rf "$VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQS"
-    echo "$want_hash" >"$STAMP"
-else
-    step "reusing .venv (tests/e2e/requirements.txt unchanged)"
-fi
+# --- Python venvs ----------------------------------------------------------------
+# .venv holds the OTLP peers and pytest. Clients whose pins clash with it (the Jaeger
+# exporters' old SDK, the Zipkin proto exporter's protobuf 3, ddtrace with the
+# Datadog test agent) get a side venv each: .venv-<name> from requirements-<name>.txt.
+# A venv is rebuilt only when its requirements file changes.
+make_venv() { # <venv dir> <requirements file>
+    local venv="$1" reqs="$2" stamp="$1/.requirements.sha256" want
+    want="$(sha256sum "$reqs" | cut -d' ' -f1)"
+    if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        step "reusing ${venv#"$ROOT"/} (${reqs#"$ROOT"/} unchanged)"
+        return
+    fi
+    step "creating ${venv#"$ROOT"/} from ${reqs#"$ROOT"/}"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$reqs"
+    echo "$want" >"$stamp"
+}
 
-# --- Python venv for the Jaeger clients -----------------------------------------
-JAEGER_VENV="$ROOT/.venv-jaeger"
-JAEGER_REQS="$ROOT/tests/e2e/requirements-jaeger.txt"
-JAEGER_STAMP="$JAEGER_VENV/.requirements.sha256"
-want_hash="$(sha256sum "$JAEGER_REQS" | cut -d' ' -f1)"
-if [[ ! -x "$JAEGER_VENV/bin/python" || ! -f "$JAEGER_STAMP" || "$(cat "$JAEGER_STAMP")" != "$want_hash" ]]; then
-    step "creating .venv-jaeger from tests/e2e/requirements-jaeger.txt"
-    rm -rf "$JAEGER_VENV"
-    python3 -m venv "$JAEGER_VENV"
-    "$JAEGER_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-    "$JAEGER_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$JAEGER_REQS"
-    echo "$want_hash" >"$JAEGER_STAMP"
-else
-    step "reusing .venv-jaeger (tests/e2e/requirements-jaeger.txt unchanged)"
-fi
-
-# --- Python venv for ddtrace and the Datadog APM test agent ----------------------
-DD_VENV="$ROOT/.venv-dd"
-DD_REQS="$ROOT/tests/e2e/requirements-dd.txt"
-DD_STAMP="$DD_VENV/.requirements.sha256"
-want_hash="$(sha256sum "$DD_REQS" | cut -d' ' -f1)"
-if [[ ! -x "$DD_VENV/bin/python" || ! -f "$DD_STAMP" || "$(cat "$DD_STAMP")" != "$want_hash" ]]; then
-    step "creating .venv-dd from tests/e2e/requirements-dd.txt"
-    rm -rf "$DD_VENV"
-    python3 -m venv "$DD_VENV"
-    "$DD_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-    "$DD_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$DD_REQS"
-    echo "$want_hash" >"$DD_STAMP"
-else
-    step "reusing .venv-dd (tests/e2e/requirements-dd.txt unchanged)"
-fi
+VENV="$ROOT/.venv"
+make_venv "$VENV" "$ROOT/tests/e2e/requirements.txt"
+for side in jaeger zipkin-proto dd; do
+    make_venv "$ROOT/.venv-$side" "$ROOT/tests/e2e/requirements-$side.txt"
+    # WEFT_JAEGER_PYTHON, WEFT_ZIPKIN_PROTO_PYTHON, WEFT_DD_PYTHON (tests/e2e/harness.py)
+    var="WEFT_$(echo "$side" | tr 'a-z-' 'A-Z_')_PYTHON"
+    export "$var=${!var:-$ROOT/.venv-$side/bin/python}"
+done
 
 # --- Rust ----------------------------------------------------------------------
 step "cargo fmt --all -- --check"
@@ -125,8 +102,6 @@ fi
 
 # --- end-to-end ------------------------------------------------------------------
 export WEFT_BIN="${WEFT_BIN:-$ROOT/target/debug/weft}"
-export WEFT_JAEGER_PYTHON="${WEFT_JAEGER_PYTHON:-$JAEGER_VENV/bin/python}"
-export WEFT_DD_PYTHON="${WEFT_DD_PYTHON:-$DD_VENV/bin/python}"
 [[ -x "$WEFT_BIN" ]] || fail "weft binary not found at $WEFT_BIN"
 
 step "pytest tests/e2e (WEFT_BIN=$WEFT_BIN)"

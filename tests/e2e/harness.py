@@ -26,6 +26,40 @@ E2E_DIR = Path(__file__).resolve().parent
 REPO_ROOT = E2E_DIR.parent.parent
 sys.path.insert(0, str(E2E_DIR))
 
+def side_python(name: str) -> str:
+    """The Python of a side venv for clients whose pins clash with .venv (protobuf 3,
+    an old SDK...): $WEFT_<NAME>_PYTHON when set (scripts/test.sh sets it), else
+    .venv-<name> built from tests/e2e/requirements-<name>.txt, rebuilt only when that
+    file changes. A file lock keeps parallel test processes from building it twice."""
+    import fcntl
+    import hashlib
+    import shutil
+
+    env_var = f"WEFT_{name.upper().replace('-', '_')}_PYTHON"
+    given = os.environ.get(env_var)
+    if given:
+        return given
+    reqs = E2E_DIR / f"requirements-{name}.txt"
+    venv = REPO_ROOT / f".venv-{name}"
+    want = hashlib.sha256(reqs.read_bytes()).hexdigest()
+    stamp = venv / ".requirements.sha256"
+    python = venv / "bin" / "python"
+    with open(REPO_ROOT / f".venv-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (python.exists() and stamp.exists() and stamp.read_text().strip() == want):
+            shutil.rmtree(venv, ignore_errors=True)
+            base = getattr(sys, "_base_executable", None) or sys.executable
+            subprocess.run([base, "-m", "venv", str(venv)], check=True)
+            subprocess.run(
+                [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                 "-r", str(reqs)],
+                check=True,
+                timeout=600,
+            )
+            stamp.write_text(want + "\n")
+    return str(python)
+
+
 from otlp_support import parse_prometheus  # noqa: E402
 
 STARTUP_TIMEOUT = 30.0

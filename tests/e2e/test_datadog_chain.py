@@ -51,11 +51,8 @@ changes).
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -68,12 +65,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from harness import E2E_DIR, REPO_ROOT, wait_for_metric, wait_until, weft_binary
+from harness import E2E_DIR, REPO_ROOT, side_python, wait_for_metric, wait_until, weft_binary
 from otlp_support import flatten_spans, parse_otlp_json
 from peers.dd_tee import DatadogTee
 
-DD_REQS = E2E_DIR / "requirements-dd.txt"
-DD_VENV = REPO_ROOT / ".venv-dd"
 DD_CHAIN = E2E_DIR / "apps" / "dd_chain.py"
 OTEL_CHAIN = E2E_DIR / "apps" / "otel_chain.py"
 DD_APP = E2E_DIR / "apps" / "dd_app.py"
@@ -89,29 +84,8 @@ STATUS_OK, STATUS_ERROR = 1, 2
 
 @pytest.fixture(scope="session")
 def dd_python() -> str:
-    """The Python that has ddtrace and ddapm-test-agent: WEFT_DD_PYTHON, else .venv-dd
-    built from requirements-dd.txt."""
-    given = os.environ.get("WEFT_DD_PYTHON")
-    if given:
-        return given
-    want = hashlib.sha256(DD_REQS.read_bytes()).hexdigest()
-    stamp = DD_VENV / ".requirements.sha256"
-    python = DD_VENV / "bin" / "python"
-    with open(REPO_ROOT / ".venv-dd.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (python.exists() and stamp.exists() and stamp.read_text().strip() == want):
-            shutil.rmtree(DD_VENV, ignore_errors=True)
-            base = getattr(sys, "_base_executable", None) or sys.executable
-            subprocess.run([base, "-m", "venv", str(DD_VENV)], check=True)
-            subprocess.run(
-                [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                 "-r", str(DD_REQS)],
-                check=True,
-                timeout=600,
-            )
-            stamp.write_text(want + "\n")
-    return str(python)
-
+    """The Python that has ddtrace and ddapm-test-agent (requirements-dd.txt)."""
+    return side_python("dd")
 
 def clean_env(**extra: str) -> dict:
     """This environment without tracer settings, plus `extra`."""

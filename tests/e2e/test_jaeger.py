@@ -19,16 +19,12 @@ datagrams are counted and weft keeps serving.
 from __future__ import annotations
 
 import base64
-import fcntl
 import functools
-import hashlib
 import json
 import os
 import queue
-import shutil
 import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -36,7 +32,7 @@ import pytest
 import requests
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from harness import E2E_DIR, REPO_ROOT, app_result, run_app, wait_for_metric, wait_until
+from harness import E2E_DIR, REPO_ROOT, app_result, run_app, side_python, wait_for_metric, wait_until
 from otlp_support import parse_otlp_json
 
 BATCH = {"batch": {"timeout": "100ms"}}
@@ -49,36 +45,12 @@ STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
 # The Jaeger venv and its processes
 
 
-JAEGER_REQS = E2E_DIR / "requirements-jaeger.txt"
-JAEGER_VENV = REPO_ROOT / ".venv-jaeger"
 
 
 @functools.cache
 def jaeger_python() -> str:
-    """The Python with the Jaeger exporters: WEFT_JAEGER_PYTHON (scripts/test.sh sets
-    it), else .venv-jaeger, built from requirements-jaeger.txt when it is missing or
-    that file changed."""
-    given = os.environ.get("WEFT_JAEGER_PYTHON")
-    if given:
-        return given
-    want = hashlib.sha256(JAEGER_REQS.read_bytes()).hexdigest()
-    stamp = JAEGER_VENV / ".requirements.sha256"
-    python = JAEGER_VENV / "bin" / "python"
-    with open(REPO_ROOT / ".venv-jaeger.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (python.exists() and stamp.exists() and stamp.read_text().strip() == want):
-            shutil.rmtree(JAEGER_VENV, ignore_errors=True)
-            base = getattr(sys, "_base_executable", None) or sys.executable
-            subprocess.run([base, "-m", "venv", str(JAEGER_VENV)], check=True)
-            subprocess.run(
-                [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                 "-r", str(JAEGER_REQS)],
-                check=True,
-                timeout=900,
-            )
-            stamp.write_text(want + "\n")
-    return str(python)
-
+    """The Python with the Jaeger exporters (requirements-jaeger.txt)."""
+    return side_python("jaeger")
 
 def clean_env() -> dict:
     """This environment without OpenTelemetry settings the exporters would read."""

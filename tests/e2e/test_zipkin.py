@@ -18,13 +18,9 @@ requirements-zipkin-proto.txt once (and again only when that file changes).
 
 from __future__ import annotations
 
-import base64
-import fcntl
 import gzip
-import hashlib
 import http.server
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -34,20 +30,17 @@ import jsonschema
 import pytest
 import requests
 import yaml
-from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from harness import E2E_DIR, REPO_ROOT, otlp_receiver, wait_for_metric, wait_until
+from harness import E2E_DIR, REPO_ROOT, otlp_receiver, side_python, wait_for_metric, wait_until
 from otlp_support import assert_rows_equal, flatten_spans, metric_sum, parse_otlp_json
 
 APP = E2E_DIR / "apps" / "zipkin_app.py"
 PB2_JSON = E2E_DIR / "peers" / "zipkin_pb2_json.py"
 SCHEMA = E2E_DIR / "data" / "zipkin2-api.yaml"
-PROTO_REQS = E2E_DIR / "requirements-zipkin-proto.txt"
-PROTO_VENV = REPO_ROOT / ".venv-zipkin-proto"
 
 JSON = "application/json"
 PROTO = "application/x-protobuf"
@@ -62,26 +55,8 @@ STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
 
 @pytest.fixture(scope="session")
 def proto_python() -> Path:
-    """The Python of .venv-zipkin-proto, built from requirements-zipkin-proto.txt."""
-    want = hashlib.sha256(PROTO_REQS.read_bytes()).hexdigest()
-    stamp = PROTO_VENV / ".requirements.sha256"
-    python = PROTO_VENV / "bin" / "python"
-    lock_path = REPO_ROOT / ".venv-zipkin-proto.lock"
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (python.exists() and stamp.exists() and stamp.read_text().strip() == want):
-            shutil.rmtree(PROTO_VENV, ignore_errors=True)
-            base = getattr(sys, "_base_executable", None) or sys.executable
-            subprocess.run([base, "-m", "venv", str(PROTO_VENV)], check=True)
-            subprocess.run(
-                [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                 "-r", str(PROTO_REQS)],
-                check=True,
-                timeout=600,
-            )
-            stamp.write_text(want)
-    return python
-
+    """The Python of .venv-zipkin-proto (requirements-zipkin-proto.txt)."""
+    return Path(side_python("zipkin-proto"))
 
 # ---------------------------------------------------------------------------
 # weft and its file output
