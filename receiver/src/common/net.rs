@@ -112,6 +112,11 @@ async fn resolve(endpoint: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
+/// A bound address for a log line: `127.0.0.1:4317`, or empty before binding.
+pub fn shown(addr: Option<SocketAddr>) -> String {
+    addr.map(|a| a.to_string()).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -159,7 +159,7 @@ impl Lifecycle for DatadogReceiver {
         };
         let token = CancellationToken::new();
         let task = serve("Datadog", listener, tls, options, handler, token.clone());
-        tracing::info!(receiver = %self.id, endpoint = ?addr, "Datadog trace API listening");
+        tracing::info!(receiver = %self.id, endpoint = %crate::common::net::shown(addr), "Datadog trace API listening");
         self.set_addr(addr);
         *running = Some(Running {
             token,

@@ -195,7 +195,7 @@ impl Lifecycle for JaegerReceiver {
         let mut addrs = BoundAddrs::default();
         if let Some((cfg, listener, tls)) = grpc {
             addrs.grpc = listener.local_addr().ok();
-            tracing::info!(receiver = %self.id, endpoint = ?addrs.grpc, "Jaeger gRPC server listening");
+            tracing::info!(receiver = %self.id, endpoint = %crate::common::net::shown(addrs.grpc), "Jaeger gRPC server listening");
             tasks.push((
                 TRANSPORT_GRPC,
                 grpc::spawn(listener, tls, cfg, self.grpc.clone(), token.clone()),
@@ -203,7 +203,7 @@ impl Lifecycle for JaegerReceiver {
         }
         if let Some((cfg, listener, tls)) = http {
             addrs.thrift_http = listener.local_addr().ok();
-            tracing::info!(receiver = %self.id, endpoint = ?addrs.thrift_http, "Jaeger Thrift/HTTP server listening");
+            tracing::info!(receiver = %self.id, endpoint = %crate::common::net::shown(addrs.thrift_http), "Jaeger Thrift/HTTP server listening");
             tasks.push((
                 TRANSPORT_HTTP,
                 http::spawn(listener, tls, cfg, self.http.clone(), token.clone()),
@@ -221,7 +221,7 @@ impl Lifecycle for JaegerReceiver {
                     (TRANSPORT_BINARY, &self.binary, &self.binary_dropped)
                 }
             };
-            tracing::info!(receiver = %self.id, endpoint = ?local, transport, "Jaeger agent UDP server listening");
+            tracing::info!(receiver = %self.id, endpoint = %crate::common::net::shown(local), transport, "Jaeger agent UDP server listening");
             tasks.push((
                 transport,
                 udp::spawn(

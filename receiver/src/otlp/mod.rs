@@ -160,7 +160,7 @@ impl Lifecycle for OtlpReceiver {
         let mut http_addr = None;
         if let Some((cfg, listener, tls)) = grpc {
             grpc_addr = listener.local_addr().ok();
-            tracing::info!(receiver = %self.id, endpoint = %grpc_addr.map(|a| a.to_string()).unwrap_or_default(), "OTLP/gRPC server listening");
+            tracing::info!(receiver = %self.id, endpoint = %crate::common::net::shown(grpc_addr), "OTLP/gRPC server listening");
             tasks.push((
                 "grpc",
                 grpc::spawn(listener, tls, cfg, self.grpc.clone(), token.clone()),
@@ -168,7 +168,7 @@ impl Lifecycle for OtlpReceiver {
         }
         if let Some((cfg, listener, tls)) = http {
             http_addr = listener.local_addr().ok();
-            tracing::info!(receiver = %self.id, endpoint = %http_addr.map(|a| a.to_string()).unwrap_or_default(), "OTLP/HTTP server listening");
+            tracing::info!(receiver = %self.id, endpoint = %crate::common::net::shown(http_addr), "OTLP/HTTP server listening");
             tasks.push((
                 "http",
                 http::spawn(listener, tls, cfg, self.http.clone(), token.clone()),

@@ -152,7 +152,7 @@ impl Lifecycle for ZipkinReceiver {
         let task = serve("Zipkin", listener, tls, options, handler, token.clone());
         tracing::info!(
             receiver = %self.id,
-            endpoint = %addr.map(|a| a.to_string()).unwrap_or_default(),
+            endpoint = %crate::common::net::shown(addr),
             "Zipkin server listening"
         );
         self.set_addr(addr);
