@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The few kernel types the weft probes touch, declared with only the fields
+ * they read. Every struct carries preserve_access_index, so clang emits CO-RE
+ * relocations and the loader rewrites field offsets from the running kernel's
+ * BTF: the layouts below need not match any kernel, only the field names and
+ * types must. This replaces a full generated vmlinux.h (over 100k lines) and
+ * keeps the probes buildable without kernel headers.
+ */
+#ifndef WEFT_KERNEL_TYPES_H
+#define WEFT_KERNEL_TYPES_H
+
+typedef signed char __s8;
+typedef unsigned char __u8;
+typedef short __s16;
+typedef unsigned short __u16;
+typedef int __s32;
+typedef unsigned int __u32;
+typedef long long __s64;
+typedef unsigned long long __u64;
+typedef __u16 __be16;
+typedef __u32 __be32;
+typedef __u32 __wsum;
+typedef _Bool bool;
+#define true 1
+#define false 0
+
+/* Stable UAPI constants (include/uapi/linux/bpf.h), declared here so the
+ * probes need no system kernel headers. */
+enum bpf_map_type {
+	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
+	BPF_MAP_TYPE_RINGBUF = 27,
+};
+#define BPF_ANY 0
+
+#define AF_UNIX 1
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_STREAM 1
+#define IPPROTO_TCP 6
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define EINPROGRESS 115
+
+#pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
+
+struct in6_addr {
+	union {
+		__u8 u6_addr8[16];
+		__be32 u6_addr32[4];
+	} in6_u;
+};
+
+struct inode {
+	unsigned short i_mode;
+	unsigned long i_ino;
+};
+
+struct file {
+	struct inode *f_inode;
+	void *private_data;
+};
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+};
+
+struct files_struct {
+	struct fdtable *fdt;
+};
+
+struct task_struct {
+	struct files_struct *files;
+};
+
+struct sock_common {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	__u16 skc_num;
+	unsigned short skc_family;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+};
+
+struct sock {
+	struct sock_common __sk_common;
+	__u16 sk_protocol;
+	__u16 sk_type;
+};
+
+struct socket {
+	short type;
+	struct sock *sk;
+};
+
+struct tcp_sock {
+	__u32 copied_seq;
+	__u32 write_seq;
+};
+
+/* Tracepoint contexts of syscalls/sys_enter_* and sys_exit_*
+ * (events/syscalls/<name>/format): an 8-byte common header, the syscall
+ * number padded to 8 bytes, then each argument (or the return value) as
+ * 8 bytes. These are read through ctx, so they are not relocated. */
+#pragma clang attribute pop
+
+struct weft_sys_enter_ctx {
+	__u64 common;
+	__s64 syscall_nr;
+	__u64 args[6];
+};
+
+struct weft_sys_exit_ctx {
+	__u64 common;
+	__s64 syscall_nr;
+	__s64 ret;
+};
+
+/* User-space ABI structs (LP64), read with bpf_probe_read_user. */
+struct weft_iovec {
+	__u64 iov_base;
+	__u64 iov_len;
+};
+
+struct weft_user_msghdr {
+	__u64 msg_name;
+	__s32 msg_namelen;
+	__s32 _pad;
+	__u64 msg_iov;
+	__u64 msg_iovlen;
+};
+
+/* sched/sched_process_exit: only the common header is used (the exiting
+ * thread is the current task). */
+struct weft_sched_process_exit_ctx {
+	__u64 common;
+};
+
+#endif /* WEFT_KERNEL_TYPES_H */
