@@ -19,6 +19,11 @@ use weft_pipeline::graph::Service;
 use weft_pipeline::host::Host;
 use weft_pipeline::{Kind, Registry, Telemetry};
 
+// The data path allocates per span (attributes, ids); glibc malloc spent a third
+// of the Datadog decode benchmark in its own bookkeeping (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEFAULT_CONFIG: &str = include_str!("../pipelines.example.yaml");
 const DEFAULT_CONFIG_NAME: &str = "pipelines.example.yaml (embedded)";
 

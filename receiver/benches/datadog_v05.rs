@@ -9,6 +9,10 @@ use rmp::encode as e;
 use weft_receiver::datadog::translate::{resolve_trace_id_highs, translate};
 use weft_receiver::datadog::{decode_payload, ApiVersion, TraceIdCache, TracerHeaders};
 
+// The allocator the weft binary ships with (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TRACES: u64 = 100;
 const SPANS_PER_TRACE: u64 = 10;
 

@@ -223,7 +223,17 @@ const KEY_MAP: &[(&str, &str)] = &[
 /// The OpenTelemetry name of a Datadog tag or metric key; unknown keys keep
 /// their name.
 pub fn otel_key(key: &str) -> String {
-    if let Some((_, otel)) = KEY_MAP.iter().find(|(dd, _)| dd.eq_ignore_ascii_case(key)) {
+    // Every tag of every span passes here: a hashed lookup, lowercasing only
+    // the rare key that has upper-case letters.
+    static BY_KEY: std::sync::OnceLock<HashMap<&'static str, &'static str>> =
+        std::sync::OnceLock::new();
+    let by_key = BY_KEY.get_or_init(|| KEY_MAP.iter().copied().collect());
+    let found = if key.bytes().any(|b| b.is_ascii_uppercase()) {
+        by_key.get(key.to_ascii_lowercase().as_str())
+    } else {
+        by_key.get(key)
+    };
+    if let Some(otel) = found {
         return (*otel).to_string();
     }
     if let Some(h) = key.strip_prefix("http.response.headers.") {
