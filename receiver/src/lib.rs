@@ -3,6 +3,7 @@
 
 pub mod common;
 pub mod datadog;
+pub mod ebpf;
 pub mod jaeger;
 pub mod otlp;
 pub mod zipkin;
