@@ -37,12 +37,26 @@ if command -v python3 >/dev/null 2>&1; then
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 fi
 command -v cargo >/dev/null 2>&1 || fail "cargo is not on PATH: install the Rust toolchain"
+# The eBPF probes are compiled from source with clang and the libbpf headers (receiver/
+# build.rs); the ebpf receiver's end-to-end tests drive curl and nginx.
+command -v clang >/dev/null 2>&1 || need_apt+=(clang)
+[[ -f /usr/include/bpf/bpf_helpers.h ]] || need_apt+=(libbpf-dev)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+[[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
 if ((${#need_apt[@]})); then
     step "installing system packages: ${need_apt[*]}"
     [[ $(id -u) -eq 0 ]] || fail "need root to apt-get install ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
+    # Packages with a service (nginx) must not start it: the tests run their own.
+    no_autostart=0
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        no_autostart=1
+    fi
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+    if ((no_autostart)); then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 # --- Python venvs ----------------------------------------------------------------
@@ -77,6 +91,9 @@ done
 # --- Rust ----------------------------------------------------------------------
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check || fail "formatting differs: run cargo fmt --all"
+
+step "scripts/check-probes.sh"
+scripts/check-probes.sh || fail "the prebuilt eBPF object is stale: run scripts/build-probes.sh"
 
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings || fail "clippy found problems"

@@ -125,12 +125,45 @@ fn main() -> ExitCode {
             match rt.block_on(run(cli, registry, cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    error!("{e:#}");
-                    eprintln!("weft: {e:#}");
-                    ExitCode::FAILURE
+                    let msg = one_line(&e);
+                    error!("{msg}");
+                    eprintln!("weft: {msg}");
+                    if e.downcast_ref::<StartFailed>().is_some() {
+                        ExitCode::from(2)
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
             }
         }
+    }
+}
+
+/// An error and its causes on one line, skipping a cause the message before already
+/// quotes (component errors carry their cause in their own text).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// The pipelines could not start here as configured (a port in use, eBPF unavailable):
+/// exit 2, as for a configuration that does not validate.
+#[derive(Debug)]
+struct StartFailed;
+
+impl std::fmt::Display for StartFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("cannot start the pipelines")
     }
 }
 
@@ -190,7 +223,7 @@ async fn run(cli: Cli, registry: Registry, cfg: ServiceConfig) -> anyhow::Result
     let service = Service::new(registry.clone(), telemetry, host);
     if let Err(e) = service.start(cfg).await {
         service.shutdown().await;
-        return Err(anyhow::Error::new(e).context("cannot start the pipelines"));
+        return Err(anyhow::Error::new(e).context(StartFailed));
     }
     if let Some(summary) = service.running_summary().await {
         info!(metrics = ?metrics_endpoint, "weft is running: {summary}");

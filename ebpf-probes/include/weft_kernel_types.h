@@ -133,7 +133,22 @@ struct weft_user_msghdr {
 	__s32 _pad;
 	__u64 msg_iov;
 	__u64 msg_iovlen;
+	__u64 msg_control;
+	__u64 msg_controllen;
+	__s32 msg_flags;
+	__s32 _pad2;
 };
+
+/* recvmmsg/sendmmsg vector entry: the kernel stores the bytes moved for this
+ * message in msg_len. */
+struct weft_user_mmsghdr {
+	struct weft_user_msghdr msg_hdr;
+	__u32 msg_len;
+	__u32 _pad;
+};
+
+_Static_assert(sizeof(struct weft_user_msghdr) == 56, "struct msghdr is 56 bytes on LP64");
+_Static_assert(sizeof(struct weft_user_mmsghdr) == 64, "struct mmsghdr is 64 bytes on LP64");
 
 /* sched/sched_process_exit: only the common header is used (the exiting
  * thread is the current task). */

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use weft_receiver::ebpf::http1::{Chunk, ParserConfig};
+use weft_receiver::ebpf::http1::{Chunk, ParserConfig, Tag};
 use weft_receiver::ebpf::pairing::{Http1Connection, HttpExchange};
 
 /// One syscall's record as the fuzzer describes it.
@@ -95,6 +95,7 @@ fuzz_target!(|data: &[u8]| {
             total_len: r.bytes.len() + r.uncaptured,
             ts_ns: i as u64,
             tcp_seq: (i as u32).wrapping_mul(7919),
+            tag: Tag::default(),
         };
         if r.request {
             c.feed_request(&chunk, &mut out);

@@ -16,4 +16,5 @@ pub fn register(r: &mut weft_pipeline::Registry) {
     r.add_receiver(Arc::new(datadog::DatadogReceiverFactory));
     r.add_receiver(Arc::new(jaeger::JaegerReceiverFactory));
     r.add_receiver(Arc::new(zipkin::ZipkinReceiverFactory));
+    r.add_receiver(Arc::new(ebpf::EbpfReceiverFactory));
 }

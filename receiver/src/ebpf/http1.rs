@@ -125,6 +125,18 @@ pub struct Chunk<'a> {
     pub ts_ns: u64,
     /// TCP sequence number of the chunk's first byte.
     pub tcp_seq: u32,
+    /// Facts of the syscall that moved the chunk; a message reports those of the chunk
+    /// holding its first byte.
+    pub tag: Tag,
+}
+
+/// What the caller knows of the syscall behind a chunk, carried through to the message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tag {
+    /// The syscall trace id the chunk's record was given.
+    pub syscall_id: u64,
+    /// The thread that made the syscall.
+    pub tid: u32,
 }
 
 impl<'a> Chunk<'a> {
@@ -135,6 +147,7 @@ impl<'a> Chunk<'a> {
             total_len: bytes.len(),
             ts_ns,
             tcp_seq,
+            tag: Tag::default(),
         }
     }
 }
@@ -251,6 +264,8 @@ pub struct Http1Message {
     pub end_ns: u64,
     /// TCP sequence of the first byte (of the first 1xx for a response).
     pub tcp_seq: u32,
+    /// Tag of the chunk holding the first byte (of the first 1xx for a response).
+    pub tag: Tag,
     /// Some of its bytes were not captured (their count was still honoured).
     pub truncated: bool,
     /// The head or the chunked framing ran past the captured bytes: the headers may be
@@ -346,6 +361,7 @@ struct Builder {
     chunked: bool,
     start_ns: u64,
     tcp_seq: u32,
+    tag: Tag,
     truncated: bool,
     dropped: Option<DropReason>,
 }
@@ -370,7 +386,7 @@ pub struct Http1Stream {
     line_buf: Vec<u8>,
     cur: Builder,
     /// Start of the first 1xx of the response in progress.
-    interim_start: Option<(u64, u32)>,
+    interim_start: Option<(u64, u32, Tag)>,
     /// Methods of requests still waiting for their final response (response streams).
     expected: VecDeque<Method>,
     last_ts: u64,
@@ -730,6 +746,7 @@ impl Http1Stream {
             start_ns: chunk.ts_ns,
             // Sequence numbers wrap, and so does this offset on purpose.
             tcp_seq: chunk.tcp_seq.wrapping_add(pos as u32),
+            tag: chunk.tag,
             ..Builder::default()
         };
         self.line_buf.clear();
@@ -947,15 +964,19 @@ impl Http1Stream {
                 };
                 if (100..200).contains(&status) && status != 101 {
                     // An interim response: the final one follows and inherits its start.
-                    self.interim_start
-                        .get_or_insert((self.cur.start_ns, self.cur.tcp_seq));
+                    self.interim_start.get_or_insert((
+                        self.cur.start_ns,
+                        self.cur.tcp_seq,
+                        self.cur.tag,
+                    ));
                     self.cur = Builder::default();
                     self.state = State::Idle;
                     return;
                 }
-                if let Some((start_ns, seq)) = self.interim_start.take() {
+                if let Some((start_ns, seq, tag)) = self.interim_start.take() {
                     self.cur.start_ns = start_ns;
                     self.cur.tcp_seq = seq;
+                    self.cur.tag = tag;
                 }
                 let method = self.expected.pop_front();
                 let tunnel = status == 101
@@ -1018,6 +1039,7 @@ impl Http1Stream {
             start_ns: b.start_ns,
             end_ns,
             tcp_seq: b.tcp_seq,
+            tag: b.tag,
             truncated: b.truncated,
             framing_lost,
             dropped: b.dropped,

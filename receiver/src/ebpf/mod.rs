@@ -1,21 +1,403 @@
-//! The eBPF receiver: HTTP/1.x spans built from socket syscalls captured in the kernel,
+//! The `ebpf` receiver: HTTP/1.x spans built from socket syscalls captured in the kernel,
 //! with no SDK in the traced processes.
 //!
-//! Kernel probes on syscall tracepoints record, per read/write family call, the socket
-//! identity, the TCP sequence of the first byte, timestamps, the syscall length and the
-//! first `payload_bytes` of the payload. The user side reassembles those records into
-//! per-socket byte streams, parses the HTTP/1.x messages they carry, pairs each request
-//! with its response and turns every pair into one span (SERVER on the accepting side,
-//! CLIENT on the connecting side) carrying the correlation facts the `autotracing`
-//! processor joins into traces.
-//!
-//! This module holds the kernel-independent part of that user side:
-//! - [`http1`]: an incremental HTTP/1.x parser for one direction of one socket, tolerant
-//!   of truncated captures, pipelining and garbage;
-//! - [`pairing`]: request/response pairing per socket into [`pairing::HttpExchange`]s.
+//! Kernel probes on syscall tracepoints (`ebpf-probes/`) record, per read/write family
+//! call on a TCP socket, the socket identity, the TCP sequence of the first byte,
+//! timestamps, the syscall length and the first `payload_bytes` of the payload, into a
+//! ring buffer. The user side drains it asynchronously and, in [`tracker`], reassembles
+//! per-socket byte streams, assigns the per-thread syscall trace id, parses HTTP/1.x
+//! ([`http1`]), pairs requests with responses ([`pairing`]) and builds one span per pair
+//! ([`span`]): SERVER on the accepting side, CLIENT on the connecting side, carrying the
+//! correlation facts the `autotracing` processor joins into traces.
 
+pub mod config;
 pub mod http1;
+pub mod loader;
 pub mod pairing;
+pub mod record;
+pub mod span;
+pub mod tracker;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tracker_tests;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
+use weft_pipeline::telemetry::{Counter, Gauge};
+use weft_pipeline::{
+    parse_config, ComponentError, ComponentId, ConfigFieldError, Lifecycle, Payload, Receiver,
+    ReceiverFactory, ReceiverOutputs, Settings, Signal, Telemetry,
+};
+
+use crate::common::ingest::Ingest;
+use crate::common::running::Running;
+
+pub use config::EbpfReceiverConfig;
+use loader::Probes;
+use record::Record;
+use tracker::{ProcFs, Tracker, TrackerStats};
+
+/// Batches of spans waiting for the pipeline; when the pipeline is this far behind,
+/// new spans are dropped and counted rather than stalling the ring buffer.
+const PENDING_BATCHES: usize = 64;
+/// A batch is handed on early once it holds this many spans.
+const MAX_BATCH_SPANS: usize = 1024;
+
+/// Registers `ebpf` in the registry.
+pub struct EbpfReceiverFactory;
+
+impl ReceiverFactory for EbpfReceiverFactory {
+    fn type_name(&self) -> &'static str {
+        "ebpf"
+    }
+
+    fn signals(&self) -> &'static [Signal] {
+        &[Signal::Traces]
+    }
+
+    fn check_config(&self, raw: &serde_yaml_ng::Value) -> Result<(), ConfigFieldError> {
+        parse_config::<EbpfReceiverConfig>(raw).map(|_| ())
+    }
+
+    fn create(
+        &self,
+        settings: Settings,
+        raw: &serde_yaml_ng::Value,
+        outputs: ReceiverOutputs,
+    ) -> Result<Arc<dyn Receiver>, ComponentError> {
+        let config = parse_config::<EbpfReceiverConfig>(raw)
+            .map_err(|e| ComponentError::new(format!("{}: {}", settings.id, e.message)))?;
+        Ok(Arc::new(EbpfReceiver::new(&settings, config, outputs)))
+    }
+}
+
+/// Self-metrics of one `ebpf` receiver.
+#[derive(Clone)]
+struct Metrics {
+    records: Counter,
+    decode_errors: Counter,
+    ringbuf_dropped: Counter,
+    payload_truncated: Counter,
+    payload_fault: Counter,
+    inflight_full: Counter,
+    sequence_gaps: Counter,
+    non_http_streams: Counter,
+    exchanges: Counter,
+    spans_dropped: Counter,
+    dropped_line_too_long: Counter,
+    dropped_head_not_captured: Counter,
+    dropped_closed_mid_message: Counter,
+    dropped_unpaired: Counter,
+    connections: Gauge,
+    active: Gauge,
+}
+
+impl Metrics {
+    fn new(t: &Telemetry, id: &ComponentId) -> Metrics {
+        let id = id.to_string();
+        let l = [("receiver", id.as_str())];
+        let c = |name: &str, help: &str| t.counter(name, help, &l);
+        let dropped = |reason: &str| {
+            t.counter(
+                "weft_ebpf_messages_dropped",
+                "HTTP messages seen but not turned into spans, by reason",
+                &[("receiver", id.as_str()), ("reason", reason)],
+            )
+        };
+        Metrics {
+            records: c(
+                "weft_ebpf_records",
+                "Records read from the kernel ring buffer",
+            ),
+            decode_errors: c(
+                "weft_ebpf_record_errors",
+                "Kernel records that could not be decoded",
+            ),
+            ringbuf_dropped: c(
+                "weft_ebpf_ringbuf_dropped",
+                "Records the kernel could not write because the ring buffer was full",
+            ),
+            payload_truncated: c(
+                "weft_ebpf_payload_truncated",
+                "Syscalls that moved more bytes than payload_bytes; the rest was not copied",
+            ),
+            payload_fault: c(
+                "weft_ebpf_payload_unreadable",
+                "Syscalls whose user buffer the kernel could not read",
+            ),
+            inflight_full: c(
+                "weft_ebpf_inflight_full",
+                "Syscalls not captured because too many were in flight",
+            ),
+            sequence_gaps: c(
+                "weft_ebpf_sequence_gaps",
+                "Stream gaps: bytes on a connection that no record carried",
+            ),
+            non_http_streams: c(
+                "weft_ebpf_non_http_streams",
+                "Connections judged not to carry HTTP/1.x and ignored",
+            ),
+            exchanges: c(
+                "weft_ebpf_exchanges",
+                "Request/response pairs turned into spans",
+            ),
+            spans_dropped: c(
+                "weft_ebpf_spans_dropped",
+                "Spans dropped because the pipeline fell too far behind",
+            ),
+            dropped_line_too_long: dropped("line_too_long"),
+            dropped_head_not_captured: dropped("head_not_captured"),
+            dropped_closed_mid_message: dropped("closed_mid_message"),
+            dropped_unpaired: dropped("unpaired"),
+            connections: t.gauge("weft_ebpf_connections", "Connections tracked", &l),
+            active: t.gauge(
+                "weft_ebpf_active",
+                "1 while the probes are loaded and attached",
+                &l,
+            ),
+        }
+    }
+
+    /// Adds the growth of the tracker's and kernel's counters since the last call.
+    fn publish(
+        &self,
+        now: &TrackerStats,
+        last: &mut TrackerStats,
+        kernel: [u64; loader::STAT_COUNT],
+        last_kernel: &mut [u64; loader::STAT_COUNT],
+    ) {
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        self.records.add(d(now.records, last.records));
+        self.sequence_gaps
+            .add(d(now.sequence_gaps, last.sequence_gaps));
+        self.non_http_streams
+            .add(d(now.non_http_streams, last.non_http_streams));
+        self.exchanges.add(d(now.exchanges, last.exchanges));
+        self.dropped_line_too_long
+            .add(d(now.line_too_long, last.line_too_long));
+        self.dropped_head_not_captured
+            .add(d(now.head_not_captured, last.head_not_captured));
+        self.dropped_closed_mid_message
+            .add(d(now.closed_mid_message, last.closed_mid_message));
+        self.dropped_unpaired.add(d(now.unpaired, last.unpaired));
+        *last = now.clone();
+        for (i, counter) in [
+            (loader::STAT_RINGBUF_DROPS, &self.ringbuf_dropped),
+            (loader::STAT_TRUNCATED, &self.payload_truncated),
+            (loader::STAT_PAYLOAD_FAULT, &self.payload_fault),
+            (loader::STAT_ACTIVE_FULL, &self.inflight_full),
+        ] {
+            counter.add(d(kernel[i], last_kernel[i]));
+        }
+        *last_kernel = kernel;
+    }
+}
+
+/// One `ebpf` receiver instance.
+pub struct EbpfReceiver {
+    id: ComponentId,
+    config: Arc<EbpfReceiverConfig>,
+    ingest: Arc<Ingest>,
+    metrics: Metrics,
+    running: Mutex<Option<Running>>,
+}
+
+impl EbpfReceiver {
+    pub fn new(
+        settings: &Settings,
+        config: EbpfReceiverConfig,
+        outputs: ReceiverOutputs,
+    ) -> EbpfReceiver {
+        EbpfReceiver {
+            id: settings.id.clone(),
+            config: Arc::new(config),
+            ingest: Ingest::new(settings, "ebpf", outputs),
+            metrics: Metrics::new(&settings.telemetry, &settings.id),
+            running: Mutex::new(None),
+        }
+    }
+}
+
+#[async_trait]
+impl Lifecycle for EbpfReceiver {
+    async fn start(&self) -> Result<(), ComponentError> {
+        let mut running = self.running.lock().await;
+        if running.is_some() {
+            return Ok(());
+        }
+        let cfg = self.config.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let mut probes = Probes::load(cfg.payload_bytes, cfg.ring_buffer_bytes)?;
+            let ring = probes.ring_buffer()?;
+            Ok::<_, loader::LoadError>((probes, ring))
+        })
+        .await
+        .map_err(|e| ComponentError::new(format!("{} receiver: {e}", self.id)))?;
+        let (probes, ring) = match loaded {
+            Ok(v) => v,
+            Err(e) if self.config.optional => {
+                tracing::warn!(
+                    receiver = %self.id,
+                    "eBPF capture is off: {e} (the receiver is optional, the rest of the pipelines run)"
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(ComponentError::new(format!("{} receiver: {e}", self.id))),
+        };
+        // SAFETY: the ring buffer owns its map fd, which stays open and unchanged until
+        // the AsyncFd (and the RingBuf inside it) is dropped.
+        let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| {
+            ComponentError::new(format!(
+                "{} receiver: cannot poll the ring buffer: {e}",
+                self.id
+            ))
+        })?;
+        let token = CancellationToken::new();
+        let (tx, rx) = mpsc::channel(PENDING_BATCHES);
+        let forward = tokio::spawn(forward(self.ingest.clone(), rx));
+        let tracker = Tracker::new(
+            self.config.clone(),
+            Box::new(ProcFs::new(self.config.service_names.clone())),
+        );
+        let capture = tokio::spawn(capture(
+            self.id.clone(),
+            self.config.clone(),
+            probes,
+            ring,
+            tracker,
+            tx,
+            self.metrics.clone(),
+            token.clone(),
+        ));
+        tracing::info!(
+            receiver = %self.id,
+            payload_bytes = self.config.payload_bytes,
+            ring_buffer_bytes = self.config.ring_buffer_bytes,
+            "eBPF probes attached; capturing HTTP/1.x on TCP sockets"
+        );
+        *running = Some(Running {
+            token,
+            tasks: vec![("capture", capture), ("forward", forward)],
+        });
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> Result<(), ComponentError> {
+        let Some(running) = self.running.lock().await.take() else {
+            return Ok(());
+        };
+        running.stop(&self.id).await;
+        Ok(())
+    }
+}
+
+impl Receiver for EbpfReceiver {}
+
+/// Hands span batches to the pipeline, in order, until the capture side is gone.
+async fn forward(ingest: Arc<Ingest>, mut rx: mpsc::Receiver<Payload>) {
+    while let Some(payload) = rx.recv().await {
+        // Refusals are counted by Ingest; the kernel cannot be asked to resend.
+        let _ = ingest.consume(payload, None, Instant::now()).await;
+    }
+}
+
+/// Drains the ring buffer into the tracker and ships spans every flush interval.
+#[allow(clippy::too_many_arguments)]
+async fn capture(
+    id: ComponentId,
+    config: Arc<EbpfReceiverConfig>,
+    probes: Probes,
+    mut ring: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    mut tracker: Tracker,
+    tx: mpsc::Sender<Payload>,
+    metrics: Metrics,
+    token: CancellationToken,
+) {
+    metrics.active.set(1);
+    tracker.set_clock_offset(loader::clock_offset_ns());
+    let mut flush = tokio::time::interval(config.flush_interval);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_stats = TrackerStats::default();
+    let mut last_kernel = [0u64; loader::STAT_COUNT];
+    let mut last_expire = Instant::now();
+    let mut log_decode = true;
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => break,
+            guard = ring.readable_mut() => {
+                let mut guard = match guard {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::error!(receiver = %id, "ring buffer poll failed: {e}; capture stops");
+                        break;
+                    }
+                };
+                let rb = guard.get_inner_mut();
+                // Bounded per wake so flushes and shutdown are not starved under load.
+                for _ in 0..4096 {
+                    let Some(item) = rb.next() else { break };
+                    match Record::parse(&item) {
+                        Ok(r) => tracker.push(&r),
+                        Err(e) => {
+                            metrics.decode_errors.inc();
+                            if log_decode {
+                                log_decode = false;
+                                tracing::warn!(receiver = %id, "undecodable kernel record: {e} (logged once, counted in weft_ebpf_record_errors)");
+                            }
+                        }
+                    }
+                }
+                guard.clear_ready();
+                if tracker.pending_spans() >= MAX_BATCH_SPANS {
+                    ship(&mut tracker, &tx, &metrics);
+                }
+            }
+            _ = flush.tick() => {
+                tracker.set_clock_offset(loader::clock_offset_ns());
+                if last_expire.elapsed() >= Duration::from_secs(1) {
+                    tracker.expire(loader::monotonic_ns());
+                    last_expire = Instant::now();
+                }
+                ship(&mut tracker, &tx, &metrics);
+                metrics.publish(tracker.stats(), &mut last_stats, probes.stats(), &mut last_kernel);
+                metrics.connections.set(tracker.connections() as i64);
+            }
+        }
+    }
+    // Drain what the kernel already wrote, then hand on every finished span.
+    {
+        let rb = ring.get_mut();
+        while let Some(item) = rb.next() {
+            if let Ok(r) = Record::parse(&item) {
+                tracker.push(&r);
+            }
+        }
+    }
+    ship(&mut tracker, &tx, &metrics);
+    metrics.publish(
+        tracker.stats(),
+        &mut last_stats,
+        probes.stats(),
+        &mut last_kernel,
+    );
+    metrics.active.set(0);
+    drop(probes);
+}
+
+fn ship(tracker: &mut Tracker, tx: &mpsc::Sender<Payload>, metrics: &Metrics) {
+    let n = tracker.pending_spans();
+    if n == 0 {
+        return;
+    }
+    let rs = tracker.take_spans();
+    if tx.try_send(Payload::Traces(rs)).is_err() {
+        metrics.spans_dropped.add(n as u64);
+    }
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::http1::{
     Chunk, Head, Http1Event, Http1Message, Http1Stats, Http1Stream, Method, ParserConfig,
-    StreamKind,
+    StreamKind, Tag,
 };
 
 /// Unpaired messages kept per direction; beyond this the oldest is given up (counted),
@@ -37,6 +37,10 @@ pub struct HttpExchange {
     pub req_tcp_seq: u32,
     /// TCP sequence of the response's first byte (of its first 1xx when there was one).
     pub resp_tcp_seq: u32,
+    /// Syscall facts of the request's first byte.
+    pub req_tag: Tag,
+    /// Syscall facts of the response's first byte.
+    pub resp_tag: Tag,
     /// Some bytes of either message were not captured.
     pub truncated: bool,
     /// Either message lost its framing: headers may be missing and an end is approximate.
@@ -151,6 +155,8 @@ fn exchange(req: Http1Message, resp: Http1Message) -> Option<HttpExchange> {
         x_request_id: req.x_request_id,
         req_tcp_seq: req.tcp_seq,
         resp_tcp_seq: resp.tcp_seq,
+        req_tag: req.tag,
+        resp_tag: resp.tag,
         truncated: req.truncated || resp.truncated,
         framing_lost: req.framing_lost || resp.framing_lost,
     })

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use super::http1::{Chunk, Method, NonHttpReason, ParserConfig, MAX_LINE_BYTES};
+use super::http1::{Chunk, Method, NonHttpReason, ParserConfig, Tag, MAX_LINE_BYTES};
 use super::pairing::{Http1Connection, HttpExchange};
 
 fn conn() -> Http1Connection {
@@ -40,6 +40,8 @@ fn exchange(method: Method, path: &str, status: u16) -> HttpExchange {
         x_request_id: None,
         req_tcp_seq: 0,
         resp_tcp_seq: 0,
+        req_tag: Tag::default(),
+        resp_tag: Tag::default(),
         truncated: false,
         framing_lost: false,
     }
@@ -253,6 +255,7 @@ fn hundred_kb_bodies_with_1024_byte_captures() {
                 total_len: part.len(),
                 ts_ns: ts + i as u64,
                 tcp_seq: (i * 16 * 1024) as u32,
+                tag: Tag::default(),
             };
             if request {
                 c.feed_request(&chunk, out);
@@ -308,6 +311,7 @@ fn head_not_captured_keeps_pairs_aligned() {
         total_len: bytes.len(),
         ts_ns: 10,
         tcp_seq: 0,
+        tag: Tag::default(),
     };
     let mut got = Vec::new();
     c.feed_request(&chunk, &mut got);
@@ -498,6 +502,7 @@ fn tls_client_hello_is_not_http() {
         total_len: 517,
         ts_ns: 1,
         tcp_seq: 0,
+        tag: Tag::default(),
     };
     let mut got = Vec::new();
     c.feed_request(&chunk, &mut got);
@@ -783,6 +788,7 @@ fn truncated_head_keeps_start_line_and_resyncs() {
         total_len: req.len(),
         ts_ns: 10,
         tcp_seq: 0,
+        tag: Tag::default(),
     };
     let mut got = Vec::new();
     c.feed_request(&chunk, &mut got);
@@ -895,6 +901,7 @@ fn run_writes(
                 total_len: bytes.len(),
                 ts_ns: if request { 1 } else { 2 },
                 tcp_seq: seq,
+                tag: Tag::default(),
             };
             seq = seq.wrapping_add(bytes.len() as u32);
             if request {

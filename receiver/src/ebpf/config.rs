@@ -1,0 +1,216 @@
+//! Configuration of the `ebpf` receiver: what the kernel copies, which processes and
+//! ports make spans, and which headers are kept or hidden.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use weft_pipeline::{ComponentConfig, ConfigFieldError};
+
+/// Payload bytes copied per syscall when `payload_bytes` is not set.
+pub const DEFAULT_PAYLOAD_BYTES: u32 = 1024;
+/// The probe's per-record payload limit.
+pub const MAX_PAYLOAD_BYTES: u32 = 16384;
+/// Ring buffer size when `ring_buffer_bytes` is not set.
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 * 1024 * 1024;
+/// Largest ring buffer weft asks the kernel for.
+pub const MAX_RING_BUFFER_BYTES: u32 = 1 << 30;
+
+/// Which traffic the receiver turns into spans.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Selector {
+    /// Process names (the kernel's `comm`, at most 15 bytes, as `/proc/<pid>/comm` shows).
+    pub process_names: Vec<String>,
+    /// Process ids.
+    pub pids: Vec<u32>,
+    /// TCP ports; a connection matches when its local or remote port is listed.
+    pub ports: Vec<u16>,
+}
+
+impl Selector {
+    pub fn is_empty(&self) -> bool {
+        self.process_names.is_empty() && self.pids.is_empty() && self.ports.is_empty()
+    }
+
+    /// Whether the process part of the selector matches: any listed name or pid.
+    pub fn matches_process(&self, pid: u32, comm: &str) -> bool {
+        self.pids.contains(&pid) || self.process_names.iter().any(|n| n == comm)
+    }
+
+    pub fn matches_port(&self, local: u16, remote: u16) -> bool {
+        self.ports.contains(&local) || self.ports.contains(&remote)
+    }
+}
+
+/// `receivers: ebpf:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EbpfReceiverConfig {
+    /// Payload bytes the kernel copies per syscall (1..=16384). Larger sees bigger
+    /// request heads; the ring buffer fills faster.
+    pub payload_bytes: u32,
+    /// Size of the kernel ring buffer: a power of two, a multiple of the page size.
+    pub ring_buffer_bytes: u32,
+    /// When set, only traffic matching it makes spans: a listed process (name or pid),
+    /// and a listed port when ports are given.
+    pub include: Selector,
+    /// Traffic never turned into spans: a listed process, or a connection on a listed port.
+    pub exclude: Selector,
+    /// Request headers whose value becomes `weft.x_request_id`; the first one present wins.
+    pub x_request_id_headers: Vec<String>,
+    /// Headers never exported, on top of Authorization, Cookie and Set-Cookie.
+    pub redact_headers: Vec<String>,
+    /// `service.name` by process name; unmapped processes use their process name.
+    pub service_names: BTreeMap<String, String>,
+    /// Export `url.query` (off by default: queries often carry tokens).
+    pub capture_url_query: bool,
+    /// When the probes cannot load (not root, no BTF, no tracepoints), log a warning
+    /// and start the rest of the pipeline instead of failing.
+    pub optional: bool,
+    /// How often finished spans are handed to the pipeline.
+    #[serde(with = "weft_pipeline::config::duration")]
+    pub flush_interval: Duration,
+    /// A connection with no traffic for this long is forgotten (its open message is
+    /// counted as cut).
+    #[serde(with = "weft_pipeline::config::duration")]
+    pub idle_timeout: Duration,
+    /// Most connections tracked at once; the least recently active is forgotten first.
+    pub max_connections: usize,
+}
+
+impl Default for EbpfReceiverConfig {
+    fn default() -> Self {
+        Self {
+            payload_bytes: DEFAULT_PAYLOAD_BYTES,
+            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+            include: Selector::default(),
+            exclude: Selector::default(),
+            x_request_id_headers: vec!["X-Request-ID".to_string()],
+            redact_headers: Vec::new(),
+            service_names: BTreeMap::new(),
+            capture_url_query: false,
+            optional: false,
+            flush_interval: Duration::from_millis(200),
+            idle_timeout: Duration::from_secs(300),
+            max_connections: 65536,
+        }
+    }
+}
+
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no preconditions; a failure returns -1, handled below.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(n).ok().filter(|n| *n > 0).unwrap_or(4096)
+}
+
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+impl ComponentConfig for EbpfReceiverConfig {
+    fn validate(&self) -> Result<(), ConfigFieldError> {
+        if self.payload_bytes == 0 || self.payload_bytes > MAX_PAYLOAD_BYTES {
+            return Err(ConfigFieldError::at(
+                &["payload_bytes"],
+                format!(
+                    "must be between 1 and {MAX_PAYLOAD_BYTES}, got {}",
+                    self.payload_bytes
+                ),
+            ));
+        }
+        let page = page_size();
+        let rb = self.ring_buffer_bytes;
+        if !rb.is_power_of_two() || rb < page || rb > MAX_RING_BUFFER_BYTES {
+            return Err(ConfigFieldError::at(
+                &["ring_buffer_bytes"],
+                format!(
+                    "must be a power of two between the page size ({page}) and {MAX_RING_BUFFER_BYTES}, got {rb}"
+                ),
+            ));
+        }
+        for (key, list) in [
+            ("x_request_id_headers", &self.x_request_id_headers),
+            ("redact_headers", &self.redact_headers),
+        ] {
+            for (i, h) in list.iter().enumerate() {
+                if !valid_header_name(h) {
+                    return Err(ConfigFieldError::at(
+                        &[key, &i.to_string()],
+                        format!("{h:?} is not a valid HTTP header name"),
+                    ));
+                }
+            }
+        }
+        for (section, sel) in [("include", &self.include), ("exclude", &self.exclude)] {
+            for (i, n) in sel.process_names.iter().enumerate() {
+                if n.is_empty() || n.len() > 15 {
+                    return Err(ConfigFieldError::at(
+                        &[section, "process_names", &i.to_string()],
+                        format!(
+                            "{n:?}: a process name is 1 to 15 bytes, as /proc/<pid>/comm shows it"
+                        ),
+                    ));
+                }
+            }
+            if let Some(i) = sel.ports.iter().position(|p| *p == 0) {
+                return Err(ConfigFieldError::at(
+                    &[section, "ports", &i.to_string()],
+                    "port 0 never carries traffic",
+                ));
+            }
+        }
+        for (comm, name) in &self.service_names {
+            if name.is_empty() {
+                return Err(ConfigFieldError::at(
+                    &["service_names", comm],
+                    "an empty service name",
+                ));
+            }
+        }
+        if self.flush_interval.is_zero() {
+            return Err(ConfigFieldError::at(
+                &["flush_interval"],
+                "must be greater than zero",
+            ));
+        }
+        if self.idle_timeout < Duration::from_secs(1) {
+            return Err(ConfigFieldError::at(
+                &["idle_timeout"],
+                "must be at least 1s",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigFieldError::at(
+                &["max_connections"],
+                "must be greater than zero",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl EbpfReceiverConfig {
+    /// Whether a process may yield spans at all.
+    pub fn process_allowed(&self, pid: u32, comm: &str) -> bool {
+        if self.exclude.matches_process(pid, comm) {
+            return false;
+        }
+        let inc = &self.include;
+        if inc.process_names.is_empty() && inc.pids.is_empty() {
+            return true;
+        }
+        inc.matches_process(pid, comm)
+    }
+
+    /// Whether a connection of an allowed process may yield spans.
+    pub fn ports_allowed(&self, local: u16, remote: u16) -> bool {
+        if self.exclude.matches_port(local, remote) {
+            return false;
+        }
+        self.include.ports.is_empty() || self.include.matches_port(local, remote)
+    }
+}

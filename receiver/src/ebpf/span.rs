@@ -1,0 +1,279 @@
+//! One OTLP span per request/response pair: semantic-convention attributes, the
+//! correlation facts the stitcher needs (`weft.*`), and a resource per process.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+use super::config::EbpfReceiverConfig;
+use super::pairing::HttpExchange;
+use super::record::Role;
+
+/// Instrumentation scope of every span this receiver makes.
+pub const SCOPE_NAME: &str = "weft.ebpf";
+
+/// The connection a span was seen on, from the process's point of view.
+#[derive(Debug, Clone)]
+pub struct ConnFacts {
+    pub pid: u32,
+    pub sock_id: u64,
+    pub local: (IpAddr, u16),
+    pub remote: (IpAddr, u16),
+    pub cgroup_id: u64,
+    /// Name of the thread that first used the socket.
+    pub comm: String,
+}
+
+/// What a process's resource says.
+#[derive(Debug, Clone)]
+pub struct ProcessFacts {
+    pub pid: u32,
+    pub executable_name: String,
+    pub service_name: String,
+    pub container_id: Option<String>,
+}
+
+impl ProcessFacts {
+    pub fn new(
+        pid: u32,
+        name: &str,
+        container_id: Option<String>,
+        service_names: &BTreeMap<String, String>,
+    ) -> ProcessFacts {
+        let service_name = service_names
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_string());
+        ProcessFacts {
+            pid,
+            executable_name: name.to_string(),
+            service_name,
+            container_id,
+        }
+    }
+
+    fn resource(&self) -> Resource {
+        let mut attributes = vec![
+            kv_str("service.name", &self.service_name),
+            kv_int("process.pid", i64::from(self.pid)),
+            kv_str("process.executable.name", &self.executable_name),
+        ];
+        if let Some(c) = &self.container_id {
+            attributes.push(kv_str("container.id", c));
+        }
+        Resource {
+            attributes,
+            ..Default::default()
+        }
+    }
+}
+
+/// The container id in a `/proc/<pid>/cgroup` text: the 64-hex-digit id that Docker,
+/// containerd, CRI-O and Podman put in the cgroup path (`docker-<id>.scope`,
+/// `/docker/<id>`, `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>`).
+pub fn container_id_from_cgroup(text: &str) -> Option<String> {
+    for line in text.lines() {
+        let path = line.rsplit(':').next().unwrap_or("");
+        for segment in path.rsplit('/') {
+            let seg = segment.strip_suffix(".scope").unwrap_or(segment);
+            let candidate = seg.rsplit(['-', ':']).next().unwrap_or(seg);
+            if candidate.len() == 64 && candidate.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Some(candidate.to_ascii_lowercase());
+            }
+        }
+    }
+    None
+}
+
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+fn kv_str(key: &str, v: &str) -> KeyValue {
+    kv(key, Value::StringValue(v.to_string()))
+}
+
+fn kv_int(key: &str, v: i64) -> KeyValue {
+    kv(key, Value::IntValue(v))
+}
+
+/// The host part of a `Host` header (without the port, brackets of IPv6 removed).
+fn host_of(host: &str) -> &str {
+    let h = host.trim();
+    if let Some(rest) = h.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match h.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => h,
+    }
+}
+
+/// Collects spans per process until taken.
+pub struct SpanBuilder {
+    config: Arc<EbpfReceiverConfig>,
+    clock_offset_ns: i128,
+    pending: BTreeMap<u32, (ProcessFacts, Vec<Span>)>,
+    count: usize,
+}
+
+impl SpanBuilder {
+    pub fn new(config: Arc<EbpfReceiverConfig>) -> SpanBuilder {
+        SpanBuilder {
+            config,
+            clock_offset_ns: 0,
+            pending: BTreeMap::new(),
+            count: 0,
+        }
+    }
+
+    pub fn set_clock_offset(&mut self, offset_ns: i128) {
+        self.clock_offset_ns = offset_ns;
+    }
+
+    fn wall(&self, mono_ns: u64) -> u64 {
+        let t = i128::from(mono_ns) + self.clock_offset_ns;
+        u64::try_from(t.max(0)).unwrap_or(u64::MAX)
+    }
+
+    pub fn pending(&self) -> usize {
+        self.count
+    }
+
+    /// Adds the span of one exchange; false when the role of the socket is unknown.
+    pub fn add(
+        &mut self,
+        x: &HttpExchange,
+        role: Role,
+        conn: &ConnFacts,
+        process: &ProcessFacts,
+    ) -> bool {
+        let (kind, server, client) = match role {
+            Role::Server => (SpanKind::Server, conn.local, conn.remote),
+            Role::Client => (SpanKind::Client, conn.remote, conn.local),
+            Role::Unknown => return false,
+        };
+        let method = x.method.as_str();
+        let mut attributes = Vec::with_capacity(24 + x.req_headers_of_interest.len());
+        attributes.push(kv_str("http.request.method", method));
+        attributes.push(kv_str("url.path", &x.path));
+        if self.config.capture_url_query {
+            if let Some(q) = &x.query {
+                attributes.push(kv_str("url.query", q));
+            }
+        }
+        attributes.push(kv_int("http.response.status_code", i64::from(x.status)));
+        let server_address = match x.host.as_deref().map(host_of) {
+            Some(h) if !h.is_empty() => h.to_string(),
+            _ => server.0.to_string(),
+        };
+        attributes.push(kv_str("server.address", &server_address));
+        attributes.push(kv_int("server.port", i64::from(server.1)));
+        attributes.push(kv_str("client.address", &client.0.to_string()));
+        attributes.push(kv_int("client.port", i64::from(client.1)));
+        attributes.push(kv_str("network.peer.address", &conn.remote.0.to_string()));
+        attributes.push(kv_int("network.peer.port", i64::from(conn.remote.1)));
+        attributes.push(kv_str("network.local.address", &conn.local.0.to_string()));
+        attributes.push(kv_int("network.local.port", i64::from(conn.local.1)));
+        attributes.push(kv_str(
+            "network.type",
+            if conn.local.0.is_ipv4() {
+                "ipv4"
+            } else {
+                "ipv6"
+            },
+        ));
+        attributes.push(kv_str("network.transport", "tcp"));
+        attributes.push(kv_int("process.pid", i64::from(conn.pid)));
+        attributes.push(kv_int("thread.id", i64::from(x.req_tag.tid)));
+        attributes.push(kv_int("weft.tcp.req_seq", i64::from(x.req_tcp_seq)));
+        attributes.push(kv_int("weft.tcp.resp_seq", i64::from(x.resp_tcp_seq)));
+        attributes.push(kv_int(
+            "weft.syscall_trace_id.req",
+            x.req_tag.syscall_id as i64,
+        ));
+        attributes.push(kv_int(
+            "weft.syscall_trace_id.resp",
+            x.resp_tag.syscall_id as i64,
+        ));
+        attributes.push(kv_int("weft.socket.id", conn.sock_id as i64));
+        if let Some(id) = &x.x_request_id {
+            attributes.push(kv_str("weft.x_request_id", id));
+        }
+        for (name, value) in &x.req_headers_of_interest {
+            attributes.push(kv_str(&format!("weft.header.{name}"), value));
+        }
+        if x.truncated {
+            attributes.push(kv("weft.truncated", Value::BoolValue(true)));
+        }
+        let error = match kind {
+            SpanKind::Server => x.status >= 500,
+            _ => x.status >= 400,
+        };
+        let status = if error {
+            Some(Status {
+                code: StatusCode::Error as i32,
+                message: String::new(),
+            })
+        } else {
+            None
+        };
+        let mut trace_id = [0u8; 16];
+        fastrand::fill(&mut trace_id);
+        let mut span_id = [0u8; 8];
+        fastrand::fill(&mut span_id);
+        if span_id == [0; 8] {
+            span_id[7] = 1;
+        }
+        let span = Span {
+            trace_id: trace_id.to_vec(),
+            span_id: span_id.to_vec(),
+            name: method.to_string(),
+            kind: kind as i32,
+            start_time_unix_nano: self.wall(x.request_start_ns),
+            end_time_unix_nano: self.wall(x.response_end_ns.max(x.request_start_ns)),
+            attributes,
+            status,
+            ..Default::default()
+        };
+        let entry = self
+            .pending
+            .entry(conn.pid)
+            .or_insert_with(|| (process.clone(), Vec::new()));
+        entry.1.push(span);
+        self.count += 1;
+        true
+    }
+
+    /// The spans collected so far, one `ResourceSpans` per process.
+    pub fn take(&mut self) -> Vec<ResourceSpans> {
+        self.count = 0;
+        std::mem::take(&mut self.pending)
+            .into_values()
+            .map(|(process, spans)| ResourceSpans {
+                resource: Some(process.resource()),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: SCOPE_NAME.to_string(),
+                        version: env!("CARGO_PKG_VERSION").to_string(),
+                        ..Default::default()
+                    }),
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect()
+    }
+}

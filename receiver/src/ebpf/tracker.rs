@@ -1,0 +1,537 @@
+//! From kernel records to spans: per-socket stream reassembly (ordered by TCP sequence,
+//! gaps and overlaps accounted for), the per-thread syscall trace id, HTTP/1.x parsing
+//! and pairing, and span building. Pure: no kernel, no clock, no I/O besides the
+//! [`ProcessSource`] it is given, so every rule here is unit-tested with synthetic records.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+
+use super::config::EbpfReceiverConfig;
+use super::http1::{Chunk, Http1Stats, ParserConfig, Tag};
+use super::pairing::{Http1Connection, HttpExchange, PairingStats};
+use super::record::{Direction, Record, Role};
+use super::span::{self, ConnFacts, ProcessFacts, SpanBuilder};
+
+/// Looks up what the resource of a process says (name, container).
+pub trait ProcessSource: Send {
+    fn lookup(&mut self, pid: u32, comm: &str) -> ProcessFacts;
+}
+
+/// Counters the tracker keeps; the receiver publishes their growth as self-metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackerStats {
+    pub records: u64,
+    pub exchanges: u64,
+    pub spans: u64,
+    pub sequence_gaps: u64,
+    pub overlaps: u64,
+    pub non_http_streams: u64,
+    pub line_too_long: u64,
+    pub head_not_captured: u64,
+    pub closed_mid_message: u64,
+    pub unpaired: u64,
+    pub evicted_idle: u64,
+    pub evicted_full: u64,
+}
+
+/// How a connection's bytes are read.
+#[derive(Debug)]
+enum Mode {
+    /// No payload seen yet on a socket whose role is unknown.
+    Undecided,
+    /// HTTP/1.x; `requests` is the direction carrying requests.
+    Http {
+        conn: Box<Http1Connection>,
+        requests: Direction,
+    },
+    /// Not HTTP/1.x, or not allowed to make spans: only the syscall ids are kept.
+    Ignored,
+}
+
+#[derive(Debug)]
+struct Conn {
+    mode: Mode,
+    role: Role,
+    /// Sequence number expected next, per direction (egress, ingress).
+    next_seq: [Option<u32>; 2],
+    last_dir: Direction,
+    last_id: u64,
+    last_seen_ns: u64,
+    capture_seq: u32,
+    facts: ConnFacts,
+    /// Stats already folded into the tracker's, to publish only growth.
+    seen: Seen,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    line_too_long: u64,
+    head_not_captured: u64,
+    closed_mid_message: u64,
+    unpaired: u64,
+    non_http: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ThreadSlot {
+    id: Option<u64>,
+    last_seen_ns: u64,
+}
+
+fn dir_index(d: Direction) -> usize {
+    match d {
+        Direction::Egress => 0,
+        _ => 1,
+    }
+}
+
+/// Looks like the first bytes of an HTTP/1.x request (a method token, a space).
+fn looks_like_request(p: &[u8]) -> bool {
+    const METHODS: [&[u8]; 9] = [
+        b"GET ",
+        b"POST ",
+        b"PUT ",
+        b"HEAD ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"PATCH ",
+        b"CONNECT ",
+        b"TRACE ",
+    ];
+    METHODS.iter().any(|m| p.starts_with(m))
+}
+
+fn looks_like_response(p: &[u8]) -> bool {
+    p.starts_with(b"HTTP/1.")
+}
+
+/// The user side of the receiver: feed it records, take spans.
+pub struct Tracker {
+    config: Arc<EbpfReceiverConfig>,
+    parser: Arc<ParserConfig>,
+    conns: HashMap<(u32, u64), Conn>,
+    threads: HashMap<u32, ThreadSlot>,
+    next_id: u64,
+    processes: Box<dyn ProcessSource>,
+    spans: SpanBuilder,
+    exchanges: Vec<HttpExchange>,
+    stats: TrackerStats,
+}
+
+impl Tracker {
+    pub fn new(config: Arc<EbpfReceiverConfig>, processes: Box<dyn ProcessSource>) -> Tracker {
+        let parser = Arc::new(ParserConfig::new(
+            &config.x_request_id_headers,
+            &config.redact_headers,
+        ));
+        Tracker {
+            spans: SpanBuilder::new(config.clone()),
+            config,
+            parser,
+            conns: HashMap::new(),
+            threads: HashMap::new(),
+            // Ids only need to differ within one weft; a random start keeps two weft
+            // instances (or restarts) from handing out the same small numbers.
+            next_id: (fastrand::u64(..) >> 12) | 1,
+            processes,
+            exchanges: Vec::new(),
+            stats: TrackerStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &TrackerStats {
+        &self.stats
+    }
+
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Wall clock minus the kernel's monotonic clock, in ns: applied to record times.
+    pub fn set_clock_offset(&mut self, offset_ns: i128) {
+        self.spans.set_clock_offset(offset_ns);
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        id
+    }
+
+    /// Takes one record. Records of one thread arrive in the order the thread made its
+    /// syscalls (the ring buffer is shared by all CPUs and written at syscall exit).
+    pub fn push(&mut self, r: &Record<'_>) {
+        self.stats.records += 1;
+        let comm = r.comm();
+        if !self.config.process_allowed(r.pid, comm) {
+            return;
+        }
+        let key = (r.pid, r.sock_id);
+        if r.direction == Direction::None {
+            if let Some(conn) = self.conns.remove(&key) {
+                self.finish(conn);
+            }
+            return;
+        }
+        // A new connection restarts the kernel's counter; a socket inode number is not
+        // reused while the socket lives, but a long-lived map can outlive it.
+        let restart = matches!(self.conns.get(&key), Some(c)
+            if r.capture_seq < c.capture_seq && r.capture_seq == 0 && r.role != Role::Unknown);
+        if restart {
+            if let Some(old) = self.conns.remove(&key) {
+                self.finish(old);
+            }
+        }
+        if !self.conns.contains_key(&key) {
+            if self.conns.len() >= self.config.max_connections {
+                self.evict_oldest();
+            }
+            let allowed = self.config.ports_allowed(r.lport, r.rport);
+            let facts = ConnFacts {
+                pid: r.pid,
+                sock_id: r.sock_id,
+                local: (r.laddr, r.lport),
+                remote: (r.raddr, r.rport),
+                cgroup_id: r.cgroup_id,
+                comm: comm.to_string(),
+            };
+            let mode = if !allowed {
+                Mode::Ignored
+            } else {
+                match r.role {
+                    Role::Server => self.http_mode(Direction::Ingress),
+                    Role::Client => self.http_mode(Direction::Egress),
+                    Role::Unknown => Mode::Undecided,
+                }
+            };
+            self.conns.insert(
+                key,
+                Conn {
+                    mode,
+                    role: r.role,
+                    next_seq: [None, None],
+                    last_dir: Direction::None,
+                    last_id: 0,
+                    last_seen_ns: 0,
+                    capture_seq: r.capture_seq,
+                    facts,
+                    seen: Seen::default(),
+                },
+            );
+        }
+        let ts = r.ts_ns();
+        let id = self.syscall_id(key, r.tid, r.direction, ts);
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        conn.last_seen_ns = ts;
+        conn.capture_seq = r.capture_seq;
+
+        if let Mode::Undecided = conn.mode {
+            if r.payload.is_empty() {
+                return;
+            }
+            let requests = if looks_like_request(r.payload) {
+                Some(r.direction)
+            } else if looks_like_response(r.payload) {
+                Some(match r.direction {
+                    Direction::Egress => Direction::Ingress,
+                    _ => Direction::Egress,
+                })
+            } else {
+                None
+            };
+            conn.mode = match requests {
+                Some(d) => {
+                    conn.role = if d == Direction::Ingress {
+                        Role::Server
+                    } else {
+                        Role::Client
+                    };
+                    Mode::Http {
+                        conn: Box::new(Http1Connection::new(self.parser.clone())),
+                        requests: d,
+                    }
+                }
+                None => Mode::Ignored,
+            };
+        }
+        let Mode::Http {
+            conn: http,
+            requests,
+        } = &mut conn.mode
+        else {
+            return;
+        };
+
+        // Reassembly by TCP sequence: a gap (bytes never seen: a lost record, a call the
+        // probe does not capture) is fed as uncaptured bytes so the parser keeps framing;
+        // an overlap (MSG_PEEK, two readers) is cut off.
+        let di = dir_index(r.direction);
+        let mut payload = r.payload;
+        let mut total = r.len;
+        let mut seq = r.tcp_seq;
+        if let Some(expected) = conn.next_seq[di] {
+            let ahead = seq.wrapping_sub(expected);
+            if ahead != 0 && ahead < (1 << 31) {
+                self.stats.sequence_gaps += 1;
+                let gap = Chunk {
+                    captured: &[],
+                    total_len: ahead as usize,
+                    ts_ns: ts,
+                    tcp_seq: expected,
+                    tag: Tag {
+                        syscall_id: id,
+                        tid: r.tid,
+                    },
+                };
+                feed(http, *requests, r.direction, &gap, &mut self.exchanges);
+            } else if ahead != 0 {
+                let behind = expected.wrapping_sub(seq) as u64;
+                self.stats.overlaps += 1;
+                if behind >= total {
+                    return;
+                }
+                let cut = (behind as usize).min(payload.len());
+                payload = &payload[cut..];
+                total -= behind;
+                seq = expected;
+            }
+        }
+        conn.next_seq[di] = Some(seq.wrapping_add(total as u32));
+        let chunk = Chunk {
+            captured: payload,
+            total_len: usize::try_from(total).unwrap_or(usize::MAX),
+            ts_ns: ts,
+            tcp_seq: seq,
+            tag: Tag {
+                syscall_id: id,
+                tid: r.tid,
+            },
+        };
+        feed(http, *requests, r.direction, &chunk, &mut self.exchanges);
+        self.drain(key);
+    }
+
+    fn http_mode(&self, requests: Direction) -> Mode {
+        Mode::Http {
+            conn: Box::new(Http1Connection::new(self.parser.clone())),
+            requests,
+        }
+    }
+
+    /// Autotracing §3: an ingress message opens an id in the thread's slot (a read that
+    /// continues the previous ingress on the socket keeps it); the next egress message of
+    /// the thread takes the slot's id and clears it (a write continuing an egress keeps
+    /// the socket's id).
+    fn syscall_id(&mut self, key: (u32, u64), tid: u32, dir: Direction, ts: u64) -> u64 {
+        let (last_dir, last_id) = match self.conns.get(&key) {
+            Some(c) => (c.last_dir, c.last_id),
+            None => (Direction::None, 0),
+        };
+        let id = match dir {
+            Direction::Ingress => {
+                let id = if last_dir == Direction::Ingress {
+                    last_id
+                } else {
+                    self.fresh_id()
+                };
+                self.threads.insert(
+                    tid,
+                    ThreadSlot {
+                        id: Some(id),
+                        last_seen_ns: ts,
+                    },
+                );
+                id
+            }
+            Direction::Egress => {
+                if last_dir == Direction::Egress {
+                    last_id
+                } else {
+                    let taken = self.threads.get_mut(&tid).and_then(|s| {
+                        s.last_seen_ns = ts;
+                        s.id.take()
+                    });
+                    match taken {
+                        Some(id) => id,
+                        None => self.fresh_id(),
+                    }
+                }
+            }
+            Direction::None => 0,
+        };
+        if let Some(c) = self.conns.get_mut(&key) {
+            c.last_dir = dir;
+            c.last_id = id;
+        }
+        id
+    }
+
+    /// Turns the exchanges a feed completed into spans and folds the parser's counters.
+    fn drain(&mut self, key: (u32, u64)) {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        fold_stats(conn, &mut self.stats);
+        if self.exchanges.is_empty() {
+            return;
+        }
+        let role = conn.role;
+        let facts = conn.facts.clone();
+        let process = self.processes.lookup(facts.pid, &facts.comm);
+        for x in self.exchanges.drain(..) {
+            self.stats.exchanges += 1;
+            if self.spans.add(&x, role, &facts, &process) {
+                self.stats.spans += 1;
+            }
+        }
+    }
+
+    /// A connection ended (close record, idle, eviction): bodies delimited by the close
+    /// end, anything still open is counted.
+    fn finish(&mut self, mut conn: Conn) {
+        if let Mode::Http { conn: http, .. } = &mut conn.mode {
+            http.close(&mut self.exchanges);
+        }
+        fold_stats(&mut conn, &mut self.stats);
+        if !self.exchanges.is_empty() {
+            let process = self.processes.lookup(conn.facts.pid, &conn.facts.comm);
+            for x in self.exchanges.drain(..) {
+                self.stats.exchanges += 1;
+                if self.spans.add(&x, conn.role, &conn.facts, &process) {
+                    self.stats.spans += 1;
+                }
+            }
+        }
+    }
+
+    /// Forgets the least recently active tenth of the connections.
+    fn evict_oldest(&mut self) {
+        let mut ages: Vec<(u64, (u32, u64))> = self
+            .conns
+            .iter()
+            .map(|(k, c)| (c.last_seen_ns, *k))
+            .collect();
+        ages.sort_unstable();
+        let n = (ages.len() / 10).max(1);
+        for (_, key) in ages.into_iter().take(n) {
+            if let Some(conn) = self.conns.remove(&key) {
+                self.stats.evicted_full += 1;
+                self.finish(conn);
+            }
+        }
+    }
+
+    /// Forgets connections and threads idle since before `now_ns - idle_timeout`
+    /// (kernel monotonic time).
+    pub fn expire(&mut self, now_ns: u64) {
+        let limit = now_ns.saturating_sub(self.config.idle_timeout.as_nanos() as u64);
+        let idle: Vec<(u32, u64)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.last_seen_ns < limit)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in idle {
+            if let Some(conn) = self.conns.remove(&key) {
+                self.stats.evicted_idle += 1;
+                self.finish(conn);
+            }
+        }
+        self.threads.retain(|_, t| t.last_seen_ns >= limit);
+    }
+
+    /// Every span built since the last call, grouped by process.
+    pub fn take_spans(&mut self) -> Vec<ResourceSpans> {
+        self.spans.take()
+    }
+
+    /// Spans waiting in [`Tracker::take_spans`].
+    pub fn pending_spans(&self) -> usize {
+        self.spans.pending()
+    }
+}
+
+fn feed(
+    http: &mut Http1Connection,
+    requests: Direction,
+    dir: Direction,
+    chunk: &Chunk<'_>,
+    out: &mut Vec<HttpExchange>,
+) {
+    if dir == requests {
+        http.feed_request(chunk, out);
+    } else {
+        http.feed_response(chunk, out);
+    }
+}
+
+fn fold_stats(conn: &mut Conn, stats: &mut TrackerStats) {
+    let Mode::Http { conn: http, .. } = &conn.mode else {
+        return;
+    };
+    let sum = |f: fn(&Http1Stats) -> u64| f(http.request_stats()) + f(http.response_stats());
+    let line = sum(|s| s.line_too_long);
+    let head = sum(|s| s.head_not_captured);
+    let cut = sum(|s| s.closed_mid_message);
+    let p: &PairingStats = http.pairing_stats();
+    let unpaired = p.unmatched_requests + p.unmatched_responses + p.dropped_pairs;
+    let seen = &mut conn.seen;
+    stats.line_too_long += line.saturating_sub(seen.line_too_long);
+    stats.head_not_captured += head.saturating_sub(seen.head_not_captured);
+    stats.closed_mid_message += cut.saturating_sub(seen.closed_mid_message);
+    stats.unpaired += unpaired.saturating_sub(seen.unpaired);
+    seen.line_too_long = line;
+    seen.head_not_captured = head;
+    seen.closed_mid_message = cut;
+    seen.unpaired = unpaired;
+    if !http.is_http() && !seen.non_http {
+        seen.non_http = true;
+        stats.non_http_streams += 1;
+    }
+}
+
+/// Facts of one process, from `/proc` when it is still there.
+pub struct ProcFs {
+    cache: HashMap<u32, ProcessFacts>,
+    service_names: BTreeMap<String, String>,
+}
+
+impl ProcFs {
+    pub fn new(service_names: BTreeMap<String, String>) -> ProcFs {
+        ProcFs {
+            cache: HashMap::new(),
+            service_names,
+        }
+    }
+}
+
+impl ProcessSource for ProcFs {
+    fn lookup(&mut self, pid: u32, comm: &str) -> ProcessFacts {
+        if let Some(f) = self.cache.get(&pid) {
+            return f.clone();
+        }
+        // The process comm, not the thread's: threads may be renamed.
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|s| s.trim_end().to_string())
+            .unwrap_or_else(|_| comm.to_string());
+        let container_id = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|s| span::container_id_from_cgroup(&s));
+        let facts = ProcessFacts::new(pid, &name, container_id, &self.service_names);
+        if self.cache.len() > 65536 {
+            self.cache.clear();
+        }
+        self.cache.insert(pid, facts.clone());
+        facts
+    }
+}
+
+/// Renders an address the way span attributes show it.
+pub fn show_ip(ip: &IpAddr) -> String {
+    ip.to_string()
+}
