@@ -145,6 +145,26 @@ const BAD: &[(&str, &str, &[&str])] = &[
         "receivers:\n  otlp:\n    protocols:\n      grpc:\nexporters:\n  otlp:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [otlp]\n",
         &["exporters::otlp", "endpoint"],
     ),
+    (
+        "ebpf payload_bytes out of range",
+        "receivers:\n  ebpf:\n    payload_bytes: 20000\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces:\n      receivers: [ebpf]\n      exporters: [debug]\n",
+        &["receivers::ebpf::payload_bytes", "must be between 1 and 16384, got 20000", "line 3"],
+    ),
+    (
+        "ebpf ring buffer not a power of two",
+        "receivers:\n  ebpf:\n    ring_buffer_bytes: 100000\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces:\n      receivers: [ebpf]\n      exporters: [debug]\n",
+        &["receivers::ebpf::ring_buffer_bytes", "power of two"],
+    ),
+    (
+        "ebpf bad header name",
+        "receivers:\n  ebpf:\n    redact_headers: [\"X Api\"]\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces:\n      receivers: [ebpf]\n      exporters: [debug]\n",
+        &["receivers::ebpf::redact_headers::0", "not a valid HTTP header name"],
+    ),
+    (
+        "ebpf unknown key",
+        "receivers:\n  ebpf:\n    payload: 10\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces:\n      receivers: [ebpf]\n      exporters: [debug]\n",
+        &["receivers::ebpf", "unknown field `payload`"],
+    ),
 ];
 
 #[test]
@@ -279,7 +299,10 @@ fn components_lists_every_type() {
             })
             .unwrap_or_default()
     };
-    assert_eq!(names("receivers"), ["datadog", "jaeger", "otlp", "zipkin"]);
+    assert_eq!(
+        names("receivers"),
+        ["datadog", "ebpf", "jaeger", "otlp", "zipkin"]
+    );
     assert_eq!(
         names("processors"),
         ["batch", "memory_limiter", "propagation_merge"]
