@@ -252,7 +252,7 @@ pub struct Http1Message {
     pub head: Option<Head>,
     /// `Host` header, or the authority of an absolute-form target.
     pub host: Option<String>,
-    /// Kept headers, lower-case names, in arrival order.
+    /// Trace-propagation headers, lower-case names, in arrival order.
     pub headers: Vec<(String, String)>,
     /// Value of the first configured request-id header present.
     pub x_request_id: Option<String>,
@@ -927,15 +927,15 @@ impl Http1Stream {
             }
             return Ok(());
         }
-        if self.config.is_redacted(name) || cur.headers.len() >= MAX_KEPT_HEADERS {
+        if self.config.is_redacted(name) {
             return Ok(());
         }
-        let is_request_id = self.config.is_x_request_id(name);
-        if is_request_id || is_propagation_header(name) {
+        // The request id has its own attribute; `headers` keeps trace-context headers.
+        if self.config.is_x_request_id(name) && cur.x_request_id.is_none() {
+            cur.x_request_id = Some(String::from_utf8_lossy(value).into_owned());
+        }
+        if is_propagation_header(name) && cur.headers.len() < MAX_KEPT_HEADERS {
             let value = String::from_utf8_lossy(value).into_owned();
-            if is_request_id && cur.x_request_id.is_none() {
-                cur.x_request_id = Some(value.clone());
-            }
             let name = String::from_utf8_lossy(name).to_ascii_lowercase();
             cur.headers.push((name, value));
         }

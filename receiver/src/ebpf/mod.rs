@@ -341,8 +341,14 @@ async fn capture(
                 };
                 let rb = guard.get_inner_mut();
                 // Bounded per wake so flushes and shutdown are not starved under load.
+                // Readiness is cleared only once the ring is empty: the kernel wakes the
+                // reader only when it has caught up, so leftovers would wait forever.
+                let mut drained = false;
                 for _ in 0..4096 {
-                    let Some(item) = rb.next() else { break };
+                    let Some(item) = rb.next() else {
+                        drained = true;
+                        break;
+                    };
                     match Record::parse(&item) {
                         Ok(r) => tracker.push(&r),
                         Err(e) => {
@@ -354,7 +360,9 @@ async fn capture(
                         }
                     }
                 }
-                guard.clear_ready();
+                if drained {
+                    guard.clear_ready();
+                }
                 if tracker.pending_spans() >= MAX_BATCH_SPANS {
                     ship(&mut tracker, &tx, &metrics);
                 }
