@@ -396,7 +396,8 @@ async fn capture(
         &mut last_kernel,
     );
     metrics.active.set(0);
-    drop(probes);
+    // Detaching waits for an RCU grace period per tracepoint: keep it off the runtime.
+    let _ = tokio::task::spawn_blocking(move || drop(probes)).await;
 }
 
 fn ship(tracker: &mut Tracker, tx: &mpsc::Sender<Payload>, metrics: &Metrics) {
