@@ -1,8 +1,10 @@
-"""The ebpf receiver without privilege: weft run as an unprivileged user (uid 65534)
-cannot load eBPF programs. Not optional: exit 2 with one sentence saying what is
-missing. Optional: one warning, and the rest of the pipeline serves as usual.
+"""Starting the ebpf receiver where the machine is not ready for it.
 
-Needs root only to start weft as the other user."""
+Without privilege (weft run as uid 65534): not optional, exit 2 with one sentence
+saying what is missing; optional, one warning and the rest of the pipeline serves as
+usual. Without tracefs mounted: weft mounts it itself and captures.
+
+Needs root (to start weft as another user, and to unmount tracefs)."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ SENTENCE = (
     f"(running as uid {NOBODY} without them)"
 )
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run weft as another user")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run weft as another user and to unmount tracefs")
 
 
 @pytest.fixture
@@ -127,3 +129,55 @@ def test_optional_warns_and_the_rest_runs(shared_dir):
     assert [(s["traceId"], s["spanId"], s["name"]) for s in got] == [
         ("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", "after-ebpf-warning")
     ]
+
+
+TRACEFS = "/sys/kernel/tracing"
+
+
+def tracefs_mounted() -> bool:
+    with open("/proc/self/mounts") as f:
+        return any(l.split()[1] == TRACEFS and l.split()[2] == "tracefs" for l in f)
+
+
+@pytest.mark.skipif(not Path("/sys/kernel/btf/vmlinux").exists(), reason="kernel has no BTF")
+def test_tracefs_is_mounted_when_absent(shared_dir):
+    if tracefs_mounted():
+        subprocess.run(["umount", TRACEFS], check=True)
+    assert not tracefs_mounted()
+    health_port, metrics_port = free_port(), free_port()
+    cfg = write(shared_dir, {
+        "receivers": {"ebpf": {"include": {"ports": [free_port()]}}},
+        "exporters": {"debug": {}},
+        "extensions": {"health_check": {"endpoint": f"127.0.0.1:{health_port}"}},
+        "service": {
+            "extensions": ["health_check"],
+            "telemetry": {"metrics": {"address": f"127.0.0.1:{metrics_port}"}},
+            "pipelines": {"traces": {"receivers": ["ebpf"], "exporters": ["debug"]}},
+        },
+    })
+    log = shared_dir / "weft.log"
+    try:
+        with open(log, "wb") as logf:
+            proc = subprocess.Popen(
+                [str(weft_binary()), "--config", str(cfg)],
+                stdout=logf, stderr=subprocess.STDOUT, cwd=shared_dir,
+            )
+            try:
+                def healthy() -> bool:
+                    try:
+                        return requests.get(f"http://127.0.0.1:{health_port}/", timeout=1).status_code == 200
+                    except requests.RequestException:
+                        return False
+
+                assert wait_until(healthy, 30), log.read_text()
+                metrics = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+                assert 'weft_ebpf_active{receiver="ebpf"} 1' in metrics.splitlines(), metrics
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                code = proc.wait(30)
+        assert code == 0, log.read_text()
+        assert tracefs_mounted()
+        assert f"mounted tracefs at {TRACEFS}" in log.read_text()
+    finally:
+        if not tracefs_mounted():
+            subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS], check=False)
