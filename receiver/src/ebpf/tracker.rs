@@ -4,7 +4,6 @@
 //! [`ProcessSource`] it is given, so every rule here is unit-tested with synthetic records.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
@@ -495,9 +494,12 @@ fn fold_stats(conn: &mut Conn, stats: &mut TrackerStats) {
     }
 }
 
+/// How long facts read from `/proc` are trusted: pids are reused.
+const PROCESS_FACTS_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Facts of one process, from `/proc` when it is still there.
 pub struct ProcFs {
-    cache: HashMap<u32, ProcessFacts>,
+    cache: HashMap<u32, (ProcessFacts, std::time::Instant)>,
     service_names: BTreeMap<String, String>,
 }
 
@@ -512,8 +514,10 @@ impl ProcFs {
 
 impl ProcessSource for ProcFs {
     fn lookup(&mut self, pid: u32, comm: &str) -> ProcessFacts {
-        if let Some(f) = self.cache.get(&pid) {
-            return f.clone();
+        if let Some((f, at)) = self.cache.get(&pid) {
+            if at.elapsed() < PROCESS_FACTS_TTL {
+                return f.clone();
+            }
         }
         // The process comm, not the thread's: threads may be renamed.
         let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -524,14 +528,11 @@ impl ProcessSource for ProcFs {
             .and_then(|s| span::container_id_from_cgroup(&s));
         let facts = ProcessFacts::new(pid, &name, container_id, &self.service_names);
         if self.cache.len() > 65536 {
-            self.cache.clear();
+            self.cache
+                .retain(|_, (_, at)| at.elapsed() < PROCESS_FACTS_TTL);
         }
-        self.cache.insert(pid, facts.clone());
+        self.cache
+            .insert(pid, (facts.clone(), std::time::Instant::now()));
         facts
     }
-}
-
-/// Renders an address the way span attributes show it.
-pub fn show_ip(ip: &IpAddr) -> String {
-    ip.to_string()
 }
