@@ -18,7 +18,15 @@ def test_batch_splits_at_max_size_and_flushes_rest_on_timeout(weft, grpc_sink, p
             "processors": {
                 "batch": {"send_batch_size": 10, "send_batch_max_size": 10, "timeout": "300ms"}
             },
-            "exporters": {"otlp_grpc": {"endpoint": sink.endpoint, "tls": {"insecure": True}}},
+            # One queue consumer: with the default ten, batches may reach the sink in any
+            # order, and this test checks the order the batch processor made them in.
+            "exporters": {
+                "otlp_grpc": {
+                    "endpoint": sink.endpoint,
+                    "tls": {"insecure": True},
+                    "sending_queue": {"num_consumers": 1},
+                }
+            },
             "service": {
                 "pipelines": {
                     "traces": {
