@@ -10,7 +10,9 @@
 # Needs root, kernel BTF, nginx, wrk and a release build of weft:
 #   cargo build --release && benches/ebpf_overhead.sh
 # Environment: ROUNDS (default 3), DURATION seconds per run (default 10),
-#   CONNECTIONS (default 32), WEFT_BIN (default target/release/weft).
+#   CONNECTIONS (default 32), WEFT_BIN (default target/release/weft),
+#   EXPORTER: debug (default: spans counted and dropped, so the figure is capture and
+#   span building) or file (spans also encoded as OTLP JSON and written).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +20,7 @@ WEFT_BIN="${WEFT_BIN:-$ROOT/target/release/weft}"
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10}"
 CONNECTIONS="${CONNECTIONS:-32}"
+EXPORTER="${EXPORTER:-debug}"
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 [[ $(id -u) -eq 0 ]] || { echo "needs root (the ebpf receiver loads eBPF programs)" >&2; exit 2; }
@@ -78,6 +81,8 @@ receivers:
     include:
       ports: [$PORT]
 exporters:
+  debug:
+    verbosity: basic
   file:
     path: $WORK/spans.jsonl
     rotation:
@@ -92,7 +97,7 @@ service:
   pipelines:
     traces:
       receivers: [ebpf]
-      exporters: [file]
+      exporters: [$EXPORTER]
 EOF
 
 cpu_seconds() { # utime + stime of a pid, in seconds
@@ -111,6 +116,7 @@ run_wrk() { # prints "req/s p99_ms"
              END { printf "%.0f %.3f\n", rps, p99 }'
 }
 
+echo "nginx on 127.0.0.1:$PORT, wrk -t1 -c$CONNECTIONS -d${DURATION}s, exporter $EXPORTER, $(nproc) CPUs"
 printf '%-7s %-8s %12s %10s %10s %12s\n' round weft req/s p99_ms weft_cpu_s records
 sum_off=0; sum_on=0; p99_off=0; p99_on=0; cpu_on=0; req_on=0
 for round in $(seq "$ROUNDS"); do

@@ -93,7 +93,14 @@ struct weft_event {
 struct weft_config {
 	__u32 payload_bytes; /* 0 = default; capped at WEFT_MAX_PAYLOAD */
 	__u32 exclude_tgid;  /* weft's own process, never traced */
+	__u32 wakeup_bytes;  /* wake the reader once this much is unread; 0 = every record */
+	__u32 _pad;
 };
+
+/* Ring buffer flags and query (UAPI enum values). */
+#define WEFT_RB_NO_WAKEUP 1
+#define WEFT_RB_FORCE_WAKEUP 2
+#define WEFT_RB_AVAIL_DATA 0
 
 /* State of one syscall between enter and exit. */
 struct weft_active {
@@ -181,6 +188,19 @@ static __always_inline struct weft_config *config(void)
 {
 	__u32 zero = 0;
 	return bpf_map_lookup_elem(&weft_config, &zero);
+}
+
+/* Waking the reader for every record costs a context switch per syscall; the
+ * reader also polls on a short timer, so a wakeup is forced only once
+ * wakeup_bytes are waiting. */
+static __always_inline __u64 wakeup_flags(void)
+{
+	struct weft_config *c = config();
+	if (!c || !c->wakeup_bytes)
+		return 0;
+	if (bpf_ringbuf_query(&weft_events, WEFT_RB_AVAIL_DATA) >= c->wakeup_bytes)
+		return WEFT_RB_FORCE_WAKEUP;
+	return WEFT_RB_NO_WAKEUP;
 }
 
 static __always_inline bool excluded(__u64 pid_tgid)
@@ -377,7 +397,7 @@ static __always_inline void emit_record(struct weft_scratch *s, struct weft_acti
 	}
 	e->payload_len = n;
 	/* Variable-size output: the ring holds header + captured bytes only. */
-	if (bpf_ringbuf_output(&weft_events, s, sizeof(struct weft_event) + n, 0))
+	if (bpf_ringbuf_output(&weft_events, s, sizeof(struct weft_event) + n, wakeup_flags()))
 		stat_inc(WEFT_STAT_RINGBUF_DROPS);
 }
 
@@ -615,7 +635,7 @@ int weft_enter_close(struct weft_sys_enter_ctx *ctx)
 			__builtin_memset(e->raddr, 0, sizeof(e->raddr));
 			fill_tuple(e, sk);
 			bpf_get_current_comm(e->comm, sizeof(e->comm));
-			bpf_ringbuf_submit(e, 0);
+			bpf_ringbuf_submit(e, wakeup_flags());
 		} else {
 			stat_inc(WEFT_STAT_RINGBUF_DROPS);
 		}

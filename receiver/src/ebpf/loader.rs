@@ -16,6 +16,11 @@ const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 const TRACEFS: &str = "/sys/kernel/tracing";
 const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
 
+/// The kernel wakes the reader once this fraction of the ring is unread; below it the
+/// reader's poll timer picks records up. One wakeup per record would cost a context
+/// switch per syscall.
+pub const WAKEUP_FRACTION: u32 = 16;
+
 /// Indexes of the kernel's counters (`enum weft_stat` in the probe).
 pub const STAT_RINGBUF_DROPS: usize = 0;
 pub const STAT_TRUNCATED: usize = 1;
@@ -168,10 +173,11 @@ impl Probes {
             let map = ebpf
                 .map_mut("weft_config")
                 .ok_or(LoadError::Missing("the weft_config map"))?;
-            let mut config: Array<&mut MapData, [u32; 2]> =
+            let mut config: Array<&mut MapData, [u32; 4]> =
                 Array::try_from(map).map_err(|e| LoadError::Load(chain(&e)))?;
+            let wakeup_bytes = ring_buffer_bytes / WAKEUP_FRACTION;
             config
-                .set(0, [payload_bytes, std::process::id()], 0)
+                .set(0, [payload_bytes, std::process::id(), wakeup_bytes, 0], 0)
                 .map_err(|e| LoadError::Load(chain(&e)))?;
         }
         let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();

@@ -49,6 +49,11 @@ use tracker::{ProcFs, Tracker, TrackerStats};
 const PENDING_BATCHES: usize = 64;
 /// A batch is handed on early once it holds this many spans.
 const MAX_BATCH_SPANS: usize = 1024;
+/// How often the ring buffer is read without a wakeup from the kernel (which only
+/// wakes the reader once a sixteenth of the ring is unread).
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Records read per pass, so flushes and shutdown are not starved under load.
+const RECORDS_PER_PASS: usize = 4096;
 
 /// Registers `ebpf` in the registry.
 pub struct EbpfReceiverFactory;
@@ -322,6 +327,8 @@ async fn capture(
 ) {
     metrics.active.set(1);
     tracker.set_clock_offset(loader::clock_offset_ns());
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut flush = tokio::time::interval(config.flush_interval);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_stats = TrackerStats::default();
@@ -339,30 +346,17 @@ async fn capture(
                         break;
                     }
                 };
-                let rb = guard.get_inner_mut();
-                // Bounded per wake so flushes and shutdown are not starved under load.
                 // Readiness is cleared only once the ring is empty: the kernel wakes the
-                // reader only when it has caught up, so leftovers would wait forever.
-                let mut drained = false;
-                for _ in 0..4096 {
-                    let Some(item) = rb.next() else {
-                        drained = true;
-                        break;
-                    };
-                    match Record::parse(&item) {
-                        Ok(r) => tracker.push(&r),
-                        Err(e) => {
-                            metrics.decode_errors.inc();
-                            if log_decode {
-                                log_decode = false;
-                                tracing::warn!(receiver = %id, "undecodable kernel record: {e} (logged once, counted in weft_ebpf_record_errors)");
-                            }
-                        }
-                    }
-                }
-                if drained {
+                // reader again only when it has caught up, so leftovers would wait.
+                if drain(guard.get_inner_mut(), &mut tracker, &metrics, &id, &mut log_decode) {
                     guard.clear_ready();
                 }
+                if tracker.pending_spans() >= MAX_BATCH_SPANS {
+                    ship(&mut tracker, &tx, &metrics);
+                }
+            }
+            _ = poll.tick() => {
+                drain(ring.get_mut(), &mut tracker, &metrics, &id, &mut log_decode);
                 if tracker.pending_spans() >= MAX_BATCH_SPANS {
                     ship(&mut tracker, &tx, &metrics);
                 }
@@ -398,6 +392,31 @@ async fn capture(
     metrics.active.set(0);
     // Detaching waits for an RCU grace period per tracepoint: keep it off the runtime.
     let _ = tokio::task::spawn_blocking(move || drop(probes)).await;
+}
+
+/// Reads up to [`RECORDS_PER_PASS`] records into the tracker; true when the ring is empty.
+fn drain(
+    rb: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    tracker: &mut Tracker,
+    metrics: &Metrics,
+    id: &ComponentId,
+    log_decode: &mut bool,
+) -> bool {
+    for _ in 0..RECORDS_PER_PASS {
+        let Some(item) = rb.next() else {
+            return true;
+        };
+        match Record::parse(&item) {
+            Ok(r) => tracker.push(&r),
+            Err(e) => {
+                metrics.decode_errors.inc();
+                if std::mem::take(log_decode) {
+                    tracing::warn!(receiver = %id, "undecodable kernel record: {e} (logged once, counted in weft_ebpf_record_errors)");
+                }
+            }
+        }
+    }
+    false
 }
 
 fn ship(tracker: &mut Tracker, tx: &mpsc::Sender<Payload>, metrics: &Metrics) {
