@@ -20,7 +20,7 @@ pub const MAX_RING_BUFFER_BYTES: u32 = 1 << 30;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Selector {
-    /// Process names (the kernel's `comm`, at most 15 bytes, as `/proc/<pid>/comm` shows).
+    /// Process names, as `/proc/<pid>/comm` shows them (at most 15 bytes).
     pub process_names: Vec<String>,
     /// Process ids.
     pub pids: Vec<u32>,
@@ -194,6 +194,14 @@ impl ComponentConfig for EbpfReceiverConfig {
 }
 
 impl EbpfReceiverConfig {
+    /// Whether any filter names processes (by name or pid).
+    pub fn has_process_filters(&self) -> bool {
+        !(self.include.process_names.is_empty()
+            && self.include.pids.is_empty()
+            && self.exclude.process_names.is_empty()
+            && self.exclude.pids.is_empty())
+    }
+
     /// Whether a process may yield spans at all.
     pub fn process_allowed(&self, pid: u32, comm: &str) -> bool {
         if self.exclude.matches_process(pid, comm) {

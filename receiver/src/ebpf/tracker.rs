@@ -113,6 +113,8 @@ pub struct Tracker {
     parser: Arc<ParserConfig>,
     conns: HashMap<(u32, u64), Conn>,
     threads: HashMap<u32, ThreadSlot>,
+    /// Process filter decisions by pid.
+    allowed: HashMap<u32, bool>,
     next_id: u64,
     processes: Box<dyn ProcessSource>,
     spans: SpanBuilder,
@@ -132,6 +134,7 @@ impl Tracker {
             parser,
             conns: HashMap::new(),
             threads: HashMap::new(),
+            allowed: HashMap::new(),
             // Ids only need to differ within one weft; a random start keeps two weft
             // instances (or restarts) from handing out the same small numbers.
             next_id: (fastrand::u64(..) >> 12) | 1,
@@ -165,7 +168,7 @@ impl Tracker {
     pub fn push(&mut self, r: &Record<'_>) {
         self.stats.records += 1;
         let comm = r.comm();
-        if !self.config.process_allowed(r.pid, comm) {
+        if !self.process_allowed(r.pid, comm) {
             return;
         }
         let key = (r.pid, r.sock_id);
@@ -315,6 +318,21 @@ impl Tracker {
         self.drain(key);
     }
 
+    /// Process filters match the process's name (a thread may have renamed itself), read
+    /// once per pid and kept until the next [`Tracker::expire`].
+    fn process_allowed(&mut self, pid: u32, comm: &str) -> bool {
+        if !self.config.has_process_filters() {
+            return true;
+        }
+        if let Some(allowed) = self.allowed.get(&pid) {
+            return *allowed;
+        }
+        let name = self.processes.lookup(pid, comm).executable_name;
+        let allowed = self.config.process_allowed(pid, &name);
+        self.allowed.insert(pid, allowed);
+        allowed
+    }
+
     fn http_mode(&self, requests: Direction) -> Mode {
         Mode::Http {
             conn: Box::new(Http1Connection::new(self.parser.clone())),
@@ -442,6 +460,8 @@ impl Tracker {
             }
         }
         self.threads.retain(|_, t| t.last_seen_ns >= limit);
+        // Pids are reused: filter decisions are taken again from time to time.
+        self.allowed.clear();
     }
 
     /// Every span built since the last call, grouped by process.

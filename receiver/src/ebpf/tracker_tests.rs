@@ -660,3 +660,55 @@ fn container_ids_come_from_the_cgroup_path() {
         None
     );
 }
+
+/// Names a process differently from its threads, as a program that renames its
+/// threads looks.
+struct Renamed;
+
+impl ProcessSource for Renamed {
+    fn lookup(&mut self, pid: u32, _comm: &str) -> ProcessFacts {
+        let name = if pid == 100 { "java" } else { "curl" };
+        ProcessFacts::new(pid, name, None, &BTreeMap::new())
+    }
+}
+
+#[test]
+fn process_filters_match_the_process_name_not_the_thread_name() {
+    let (server, client) = pair();
+    let config = EbpfReceiverConfig {
+        include: Selector {
+            process_names: vec!["java".to_string()],
+            ..Selector::default()
+        },
+        ..EbpfReceiverConfig::default()
+    };
+    let mut t = Tracker::new(Arc::new(config), Box::new(Renamed));
+    for (i, (side, dir, bytes)) in [
+        (client, EGRESS, REQ),
+        (server, INGRESS, REQ),
+        (server, EGRESS, RESP),
+        (client, INGRESS, RESP),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let b = encode(
+            side.pid,
+            side.tid,
+            side.sock,
+            side.role,
+            dir,
+            1,
+            i as u32,
+            1000 * i as u64,
+            side.local,
+            side.remote,
+            bytes.len() as u64,
+            bytes,
+            "http-worker-1",
+        );
+        t.push(&Record::parse(&b).expect("test record decodes"));
+    }
+    let pids: Vec<u32> = flatten(t.take_spans()).iter().map(|(p, _)| *p).collect();
+    assert_eq!(pids, vec![100]);
+}
