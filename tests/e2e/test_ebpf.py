@@ -1088,3 +1088,42 @@ def test_ring_buffer_loss_is_counted(weft, http_server, tmp_path):
     wait_until(lambda: dropped() > 0, 10, 0.2)
     assert dropped() > 0, f"no ring-buffer loss reported\n{w.metrics_text()}"
     assert w.alive() and w.health_status() == 200
+
+
+# ---------------------------------------------------------------------------
+# container.id from the cgroup path
+
+
+def cgroup_root() -> Path | None:
+    """A cgroup hierarchy this test may create a group in: the v1 pids controller, or
+    cgroup v2 (hybrid or unified layout)."""
+    for root in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        p = Path(root)
+        if (p / "cgroup.procs").exists() and os.access(p, os.W_OK):
+            return p
+    return None
+
+
+def test_container_id_comes_from_the_cgroup_path(env, http_server):
+    root = cgroup_root()
+    assert root is not None, "no writable cgroup hierarchy"
+    container = secrets.token_hex(32)
+    group = root / "docker" / container
+    group.mkdir(parents=True)
+    srv = http_server(env.port())
+    try:
+        # Where Docker puts a container's processes; weft reads /proc/<pid>/cgroup.
+        (group / "cgroup.procs").write_text(str(srv.proc.pid))
+        assert f"/docker/{container}" in Path(f"/proc/{srv.proc.pid}/cgroup").read_text()
+        seen, cli = curl(srv.url("/hello"))
+        assert seen.status == 200
+        server, client = by_path(env.out.wait(2, srv.port), ["/hello"])["/hello"]
+        assert server.resource.get("container.id") == container, server.resource
+        assert "container.id" not in client.resource, client.resource
+    finally:
+        # Back to the root group so the empty groups can go.
+        if Path(f"/proc/{srv.proc.pid}").exists():
+            (root / "cgroup.procs").write_text(str(srv.proc.pid))
+        group.rmdir()
+        if not any(p.is_dir() for p in (root / "docker").iterdir()):
+            (root / "docker").rmdir()
