@@ -374,12 +374,10 @@ async fn capture(
         }
     }
     // Drain what the kernel already wrote, then hand on every finished span.
-    {
-        let rb = ring.get_mut();
-        while let Some(item) = rb.next() {
-            if let Ok(r) = Record::parse(&item) {
-                tracker.push(&r);
-            }
+    // Bounded: the probes are still attached and the kernel keeps writing.
+    for _ in 0..64 {
+        if drain(ring.get_mut(), &mut tracker, &metrics, &id, &mut log_decode) {
+            break;
         }
     }
     ship(&mut tracker, &tx, &metrics);

@@ -204,8 +204,8 @@ impl Tracker {
                 Mode::Ignored
             } else {
                 match r.role {
-                    Role::Server => self.http_mode(Direction::Ingress),
-                    Role::Client => self.http_mode(Direction::Egress),
+                    Role::Server => http_mode(&self.parser, Direction::Ingress),
+                    Role::Client => http_mode(&self.parser, Direction::Egress),
                     Role::Unknown => Mode::Undecided,
                 }
             };
@@ -253,10 +253,7 @@ impl Tracker {
                     } else {
                         Role::Client
                     };
-                    Mode::Http {
-                        conn: Box::new(Http1Connection::new(self.parser.clone())),
-                        requests: d,
-                    }
+                    http_mode(&self.parser, d)
                 }
                 None => Mode::Ignored,
             };
@@ -333,13 +330,6 @@ impl Tracker {
         allowed
     }
 
-    fn http_mode(&self, requests: Direction) -> Mode {
-        Mode::Http {
-            conn: Box::new(Http1Connection::new(self.parser.clone())),
-            requests,
-        }
-    }
-
     /// Autotracing §3: an ingress message opens an id in the thread's slot (a read that
     /// continues the previous ingress on the socket keeps it); the next egress message of
     /// the thread takes the slot's id and clears it (a write continuing an egress keeps
@@ -394,18 +384,7 @@ impl Tracker {
             return;
         };
         fold_stats(conn, &mut self.stats);
-        if self.exchanges.is_empty() {
-            return;
-        }
-        let role = conn.role;
-        let facts = conn.facts.clone();
-        let process = self.processes.lookup(facts.pid, &facts.comm);
-        for x in self.exchanges.drain(..) {
-            self.stats.exchanges += 1;
-            if self.spans.add(&x, role, &facts, &process) {
-                self.stats.spans += 1;
-            }
-        }
+        self.emit(key, None);
     }
 
     /// A connection ended (close record, idle, eviction): bodies delimited by the close
@@ -415,13 +394,24 @@ impl Tracker {
             http.close(&mut self.exchanges);
         }
         fold_stats(&mut conn, &mut self.stats);
-        if !self.exchanges.is_empty() {
-            let process = self.processes.lookup(conn.facts.pid, &conn.facts.comm);
-            for x in self.exchanges.drain(..) {
-                self.stats.exchanges += 1;
-                if self.spans.add(&x, conn.role, &conn.facts, &process) {
-                    self.stats.spans += 1;
-                }
+        self.emit((conn.facts.pid, conn.facts.sock_id), Some(&conn));
+    }
+
+    /// Builds the spans of the pending exchanges of a connection: `ended` when it has
+    /// left the table, else looked up by key.
+    fn emit(&mut self, key: (u32, u64), ended: Option<&Conn>) {
+        if self.exchanges.is_empty() {
+            return;
+        }
+        let Some(conn) = ended.or_else(|| self.conns.get(&key)) else {
+            self.exchanges.clear();
+            return;
+        };
+        let process = self.processes.lookup(conn.facts.pid, &conn.facts.comm);
+        for x in self.exchanges.drain(..) {
+            self.stats.exchanges += 1;
+            if self.spans.add(&x, conn.role, &conn.facts, &process) {
+                self.stats.spans += 1;
             }
         }
     }
@@ -472,6 +462,13 @@ impl Tracker {
     /// Spans waiting in [`Tracker::take_spans`].
     pub fn pending_spans(&self) -> usize {
         self.spans.pending()
+    }
+}
+
+fn http_mode(parser: &Arc<ParserConfig>, requests: Direction) -> Mode {
+    Mode::Http {
+        conn: Box::new(Http1Connection::new(parser.clone())),
+        requests,
     }
 }
 
