@@ -931,7 +931,7 @@ def test_secrets_never_leave_and_ids_do(env, http_server):
         extra={
             "weft.header.traceparent": traceparent,
             "weft.header.x-b3-traceid": b3_trace,
-            "weft.x_request_id": request_id,
+            "weft.x_request_id.req": request_id,
         },
     )
     output = env.out.path.read_bytes()

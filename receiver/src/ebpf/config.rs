@@ -57,7 +57,8 @@ pub struct EbpfReceiverConfig {
     pub include: Selector,
     /// Traffic never turned into spans: a listed process, or a connection on a listed port.
     pub exclude: Selector,
-    /// Request headers whose value becomes `weft.x_request_id`; the first one present wins.
+    /// Request-id headers: the first one present in a request becomes
+    /// `weft.x_request_id.req`, in a response `weft.x_request_id.resp`.
     pub x_request_id_headers: Vec<String>,
     /// Headers never exported, on top of Authorization, Cookie and Set-Cookie.
     pub redact_headers: Vec<String>,

@@ -33,6 +33,9 @@ pub struct HttpExchange {
     pub req_headers_of_interest: Vec<(String, String)>,
     /// The first configured request-id header of the request.
     pub x_request_id: Option<String>,
+    /// The first configured request-id header of the response (a gateway answers
+    /// with the id it generated and sent upstream).
+    pub resp_x_request_id: Option<String>,
     /// TCP sequence of the request's first byte.
     pub req_tcp_seq: u32,
     /// TCP sequence of the response's first byte (of its first 1xx when there was one).
@@ -153,6 +156,7 @@ fn exchange(req: Http1Message, resp: Http1Message) -> Option<HttpExchange> {
         response_end_ns: resp.end_ns,
         req_headers_of_interest: req.headers,
         x_request_id: req.x_request_id,
+        resp_x_request_id: resp.x_request_id,
         req_tcp_seq: req.tcp_seq,
         resp_tcp_seq: resp.tcp_seq,
         req_tag: req.tag,

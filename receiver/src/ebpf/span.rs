@@ -209,7 +209,10 @@ impl SpanBuilder {
         ));
         attributes.push(kv_int("weft.socket.id", conn.sock_id as i64));
         if let Some(id) = &x.x_request_id {
-            attributes.push(kv_str("weft.x_request_id", id));
+            attributes.push(kv_str("weft.x_request_id.req", id));
+        }
+        if let Some(id) = &x.resp_x_request_id {
+            attributes.push(kv_str("weft.x_request_id.resp", id));
         }
         for (name, value) in &x.req_headers_of_interest {
             attributes.push(kv_str(&format!("weft.header.{name}"), value));

@@ -38,6 +38,7 @@ fn exchange(method: Method, path: &str, status: u16) -> HttpExchange {
         response_end_ns: 0,
         req_headers_of_interest: Vec::new(),
         x_request_id: None,
+        resp_x_request_id: None,
         req_tcp_seq: 0,
         resp_tcp_seq: 0,
         req_tag: Tag::default(),

@@ -193,7 +193,7 @@ fn one_exchange_gives_a_server_and_a_client_span_with_mirrored_facts() {
         assert_eq!(int(x, "client.port"), 40000);
         assert_eq!(int(x, "weft.tcp.req_seq"), 1000);
         assert_eq!(int(x, "weft.tcp.resp_seq"), 7000);
-        assert_eq!(string(x, "weft.x_request_id"), "rid-1");
+        assert_eq!(string(x, "weft.x_request_id.req"), "rid-1");
         assert_eq!(
             string(x, "weft.header.traceparent"),
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -711,4 +711,23 @@ fn process_filters_match_the_process_name_not_the_thread_name() {
     }
     let pids: Vec<u32> = flatten(t.take_spans()).iter().map(|(p, _)| *p).collect();
     assert_eq!(pids, vec![100]);
+}
+
+#[test]
+fn request_ids_are_recorded_with_the_side_they_came_from() {
+    let (server, client) = pair();
+    let mut sim = Sim::new(EbpfReceiverConfig::default());
+    // A gateway's answer: no id in the request, the generated one in the response.
+    let req = b"GET /g HTTP/1.1\r\nHost: gw\r\n\r\n";
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Request-Id: gen-7\r\n\r\n";
+    sim.io(client, EGRESS, 1000, req);
+    sim.io(server, INGRESS, 1000, req);
+    sim.io(server, EGRESS, 7000, resp);
+    sim.io(client, INGRESS, 7000, resp);
+    let spans = sim.spans();
+    assert_eq!(spans.len(), 2);
+    for (_, x) in &spans {
+        assert!(attr(x, "weft.x_request_id.req").is_none());
+        assert_eq!(string(x, "weft.x_request_id.resp"), "gen-7");
+    }
 }

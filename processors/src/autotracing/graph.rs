@@ -1,0 +1,1243 @@
+//! The stitcher's state: spans in flight, the indexes each rule looks up, the
+//! components (traces in the making) and the decisions, kept apart from the async
+//! processor so it can be driven with explicit times in tests and benchmarks.
+//!
+//! A span waits `window` after it arrives ("settles"); then its parent is chosen by
+//! the tiers in order (T0 TCP sequence, T1 SDK context, T2 syscall id, T3 request
+//! id). A tier accepts an edge only when exactly one candidate qualifies and no veto
+//! applies; otherwise the next tier is tried. A component leaves when every member
+//! has settled (or `max_hold` after its first span). Emitted spans stay known for
+//! `max_transaction_time`, so a late child joins its trace and a late parent gets a
+//! link to the child it can no longer adopt.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::Link;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+use super::config::{AutotracingConfig, SdkMerge};
+use super::facts::{self, same_trace, Facts, ProcKey, ResourceFacts, Role, TraceKey, EBPF_SCOPE};
+use super::stats::{Stats, Tier, Veto};
+
+type NodeId = u64;
+type CompId = u64;
+
+/// The resource and scope a span arrived under, shared by its siblings.
+pub struct Origin {
+    pub resource: Option<Resource>,
+    pub resource_schema: String,
+    pub scope: Option<InstrumentationScope>,
+    pub scope_schema: String,
+}
+
+struct Held {
+    span: Span,
+    origin: Arc<Origin>,
+}
+
+struct Node {
+    f: Facts,
+    held: Option<Held>,
+    arrival: Instant,
+    settled: bool,
+    comp: CompId,
+    parent: Option<(NodeId, Tier)>,
+    /// The trace context a header named when no parent span is known (T1).
+    claimed: Option<(TraceKey, u64)>,
+    /// sdk_merge=merge: this eBPF span is dropped; its relatives use this node.
+    merged_into: Option<NodeId>,
+    /// sdk_merge=merge on the server side: the eBPF server span this SDK span absorbed.
+    absorbed: Option<NodeId>,
+    children: usize,
+    t0_child: bool,
+    links: Vec<Link>,
+    /// Set once emitted: the trace id and the span id relatives must point to.
+    emitted: Option<(TraceKey, u64)>,
+}
+
+struct Comp {
+    members: Vec<NodeId>,
+    unsettled: usize,
+    first_arrival: Instant,
+    /// Trace id an SDK span or a captured header gave (the fullest seen).
+    hint: Option<TraceKey>,
+    /// Trace id already used for emitted members or relatives: final.
+    fixed: Option<TraceKey>,
+    emitted_any: bool,
+}
+
+impl Comp {
+    fn ident(&self) -> Option<TraceKey> {
+        self.fixed.or(self.hint)
+    }
+}
+
+/// Merges two trace-id hints of the same trace, keeping the 128-bit form.
+fn fuller(a: Option<TraceKey>, b: Option<TraceKey>) -> Option<TraceKey> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if x >> 64 == 0 { y } else { x }),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+type Key<T> = HashMap<T, Vec<NodeId>>;
+
+#[derive(Default)]
+struct Indexes {
+    span_id: Key<u64>,
+    req_seq: Key<u32>,
+    header_span: Key<u64>,
+    sdk_trace: HashMap<u64, NodeId>,
+    servers_by_sys: Key<(ProcKey, u64)>,
+    clients_by_sys_req: Key<(ProcKey, u64)>,
+    clients_by_sys_resp: Key<(ProcKey, u64)>,
+    servers_by_rid: Key<(ProcKey, Box<str>)>,
+    clients_by_rid: Key<(ProcKey, Box<str>)>,
+    servers_by_thread: Key<(ProcKey, u32)>,
+    servers_by_proc: Key<ProcKey>,
+}
+
+fn add<K: std::hash::Hash + Eq>(m: &mut Key<K>, k: K, id: NodeId) {
+    m.entry(k).or_default().push(id);
+}
+
+fn remove<K: std::hash::Hash + Eq>(m: &mut Key<K>, k: &K, id: NodeId) {
+    if let Some(v) = m.get_mut(k) {
+        v.retain(|x| *x != id);
+        if v.is_empty() {
+            m.remove(k);
+        }
+    }
+}
+
+fn get<'a, K: std::hash::Hash + Eq>(m: &'a Key<K>, k: &K) -> &'a [NodeId] {
+    m.get(k).map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// What the tiers decided for one span.
+enum Decision {
+    Parent(NodeId, Tier),
+    /// eBPF span merged into the SDK span of the same call (sdk_merge=merge).
+    MergeInto(NodeId),
+    /// No known parent span, but a header named one.
+    Claimed(TraceKey, u64),
+    None,
+}
+
+pub struct Stitcher {
+    cfg: AutotracingConfig,
+    rid_headers: Vec<String>,
+    tol: u64,
+    mtt: u64,
+    nodes: HashMap<NodeId, Node>,
+    next_node: NodeId,
+    comps: HashMap<CompId, Comp>,
+    next_comp: CompId,
+    ix: Indexes,
+    settle_queue: VecDeque<NodeId>,
+    hold_queue: VecDeque<(Instant, CompId)>,
+    expiry: VecDeque<(Instant, NodeId)>,
+    held_spans: usize,
+    stats: Arc<Stats>,
+    out: Vec<(Arc<Origin>, Span)>,
+}
+
+impl Stitcher {
+    pub fn new(cfg: AutotracingConfig, stats: Arc<Stats>) -> Stitcher {
+        let rid_headers = cfg
+            .request_id_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        Stitcher {
+            tol: u64::try_from(cfg.clock_tolerance.as_nanos()).unwrap_or(u64::MAX),
+            mtt: u64::try_from(cfg.max_transaction_time.as_nanos()).unwrap_or(u64::MAX),
+            cfg,
+            rid_headers,
+            nodes: HashMap::new(),
+            next_node: 1,
+            comps: HashMap::new(),
+            next_comp: 1,
+            ix: Indexes::default(),
+            settle_queue: VecDeque::new(),
+            hold_queue: VecDeque::new(),
+            expiry: VecDeque::new(),
+            held_spans: 0,
+            stats,
+            out: Vec::new(),
+        }
+    }
+
+    pub fn held_spans(&self) -> usize {
+        self.held_spans
+    }
+
+    pub fn known_spans(&self) -> usize {
+        self.nodes.len()
+    }
+
+    // ---------------------------------------------------------------- ingest
+
+    /// Takes every span of `rs`; spans are ordered by end time so siblings are
+    /// decided in the order they happened.
+    pub fn ingest(&mut self, rs: Vec<ResourceSpans>, now: Instant) {
+        let mut incoming: Vec<(Facts, Held)> = Vec::new();
+        for r in rs {
+            let res = ResourceFacts::read(r.resource.as_ref());
+            for s in r.scope_spans {
+                let ebpf = s.scope.as_ref().is_some_and(|sc| sc.name == EBPF_SCOPE);
+                let origin = Arc::new(Origin {
+                    resource: r.resource.clone(),
+                    resource_schema: r.schema_url.clone(),
+                    scope: s.scope,
+                    scope_schema: s.schema_url,
+                });
+                for span in s.spans {
+                    let f = facts::read(&span, ebpf, &res, &self.rid_headers);
+                    incoming.push((
+                        f,
+                        Held {
+                            span,
+                            origin: origin.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+        incoming.sort_by_key(|(f, _)| (f.end, f.start));
+        self.stats.spans_in.add(incoming.len() as u64);
+        for (f, held) in incoming {
+            self.add_node(f, held, now);
+        }
+        self.enforce_in_flight_cap(now);
+        self.update_gauges();
+    }
+
+    fn add_node(&mut self, f: Facts, held: Held, now: Instant) {
+        let id = self.next_node;
+        self.next_node += 1;
+        let comp_id = self.next_comp;
+        self.next_comp += 1;
+        let hint = if !f.ebpf && f.trace_id != 0 {
+            Some(f.trace_id)
+        } else {
+            f.header_ctx.map(|(t, _)| t)
+        };
+        self.comps.insert(
+            comp_id,
+            Comp {
+                members: vec![id],
+                unsettled: 1,
+                first_arrival: now,
+                hint,
+                fixed: None,
+                emitted_any: false,
+            },
+        );
+        self.hold_queue.push_back((now, comp_id));
+        self.index(id, &f);
+        let sdk_trace = (!f.ebpf && f.trace_id != 0).then_some(f.trace_id);
+        self.nodes.insert(
+            id,
+            Node {
+                f,
+                held: Some(held),
+                arrival: now,
+                settled: false,
+                comp: comp_id,
+                parent: None,
+                claimed: None,
+                merged_into: None,
+                absorbed: None,
+                children: 0,
+                t0_child: false,
+                links: Vec::new(),
+                emitted: None,
+            },
+        );
+        self.held_spans += 1;
+        self.settle_queue.push_back(id);
+        // SDK spans of one trace belong together whatever the stitcher decides.
+        if let Some(t) = sdk_trace {
+            let low = t as u64;
+            if let Some(&rep) = self.ix.sdk_trace.get(&low) {
+                if let Some(other) = self.nodes.get(&rep) {
+                    if same_trace(other.f.trace_id, t) {
+                        match other.emitted {
+                            None => {
+                                let oc = other.comp;
+                                self.merge_comps(oc, comp_id);
+                            }
+                            Some((trace, _)) => {
+                                if let Some(c) = self.comps.get_mut(&comp_id) {
+                                    c.fixed = Some(trace);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            self.ix.sdk_trace.insert(low, id);
+        }
+    }
+
+    fn index(&mut self, id: NodeId, f: &Facts) {
+        let ix = &mut self.ix;
+        if f.span_id != 0 {
+            add(&mut ix.span_id, f.span_id, id);
+        }
+        if !f.ebpf {
+            return;
+        }
+        if let Some(seq) = f.req_seq {
+            add(&mut ix.req_seq, seq, id);
+        }
+        if let Some((_, s)) = f.header_ctx {
+            add(&mut ix.header_span, s, id);
+        }
+        let Some(p) = &f.process else { return };
+        match f.role {
+            Role::Server => {
+                if let Some(k) = f.sys_req {
+                    add(&mut ix.servers_by_sys, (p.clone(), k), id);
+                }
+                for r in [&f.rid_req, &f.rid_resp].into_iter().flatten() {
+                    add(&mut ix.servers_by_rid, (p.clone(), r.clone()), id);
+                }
+                if let Some(t) = f.tid {
+                    add(&mut ix.servers_by_thread, (p.clone(), t), id);
+                }
+                if self.cfg.inference {
+                    add(&mut ix.servers_by_proc, p.clone(), id);
+                }
+            }
+            Role::Client => {
+                if let Some(k) = f.sys_req {
+                    add(&mut ix.clients_by_sys_req, (p.clone(), k), id);
+                }
+                if let Some(k) = f.sys_resp {
+                    add(&mut ix.clients_by_sys_resp, (p.clone(), k), id);
+                }
+                if let Some(r) = &f.rid_req {
+                    add(&mut ix.clients_by_rid, (p.clone(), r.clone()), id);
+                }
+            }
+            Role::Other => {}
+        }
+    }
+
+    fn unindex(&mut self, id: NodeId, f: &Facts) {
+        let ix = &mut self.ix;
+        if f.span_id != 0 {
+            remove(&mut ix.span_id, &f.span_id, id);
+        }
+        if !f.ebpf {
+            if ix.sdk_trace.get(&(f.trace_id as u64)) == Some(&id) {
+                ix.sdk_trace.remove(&(f.trace_id as u64));
+            }
+            return;
+        }
+        if let Some(seq) = f.req_seq {
+            remove(&mut ix.req_seq, &seq, id);
+        }
+        if let Some((_, s)) = f.header_ctx {
+            remove(&mut ix.header_span, &s, id);
+        }
+        let Some(p) = &f.process else { return };
+        match f.role {
+            Role::Server => {
+                if let Some(k) = f.sys_req {
+                    remove(&mut ix.servers_by_sys, &(p.clone(), k), id);
+                }
+                for r in [&f.rid_req, &f.rid_resp].into_iter().flatten() {
+                    remove(&mut ix.servers_by_rid, &(p.clone(), r.clone()), id);
+                }
+                if let Some(t) = f.tid {
+                    remove(&mut ix.servers_by_thread, &(p.clone(), t), id);
+                }
+                remove(&mut ix.servers_by_proc, p, id);
+            }
+            Role::Client => {
+                if let Some(k) = f.sys_req {
+                    remove(&mut ix.clients_by_sys_req, &(p.clone(), k), id);
+                }
+                if let Some(k) = f.sys_resp {
+                    remove(&mut ix.clients_by_sys_resp, &(p.clone(), k), id);
+                }
+                if let Some(r) = &f.rid_req {
+                    remove(&mut ix.clients_by_rid, &(p.clone(), r.clone()), id);
+                }
+            }
+            Role::Other => {}
+        }
+    }
+
+    // ---------------------------------------------------------------- components
+
+    /// Merges the smaller component into the larger; returns the survivor.
+    fn merge_comps(&mut self, a: CompId, b: CompId) -> CompId {
+        if a == b {
+            return a;
+        }
+        let (Some(ca), Some(cb)) = (self.comps.get(&a), self.comps.get(&b)) else {
+            return a;
+        };
+        let (keep, gone) = if ca.members.len() >= cb.members.len() {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let Some(g) = self.comps.remove(&gone) else {
+            return keep;
+        };
+        for m in &g.members {
+            if let Some(n) = self.nodes.get_mut(m) {
+                n.comp = keep;
+            }
+        }
+        if let Some(k) = self.comps.get_mut(&keep) {
+            k.members.extend(g.members);
+            k.unsettled += g.unsettled;
+            k.hint = fuller(k.hint, g.hint);
+            k.fixed = k.fixed.or(g.fixed);
+            k.emitted_any |= g.emitted_any;
+            if g.first_arrival < k.first_arrival {
+                k.first_arrival = g.first_arrival;
+                self.hold_queue.push_back((g.first_arrival, keep));
+            }
+        }
+        keep
+    }
+
+    /// The trace id a node is known under: its emitted one, or its component's.
+    fn ident_of(&self, id: NodeId) -> Option<TraceKey> {
+        let n = self.nodes.get(&id)?;
+        match n.emitted {
+            Some((t, _)) => Some(t),
+            None => self.comps.get(&n.comp).and_then(Comp::ident),
+        }
+    }
+
+    fn comp_size(&self, id: NodeId) -> usize {
+        self.nodes
+            .get(&id)
+            .filter(|n| n.emitted.is_none())
+            .and_then(|n| self.comps.get(&n.comp))
+            .map_or(1, |c| c.members.len())
+    }
+
+    // ---------------------------------------------------------------- rules
+
+    fn f(&self, id: NodeId) -> Option<&Facts> {
+        self.nodes.get(&id).map(|n| &n.f)
+    }
+
+    /// `child` lies inside `parent` in time, with the clock tolerance.
+    fn inside(&self, parent: &Facts, child: &Facts) -> bool {
+        child.start.saturating_add(self.tol) >= parent.start
+            && child.end <= parent.end.saturating_add(self.tol)
+    }
+
+    fn same_process(a: &Facts, b: &Facts) -> bool {
+        match (&a.process, &b.process) {
+            (Some(x), Some(y)) => {
+                x.pid == y.pid && (x.host == y.host || x.host.is_empty() || y.host.is_empty())
+            }
+            _ => true,
+        }
+    }
+
+    fn mirrored(a: &Facts, b: &Facts) -> bool {
+        a.local.is_some() && a.local == b.peer && a.peer == b.local
+    }
+
+    /// T0 candidates: eBPF client spans that sent the bytes server span `x` received.
+    fn t0_candidates(&self, x: &Facts, xid: NodeId) -> Vec<NodeId> {
+        let Some(seq) = x.req_seq else {
+            return Vec::new();
+        };
+        get(&self.ix.req_seq, &seq)
+            .iter()
+            .copied()
+            .filter(|&c| c != xid)
+            .filter(|&c| self.f(c).is_some_and(|cf| self.t0_match(cf, x)))
+            .collect()
+    }
+
+    fn t0_match(&self, client: &Facts, server: &Facts) -> bool {
+        client.ebpf
+            && client.role == Role::Client
+            && server.role == Role::Server
+            && client.req_seq == server.req_seq
+            && Self::mirrored(client, server)
+            && match (client.resp_seq, server.resp_seq) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+            && self.inside(client, server)
+    }
+
+    /// T2 candidates for eBPF client span `x`: server spans of its process and thread
+    /// whose syscall id it carries, directly or through an earlier sibling call.
+    fn t2_candidates(&self, x: &Facts, xid: NodeId) -> Vec<NodeId> {
+        let (Some(p), Some(k)) = (&x.process, x.sys_req) else {
+            return Vec::new();
+        };
+        let key = (p.clone(), k);
+        let mut out: Vec<NodeId> = get(&self.ix.servers_by_sys, &key)
+            .iter()
+            .copied()
+            .filter(|&s| s != xid)
+            .collect();
+        for &sib in get(&self.ix.clients_by_sys_resp, &key) {
+            if sib == xid {
+                continue;
+            }
+            let Some(n) = self.nodes.get(&sib) else {
+                continue;
+            };
+            if n.f.end > x.start.saturating_add(self.tol) {
+                continue;
+            }
+            if let Some((s, Tier::T2)) = n.parent {
+                if !out.contains(&s) {
+                    out.push(s);
+                }
+            }
+        }
+        out.retain(|&s| {
+            self.f(s).is_some_and(|sf| {
+                sf.ebpf
+                    && sf.role == Role::Server
+                    && (sf.tid.is_none() || x.tid.is_none() || sf.tid == x.tid)
+                    && self.inside(sf, x)
+            })
+        });
+        out
+    }
+
+    /// Whether another server span of `server`'s thread was open when `x` started:
+    /// an event loop, where the thread's syscall id may belong to another request.
+    fn thread_busy(&self, server: NodeId, x: &Facts) -> bool {
+        let Some(sf) = self.f(server) else {
+            return true;
+        };
+        let (Some(p), Some(t)) = (&sf.process, sf.tid) else {
+            return false;
+        };
+        get(&self.ix.servers_by_thread, &(p.clone(), t))
+            .iter()
+            .filter(|&&o| o != server)
+            .filter_map(|&o| self.f(o))
+            .any(|of| of.start <= x.start && x.start <= of.end)
+    }
+
+    /// T3 candidates: server spans of `x`'s process that received (or, a gateway,
+    /// answered with) the request id `x` sent, with `x` inside them.
+    fn t3_candidates(&self, x: &Facts, xid: NodeId) -> Vec<NodeId> {
+        let (Some(p), Some(r)) = (&x.process, &x.rid_req) else {
+            return Vec::new();
+        };
+        get(&self.ix.servers_by_rid, &(p.clone(), r.clone()))
+            .iter()
+            .copied()
+            .filter(|&s| s != xid)
+            .filter(|&s| {
+                self.f(s)
+                    .is_some_and(|sf| sf.ebpf && sf.role == Role::Server && self.inside(sf, x))
+            })
+            .collect()
+    }
+
+    /// Vetoes common to every tier; None when the edge may be made.
+    fn veto(&self, parent: NodeId, child: NodeId) -> Option<Veto> {
+        let (Some(pn), Some(cn)) = (self.nodes.get(&parent), self.nodes.get(&child)) else {
+            return Some(Veto::Time);
+        };
+        if pn.f.start.abs_diff(cn.f.start) > self.mtt {
+            return Some(Veto::Age);
+        }
+        if let (Some(a), Some(b)) = (self.ident_of(parent), self.ident_of(child)) {
+            if !same_trace(a, b) {
+                return Some(Veto::TraceConflict);
+            }
+        }
+        if pn.children >= self.cfg.max_children_per_span {
+            return Some(Veto::MaxChildren);
+        }
+        let same_comp = pn.emitted.is_none() && cn.emitted.is_none() && pn.comp == cn.comp;
+        if same_comp {
+            // The parent must not descend from the child.
+            let mut cur = Some(parent);
+            let mut steps = 0;
+            while let Some(c) = cur {
+                if c == child {
+                    return Some(Veto::Cycle);
+                }
+                steps += 1;
+                if steps > self.cfg.max_spans_per_trace {
+                    return Some(Veto::Cycle);
+                }
+                cur = self.nodes.get(&c).and_then(|n| n.parent.map(|(p, _)| p));
+            }
+        } else if pn.emitted.is_none()
+            && self.comp_size(parent) + self.comp_size(child) > self.cfg.max_spans_per_trace
+        {
+            return Some(Veto::MaxSpansPerTrace);
+        }
+        None
+    }
+
+    /// Applies "exactly one candidate, no veto" to one tier's candidates.
+    fn pick(&self, tier: Tier, cands: &[NodeId], child: NodeId, quiet: bool) -> Option<NodeId> {
+        match cands {
+            [] => None,
+            [one] => match self.veto(*one, child) {
+                None => Some(*one),
+                Some(v) => {
+                    if !quiet {
+                        self.stats.veto(tier, v);
+                    }
+                    None
+                }
+            },
+            _ => {
+                if !quiet {
+                    self.stats.ambiguous(tier);
+                }
+                None
+            }
+        }
+    }
+
+    /// Runs the tiers for one span. `quiet` leaves the counters alone (used when
+    /// checking a late parent against an emitted child).
+    fn find_parent(&self, xid: NodeId, quiet: bool) -> Decision {
+        let Some(x) = self.f(xid) else {
+            return Decision::None;
+        };
+        // SDK spans: their own parent, or (SDK server span) the eBPF server span that
+        // received that parent's id.
+        if !x.ebpf {
+            if x.parent_span_id == 0 {
+                return Decision::None;
+            }
+            if x.role == Role::Server {
+                let ebpf_servers: Vec<NodeId> = get(&self.ix.header_span, &x.parent_span_id)
+                    .iter()
+                    .copied()
+                    .filter(|&e| {
+                        self.f(e).is_some_and(|ef| {
+                            ef.role == Role::Server
+                                && Self::same_process(ef, x)
+                                && self.inside(ef, x)
+                        })
+                    })
+                    .collect();
+                if let Some(e) = self.pick(Tier::T1, &ebpf_servers, xid, quiet) {
+                    return Decision::Parent(e, Tier::T1);
+                }
+            }
+            let own: Vec<NodeId> = get(&self.ix.span_id, &x.parent_span_id)
+                .iter()
+                .copied()
+                .filter(|&p| p != xid && self.f(p).is_some_and(|pf| !pf.ebpf))
+                .collect();
+            if let [p] = own.as_slice() {
+                if self.veto(*p, xid) != Some(Veto::Cycle) {
+                    return Decision::Parent(*p, Tier::Sdk);
+                }
+            }
+            return Decision::None;
+        }
+        // T0: the client end of the same exchange.
+        if x.role == Role::Server {
+            let cands = self.t0_candidates(x, xid);
+            if let [c] = cands.as_slice() {
+                // One-to-one: the client must not match another server span too.
+                let rivals = self.f(*c).map_or(0, |cf| {
+                    get(&self.ix.req_seq, &x.req_seq.unwrap_or(0))
+                        .iter()
+                        .filter(|&&s| s != xid && s != *c)
+                        .filter(|&&s| self.f(s).is_some_and(|sf| self.t0_match(cf, sf)))
+                        .count()
+                });
+                let taken = self
+                    .nodes
+                    .get(c)
+                    .is_some_and(|n| n.t0_child && n.emitted.is_none());
+                if rivals > 0 || taken {
+                    if !quiet {
+                        self.stats.ambiguous(Tier::T0);
+                    }
+                } else if let Some(p) = self.pick(Tier::T0, &cands, xid, quiet) {
+                    return Decision::Parent(p, Tier::T0);
+                }
+            } else if let Some(p) = self.pick(Tier::T0, &cands, xid, quiet) {
+                return Decision::Parent(p, Tier::T0);
+            }
+        }
+        // T1: a captured trace-context header.
+        if let Some((trace, span)) = x.header_ctx {
+            let cands: Vec<NodeId> = get(&self.ix.span_id, &span)
+                .iter()
+                .copied()
+                .filter(|&p| p != xid)
+                .filter(|&p| {
+                    self.f(p).is_some_and(|pf| {
+                        (x.role != Role::Client || Self::same_process(pf, x)) && self.inside(pf, x)
+                    })
+                })
+                .collect();
+            if let Some(p) = self.pick(Tier::T1, &cands, xid, quiet) {
+                let sdk_client = self
+                    .f(p)
+                    .is_some_and(|pf| !pf.ebpf && pf.role == Role::Client);
+                if self.cfg.sdk_merge == SdkMerge::Merge && x.role == Role::Client && sdk_client {
+                    return Decision::MergeInto(p);
+                }
+                return Decision::Parent(p, Tier::T1);
+            }
+            if cands.is_empty() {
+                return Decision::Claimed(trace, span);
+            }
+        }
+        if x.role != Role::Client {
+            return Decision::None;
+        }
+        // T2: the same thread's syscall id.
+        let cands = self.t2_candidates(x, xid);
+        if let [s] = cands.as_slice() {
+            if self.thread_busy(*s, x) {
+                if !quiet {
+                    self.stats.veto(Tier::T2, Veto::ThreadBusy);
+                }
+            } else if let Some(p) = self.pick(Tier::T2, &cands, xid, quiet) {
+                return Decision::Parent(p, Tier::T2);
+            }
+        } else if let Some(p) = self.pick(Tier::T2, &cands, xid, quiet) {
+            return Decision::Parent(p, Tier::T2);
+        }
+        // T3: a request id passed on, or generated by a gateway.
+        let cands = self.t3_candidates(x, xid);
+        if let Some(p) = self.pick(Tier::T3, &cands, xid, quiet) {
+            return Decision::Parent(p, Tier::T3);
+        }
+        Decision::None
+    }
+
+    // ---------------------------------------------------------------- settle
+
+    fn settle(&mut self, xid: NodeId) {
+        let decision = self.find_parent(xid, false);
+        match decision {
+            Decision::Parent(p, tier) => self.accept(p, xid, tier),
+            Decision::MergeInto(p) => {
+                self.accept(p, xid, Tier::T1);
+                if let Some(n) = self.nodes.get_mut(&xid) {
+                    n.merged_into = Some(p);
+                }
+            }
+            Decision::Claimed(t, s) => {
+                if let Some(n) = self.nodes.get_mut(&xid) {
+                    n.claimed = Some((t, s));
+                }
+                self.stats.claimed.inc();
+            }
+            Decision::None => {}
+        }
+        // sdk_merge=merge, server side: the eBPF server span of this SDK server span's
+        // call is dropped and this span takes its place.
+        if self.cfg.sdk_merge == SdkMerge::Merge {
+            if let Some(n) = self.nodes.get(&xid) {
+                if let Some((e, Tier::T1)) = n.parent {
+                    let e_server = self
+                        .f(e)
+                        .is_some_and(|ef| ef.ebpf && ef.role == Role::Server);
+                    if !n.f.ebpf && n.f.role == Role::Server && e_server {
+                        let e_free = self
+                            .nodes
+                            .get(&e)
+                            .is_some_and(|en| en.emitted.is_none() && en.merged_into.is_none());
+                        if e_free {
+                            if let Some(en) = self.nodes.get_mut(&e) {
+                                en.merged_into = Some(xid);
+                            }
+                            if let Some(xn) = self.nodes.get_mut(&xid) {
+                                xn.absorbed = Some(e);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.link_late_children(xid);
+        if self.cfg.inference {
+            self.infer(xid);
+        }
+        if let Some(n) = self.nodes.get_mut(&xid) {
+            n.settled = true;
+            let comp = n.comp;
+            if let Some(c) = self.comps.get_mut(&comp) {
+                c.unsettled = c.unsettled.saturating_sub(1);
+            }
+        }
+    }
+
+    fn accept(&mut self, p: NodeId, x: NodeId, tier: Tier) {
+        let (p_emitted, p_comp) = match self.nodes.get_mut(&p) {
+            Some(pn) => {
+                pn.children += 1;
+                if tier == Tier::T0 {
+                    pn.t0_child = true;
+                }
+                (pn.emitted, pn.comp)
+            }
+            None => return,
+        };
+        let x_comp = match self.nodes.get_mut(&x) {
+            Some(xn) => {
+                xn.parent = Some((p, tier));
+                xn.comp
+            }
+            None => return,
+        };
+        self.stats.edge(tier);
+        match p_emitted {
+            None => {
+                self.merge_comps(p_comp, x_comp);
+            }
+            Some((trace, _)) => {
+                if let Some(c) = self.comps.get_mut(&x_comp) {
+                    c.fixed = Some(trace);
+                }
+                self.stats.late_joined.inc();
+            }
+        }
+    }
+
+    /// A span settling after a child it would have parented was emitted: the child
+    /// keeps its place, this span joins the child's trace with a link to it.
+    fn link_late_children(&mut self, pid: NodeId) {
+        let Some(p) = self.f(pid) else { return };
+        if !p.ebpf {
+            return;
+        }
+        let mut cands: Vec<NodeId> = Vec::new();
+        match p.role {
+            Role::Client => {
+                if let Some(seq) = p.req_seq {
+                    cands.extend(get(&self.ix.req_seq, &seq));
+                }
+            }
+            Role::Server => {
+                if let Some(proc_) = &p.process {
+                    if let Some(k) = p.sys_req {
+                        cands.extend(get(&self.ix.clients_by_sys_req, &(proc_.clone(), k)));
+                    }
+                    for r in [&p.rid_req, &p.rid_resp].into_iter().flatten() {
+                        cands.extend(get(&self.ix.clients_by_rid, &(proc_.clone(), r.clone())));
+                    }
+                }
+            }
+            Role::Other => {}
+        }
+        cands.sort_unstable();
+        cands.dedup();
+        let mut linked = Vec::new();
+        for c in cands {
+            let Some(cn) = self.nodes.get(&c) else {
+                continue;
+            };
+            if c == pid || cn.emitted.is_none() || cn.parent.is_some() || cn.claimed.is_some() {
+                continue;
+            }
+            if let Decision::Parent(found, _) = self.find_parent(c, true) {
+                if found == pid {
+                    if let Some((trace, span)) = cn.emitted {
+                        linked.push((trace, span));
+                    }
+                }
+            }
+        }
+        for (trace, span) in linked {
+            let comp = self.nodes.get(&pid).map(|n| n.comp);
+            let adopt = comp
+                .and_then(|c| self.comps.get(&c))
+                .is_some_and(|c| c.ident().is_none_or(|i| same_trace(i, trace)));
+            if adopt {
+                if let Some(c) = comp.and_then(|c| self.comps.get_mut(&c)) {
+                    c.fixed = Some(trace);
+                }
+            }
+            if let Some(n) = self.nodes.get_mut(&pid) {
+                n.links.push(link(
+                    trace,
+                    span,
+                    &[("weft.autotracing.relation", "late_child")],
+                ));
+            }
+            self.stats.late_linked.inc();
+        }
+    }
+
+    /// T4: links from an unparented eBPF client span to the server spans of its
+    /// process that were open when it started.
+    fn infer(&mut self, xid: NodeId) {
+        const MAX_INFERRED: usize = 8;
+        let Some(n) = self.nodes.get(&xid) else {
+            return;
+        };
+        if !n.f.ebpf || n.f.role != Role::Client || n.parent.is_some() || n.claimed.is_some() {
+            return;
+        }
+        let Some(p) = &n.f.process else { return };
+        let open: Vec<(TraceKey, u64)> = get(&self.ix.servers_by_proc, p)
+            .iter()
+            .filter(|&&s| s != xid)
+            .filter_map(|s| self.nodes.get(s))
+            .filter(|s| self.inside(&s.f, &n.f))
+            .map(|s| (0, s.f.span_id))
+            .collect();
+        if open.is_empty() || open.len() > MAX_INFERRED {
+            return;
+        }
+        let confidence = format!("{:.3}", 1.0 / open.len() as f64);
+        let links: Vec<Link> = open
+            .iter()
+            .map(|(t, s)| {
+                let mut l = link(*t, *s, &[("weft.autotracing.relation", "inferred")]);
+                l.attributes
+                    .push(str_kv("weft.autotracing.confidence", &confidence));
+                l
+            })
+            .collect();
+        self.stats.inferred.add(links.len() as u64);
+        if let Some(n) = self.nodes.get_mut(&xid) {
+            n.links.extend(links);
+        }
+    }
+
+    // ---------------------------------------------------------------- tick / emit
+
+    /// Settles what waited `window`, emits finished traces, forgets old spans.
+    pub fn tick(&mut self, now: Instant) -> Vec<ResourceSpans> {
+        let mut touched = Vec::new();
+        while let Some(&id) = self.settle_queue.front() {
+            let Some(n) = self.nodes.get(&id) else {
+                self.settle_queue.pop_front();
+                continue;
+            };
+            if n.settled || n.emitted.is_some() {
+                self.settle_queue.pop_front();
+                continue;
+            }
+            if now.saturating_duration_since(n.arrival) < self.cfg.window {
+                break;
+            }
+            self.settle_queue.pop_front();
+            self.settle(id);
+            if let Some(n) = self.nodes.get(&id) {
+                touched.push(n.comp);
+            }
+        }
+        for c in touched {
+            if self.comps.get(&c).is_some_and(|c| c.unsettled == 0) {
+                self.emit(c, true, now);
+            }
+        }
+        while let Some(&(since, c)) = self.hold_queue.front() {
+            if now.saturating_duration_since(since) < self.cfg.max_hold {
+                break;
+            }
+            self.hold_queue.pop_front();
+            let due = self
+                .comps
+                .get(&c)
+                .is_some_and(|comp| comp.first_arrival <= since);
+            if due {
+                self.emit(c, false, now);
+                self.stats.cut_max_hold.inc();
+                // What is still waiting gets a new term.
+                if let Some(comp) = self.comps.get_mut(&c) {
+                    comp.first_arrival = now;
+                    self.hold_queue.push_back((now, c));
+                }
+            }
+        }
+        self.expire(now, false);
+        self.update_gauges();
+        self.take_output()
+    }
+
+    /// Settles and emits everything (shutdown).
+    pub fn flush_all(&mut self, now: Instant) -> Vec<ResourceSpans> {
+        while let Some(id) = self.settle_queue.pop_front() {
+            if self
+                .nodes
+                .get(&id)
+                .is_some_and(|n| !n.settled && n.emitted.is_none())
+            {
+                self.settle(id);
+            }
+        }
+        let comps: Vec<CompId> = self.comps.keys().copied().collect();
+        for c in comps {
+            self.emit(c, true, now);
+        }
+        self.update_gauges();
+        self.take_output()
+    }
+
+    fn enforce_in_flight_cap(&mut self, now: Instant) {
+        while self.held_spans > self.cfg.max_spans_in_flight {
+            let Some((_, c)) = self.hold_queue.pop_front() else {
+                break;
+            };
+            let unsettled = self.comps.get(&c).map_or(0, |c| c.unsettled);
+            if self.comps.contains_key(&c) {
+                // Decide what can be decided now, then let the whole trace go.
+                let members = self
+                    .comps
+                    .get(&c)
+                    .map(|c| c.members.clone())
+                    .unwrap_or_default();
+                for m in members {
+                    if self.nodes.get(&m).is_some_and(|n| !n.settled) {
+                        self.settle(m);
+                    }
+                }
+                // Settling may have merged this component into another.
+                let survivor = self
+                    .comps
+                    .get(&c)
+                    .map(|_| c)
+                    .or_else(|| self.comps.keys().next().copied());
+                if let Some(s) = survivor {
+                    self.emit(s, true, now);
+                }
+                self.stats.cut_in_flight.add(unsettled as u64);
+            }
+        }
+        let known_cap = self.cfg.max_spans_in_flight;
+        if self.nodes.len() > known_cap.saturating_mul(2) {
+            self.expire(now, true);
+        }
+    }
+
+    fn emit(&mut self, c: CompId, all: bool, _now: Instant) {
+        let Some(comp) = self.comps.get_mut(&c) else {
+            return;
+        };
+        let trace = match comp.ident() {
+            Some(t) => t,
+            None => fresh_trace_id(),
+        };
+        comp.fixed = Some(trace);
+        let members = std::mem::take(&mut comp.members);
+        let (go, stay): (Vec<NodeId>, Vec<NodeId>) = members
+            .into_iter()
+            .partition(|m| all || self.nodes.get(m).is_some_and(|n| n.settled));
+        if go.is_empty() {
+            if let Some(comp) = self.comps.get_mut(&c) {
+                comp.members = stay;
+            }
+            return;
+        }
+        if let Some(comp) = self.comps.get_mut(&c) {
+            if !comp.emitted_any {
+                comp.emitted_any = true;
+                self.stats.traces_out.inc();
+            }
+            comp.unsettled = stay
+                .iter()
+                .filter(|m| self.nodes.get(m).is_some_and(|n| !n.settled))
+                .count();
+            comp.members = stay;
+        }
+        // Span ids relatives point to: a merged span points to its replacement.
+        for &m in &go {
+            let out_id = self.resolve_span_id(m);
+            if let Some(n) = self.nodes.get_mut(&m) {
+                n.emitted = Some((trace, out_id));
+            }
+        }
+        for m in go {
+            self.emit_node(m, trace);
+        }
+        if self.comps.get(&c).is_some_and(|c| c.members.is_empty()) {
+            self.comps.remove(&c);
+        }
+    }
+
+    fn resolve_span_id(&self, mut id: NodeId) -> u64 {
+        for _ in 0..8 {
+            let Some(n) = self.nodes.get(&id) else {
+                return 0;
+            };
+            match (n.emitted, n.merged_into) {
+                (Some((_, s)), _) if n.merged_into.is_none() => return s,
+                (_, Some(next)) => id = next,
+                _ => return n.f.span_id,
+            }
+        }
+        self.nodes.get(&id).map_or(0, |n| n.f.span_id)
+    }
+
+    fn emit_node(&mut self, id: NodeId, trace: TraceKey) {
+        let parent_out = self.output_parent(id);
+        let keep = self.cfg.keep_correlation_attributes;
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let Some(held) = n.held.take() else { return };
+        self.held_spans = self.held_spans.saturating_sub(1);
+        let now = Instant::now();
+        let expire_at = now + self.cfg.max_transaction_time;
+        self.expiry.push_back((expire_at, id));
+        if n.merged_into.is_some() {
+            self.stats.merged.inc();
+            return;
+        }
+        let mut span = held.span;
+        let mut trace_id = trace;
+        if !n.f.ebpf && n.f.trace_id >> 64 != 0 && same_trace(n.f.trace_id, trace) {
+            trace_id = n.f.trace_id.max(trace);
+        }
+        span.trace_id = trace_id.to_be_bytes().to_vec();
+        let (parent, rule) = parent_out;
+        match parent {
+            Some(p) => span.parent_span_id = p.to_be_bytes().to_vec(),
+            None => {
+                if n.f.ebpf {
+                    span.parent_span_id.clear();
+                }
+            }
+        }
+        if span.parent_span_id.is_empty() || span.parent_span_id.iter().all(|b| *b == 0) {
+            self.stats.root(n.f.ebpf, n.f.role);
+        }
+        if keep {
+            if let Some(rule) = rule {
+                span.attributes.push(str_kv("weft.autotracing.rule", rule));
+            }
+        } else {
+            facts::strip_correlation(&mut span);
+        }
+        span.links.append(&mut n.links);
+        self.stats.spans_out.inc();
+        self.out.push((held.origin, span));
+    }
+
+    /// The parent span id a span leaves with, and the rule that chose it.
+    fn output_parent(&self, id: NodeId) -> (Option<u64>, Option<&'static str>) {
+        let Some(n) = self.nodes.get(&id) else {
+            return (None, None);
+        };
+        // sdk_merge=merge: an SDK server span takes the parent of the eBPF server span
+        // it absorbed.
+        if let Some(e) = n.absorbed {
+            if let Some((pp, tier)) = self.nodes.get(&e).and_then(|en| en.parent) {
+                return (Some(self.resolve_span_id(pp)), Some(tier.rule()));
+            }
+            if let Some((_, s)) = self.nodes.get(&e).and_then(|en| en.claimed) {
+                return (Some(s), Some(Tier::T1.rule()));
+            }
+            return (None, None);
+        }
+        match (n.parent, n.claimed) {
+            (Some((p, tier)), _) => (Some(self.resolve_span_id(p)), Some(tier.rule())),
+            (None, Some((_, s))) => (Some(s), Some(Tier::T1.rule())),
+            (None, None) => (None, None),
+        }
+    }
+
+    fn take_output(&mut self) -> Vec<ResourceSpans> {
+        if self.out.is_empty() {
+            return Vec::new();
+        }
+        let out = std::mem::take(&mut self.out);
+        let mut groups: Vec<(Arc<Origin>, Vec<Span>)> = Vec::new();
+        for (origin, span) in out {
+            match groups.iter_mut().find(|(o, _)| Arc::ptr_eq(o, &origin)) {
+                Some((_, v)) => v.push(span),
+                None => groups.push((origin, vec![span])),
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(o, spans)| ResourceSpans {
+                resource: o.resource.clone(),
+                schema_url: o.resource_schema.clone(),
+                scope_spans: vec![ScopeSpans {
+                    scope: o.scope.clone(),
+                    schema_url: o.scope_schema.clone(),
+                    spans,
+                }],
+            })
+            .collect()
+    }
+
+    /// Forgets emitted spans past their time (or, `force`, the oldest half).
+    fn expire(&mut self, now: Instant, force: bool) {
+        let cap = self.cfg.max_spans_in_flight;
+        while let Some(&(at, id)) = self.expiry.front() {
+            let over = force && self.nodes.len() > cap;
+            if at > now && !over {
+                break;
+            }
+            self.expiry.pop_front();
+            if let Some(n) = self.nodes.get(&id) {
+                if n.held.is_none() {
+                    if let Some(n) = self.nodes.remove(&id) {
+                        self.unindex(id, &n.f);
+                    }
+                }
+            }
+        }
+    }
+
+    fn update_gauges(&self) {
+        self.stats.in_flight_spans.set(self.held_spans as i64);
+        self.stats.in_flight_traces.set(self.comps.len() as i64);
+        self.stats.known_spans.set(self.nodes.len() as i64);
+    }
+}
+
+fn fresh_trace_id() -> TraceKey {
+    loop {
+        let t = fastrand::u128(..);
+        if t >> 64 != 0 && t as u64 != 0 {
+            return t;
+        }
+    }
+}
+
+fn str_kv(key: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(v.to_string())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn link(trace: TraceKey, span: u64, attrs: &[(&str, &str)]) -> Link {
+    Link {
+        trace_id: if trace == 0 {
+            Vec::new()
+        } else {
+            trace.to_be_bytes().to_vec()
+        },
+        span_id: span.to_be_bytes().to_vec(),
+        attributes: attrs.iter().map(|(k, v)| str_kv(k, v)).collect(),
+        ..Default::default()
+    }
+}
