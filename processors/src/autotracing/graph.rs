@@ -522,6 +522,29 @@ impl Stitcher {
         out
     }
 
+    /// eBPF server spans of the process and thread of SDK span `x` that contain it.
+    fn same_thread_servers(&self, x: &Facts, xid: NodeId) -> Vec<NodeId> {
+        let (Some(p), Some(t)) = (&x.process, x.tid) else {
+            return Vec::new();
+        };
+        let mut keys = vec![(p.clone(), t)];
+        if !p.host.is_empty() {
+            let hostless = ProcKey {
+                host: Arc::from(""),
+                pid: p.pid,
+            };
+            keys.push((hostless, t));
+        }
+        keys.iter()
+            .flat_map(|k| get(&self.ix.servers_by_thread, k).iter().copied())
+            .filter(|&e| e != xid)
+            .filter(|&e| {
+                self.f(e)
+                    .is_some_and(|ef| ef.ebpf && ef.role == Role::Server && self.inside(ef, x))
+            })
+            .collect()
+    }
+
     /// Whether another server span of `server`'s thread was open when `x` started:
     /// an event loop, where the thread's syscall id may belong to another request.
     fn thread_busy(&self, server: NodeId, x: &Facts) -> bool {
@@ -625,7 +648,16 @@ impl Stitcher {
         // SDK spans: their own parent, or (SDK server span) the eBPF server span that
         // received that parent's id.
         if !x.ebpf {
-            if x.parent_span_id == 0 {
+            if x.parent_span_id == 0 && x.role != Role::Server {
+                return Decision::None;
+            }
+            if x.role == Role::Server && x.parent_span_id == 0 {
+                // A trace the SDK started: the eBPF server span of the same call is the
+                // one its thread was serving (SDK spans that carry `thread.id`).
+                let cands = self.same_thread_servers(x, xid);
+                if let Some(e) = self.pick(Tier::T1, &cands, xid, quiet) {
+                    return Decision::Parent(e, Tier::T1);
+                }
                 return Decision::None;
             }
             if x.role == Role::Server {
@@ -685,10 +717,17 @@ impl Stitcher {
         }
         // T1: a captured trace-context header.
         if let Some((trace, span)) = x.header_ctx {
-            let cands: Vec<NodeId> = get(&self.ix.span_id, &span)
+            // A client span's header was written by its own process: one naming a span
+            // of another process was passed through unchanged and says nothing about
+            // this call's parent, so only same-process spans qualify.
+            let named: Vec<NodeId> = get(&self.ix.span_id, &span)
                 .iter()
                 .copied()
                 .filter(|&p| p != xid)
+                .collect();
+            let cands: Vec<NodeId> = named
+                .iter()
+                .copied()
                 .filter(|&p| {
                     self.f(p).is_some_and(|pf| {
                         (x.role != Role::Client || Self::same_process(pf, x)) && self.inside(pf, x)
@@ -704,7 +743,8 @@ impl Stitcher {
                 }
                 return Decision::Parent(p, Tier::T1);
             }
-            if cands.is_empty() {
+            // A server span received the header from a caller weft does not see.
+            if named.is_empty() && x.role == Role::Server {
                 return Decision::Claimed(trace, span);
             }
         }

@@ -924,3 +924,73 @@ async fn processor_emits_after_the_window_and_flushes_on_shutdown() {
     p.shutdown().await.unwrap();
     assert_eq!(sink.0.lock().unwrap().len(), 1);
 }
+
+fn with_attrs(mut rs: ResourceSpans, attrs: Vec<KeyValue>) -> ResourceSpans {
+    rs.scope_spans[0].spans[0].attributes.extend(attrs);
+    rs
+}
+
+#[test]
+fn t1_sdk_root_joins_the_ebpf_server_span_its_thread_served() {
+    let mut r = Run::default();
+    r.feed(vec![with_attrs(
+        sdk("sdk_root", SpanKind::Server, 40, TRACE, 0xD, 0, 2, 8),
+        vec![s("thread.id", "41")],
+    )]);
+    r.ebpf(&[
+        e("ebpf_srv", true, 40, 1, 9).tid(41).seq(10, 20, 80, 40000),
+        // Another thread of the process serving at the same time.
+        e("other", true, 40, 1, 9).tid(42),
+        e("cli", false, 1, 0, 10).seq(10, 20, 40000, 80),
+    ]);
+    r.settle();
+    r.assert_edge("cli", "ebpf_srv");
+    r.assert_edge("ebpf_srv", "sdk_root");
+    // The upstream eBPF spans take the trace id the SDK started.
+    assert_eq!(r.get("cli").trace, TRACE);
+    r.assert_apart("other", "cli");
+}
+
+#[test]
+fn t1_sdk_root_refused_when_its_thread_had_two_open_server_spans() {
+    let mut r = Run::default();
+    r.feed(vec![with_attrs(
+        sdk("sdk_root", SpanKind::Server, 40, TRACE, 0xD, 0, 3, 7),
+        vec![i("thread.id", 41)],
+    )]);
+    r.ebpf(&[
+        e("a", true, 40, 1, 9).tid(41),
+        e("b", true, 40, 2, 8).tid(41),
+    ]);
+    r.settle();
+    r.assert_root("sdk_root");
+    assert_eq!(r.stats.ambiguous_of(Tier::T1), 1);
+}
+
+#[test]
+fn t1_header_passed_through_by_a_process_without_sdk_is_not_a_parent() {
+    let mut r = Run::default();
+    // The SDK client span 0xA lives in pid 20; pid 50 passed its header on.
+    r.feed(vec![sdk(
+        "sdk_cli",
+        SpanKind::Client,
+        20,
+        TRACE,
+        0xA,
+        0,
+        0,
+        20,
+    )]);
+    r.ebpf(&[
+        e("proxy_srv", true, 50, 1, 19)
+            .sys(500, 501)
+            .header("traceparent", tp(0xA)),
+        e("proxy_cli", false, 50, 2, 18)
+            .sys(500, 501)
+            .header("traceparent", tp(0xA)),
+    ]);
+    r.settle();
+    r.assert_edge("proxy_srv", "proxy_cli");
+    assert_eq!(r.stats.edges_of(Tier::T2), 1);
+    assert_eq!(r.get("proxy_cli").trace, TRACE);
+}
