@@ -46,7 +46,8 @@ from otlp_support import metric_sum, parse_otlp_json
 
 APPS = E2E_DIR / "apps"
 SERVER, CLIENT = 2, 3
-WINDOW = "3s"
+WINDOW = "2s"
+GRACE = "2s"
 
 
 def kernel_missing() -> str | None:
@@ -292,7 +293,7 @@ def env(tmp_path_factory):
         },
         "processors": {
             "propagation_merge": {"window": "200ms"},
-            "autotracing": {"window": WINDOW, "max_hold": "30s"},
+            "autotracing": {"window": WINDOW, "grace": GRACE, "max_hold": "30s"},
         },
         "exporters": {"file": {"path": str(out), "flush_interval": "100ms"}},
         "service": {
@@ -385,17 +386,23 @@ def judge(spans: list[Sp], paths: list[str], expected: dict, name_of) -> Result:
             problems.append(f"{path}: spans {sorted(map(str, names.elements()))}")
             continue
         nodes = {name_of(s): s for s in got}
-        ok = len({s.trace_id for s in got}) == 1 and len(traces_paths[got[0].trace_id]) == 1
+        why = []
+        if len({s.trace_id for s in got}) != 1:
+            why.append(f"{len({s.trace_id for s in got})} trace ids")
+        elif len(traces_paths[got[0].trace_id]) != 1:
+            why.append("trace shared with another request")
         for n, want in expected.items():
             s = nodes[n]
             if want is None:
-                ok &= s.parent == b"" or by_id.get(s.parent) is None and not s.ebpf
-            else:
-                ok &= s.parent == nodes[want].span_id
-        if ok:
+                if not (s.parent == b"" or by_id.get(s.parent) is None and not s.ebpf):
+                    why.append(f"{n} not a root")
+            elif s.parent != nodes[want].span_id:
+                p = by_id.get(s.parent)
+                why.append(f"{n} under {name_of(p) if p else s.parent.hex() or 'nothing'}")
+        if not why:
             complete += 1
         else:
-            problems.append(f"{path}: edges or trace ids differ")
+            problems.append(f"{path}: " + "; ".join(why))
     return Result(len(paths), complete, wrong, problems)
 
 
@@ -423,10 +430,23 @@ def namer(roles: dict[int, str], port_names: dict[int, str]):
     return name_of
 
 
+def _series(env: Env, name: str):
+    from otlp_support import metric_series
+
+    return [((name, dict(labels)), v) for labels, v in metric_series(env.weft.metrics(), name).items()]
+
+
 def report(env: Env, name: str, res: Result) -> None:
     print("\n" + res.line(name))
     tiers = {t: env.metric("weft_autotracing_edges", tier=t) for t in ("t0", "t1", "t2", "t3", "sdk")}
     print(f"  edges so far by tier: {tiers}")
+    counts = {m: env.metric(f"weft_autotracing_{m}") for m in ("spans_in", "spans_out", "in_flight_spans")}
+    print(f"  spans so far: {counts}")
+    refused = {
+        f"{lab['tier']}/{lab['reason']}": v
+        for (name, lab), v in _series(env, "weft_autotracing_refused_edges") if v
+    }
+    print(f"  refused so far: {refused}")
     for p in res.problems[:15]:
         print("  ", p)
     results = Path(os.environ.get("WEFT_AUTOTRACING_RESULTS", "")) if os.environ.get(
@@ -514,8 +534,12 @@ def test_mixed_sdk_chain(env, procs):
     assert res.wrong == 0, res.problems[:20]
     assert res.complete >= 0.99 * n, res.problems[:20]
     # The trace id is the SDKs' (ddtrace's 64-bit id, as OpenTelemetry continued it).
-    sdk_traces = {s.trace_id for s in spans if not s.ebpf}
-    assert {s.trace_id for s in spans} == sdk_traces
+    adopted = 0
+    for path in statuses:
+        mine = [s for s in spans if s.path == path]
+        sdk_ids = {s.trace_id for s in mine if not s.ebpf}
+        adopted += len(sdk_ids) == 1 and {s.trace_id for s in mine} == sdk_ids
+    assert adopted >= 0.99 * n
 
 
 def node_bin() -> str:
@@ -604,12 +628,15 @@ def test_late_parent_missing_hop_and_killed_connection(env, procs):
     roles[cpid] = "client"
     name_of = namer(roles, {a: "A", c: "C"})
     spans = wait_spans(env, "mh", 4 * 20)
-    res = judge(spans, list(statuses), {"client->A": None, "A": "client->A", "M->C": None,
-                                        "C": "M->C"}, name_of)
-    report(env, "missing middle hop (A -> unseen M -> C)", res)
-    # Two trees per request by design: judge counts the second as a shared trace only
-    # if they were wrongly joined.
-    assert res.wrong == 0, res.problems
+    # Two trees per request: what lies above the unseen hop and what lies below it.
+    upper = judge([s for s in spans if name_of(s) in ("client->A", "A")], list(statuses),
+                  {"client->A": None, "A": "client->A"}, name_of)
+    lower = judge([s for s in spans if name_of(s) in ("M->C", "C")], list(statuses),
+                  {"M->C": None, "C": "M->C"}, name_of)
+    report(env, "missing middle hop, part above (client -> A)", upper)
+    report(env, "missing middle hop, part below (M -> C)", lower)
+    assert upper.wrong == 0 and lower.wrong == 0, upper.problems + lower.problems
+    assert upper.complete == lower.complete == 20, upper.problems + lower.problems
     for path in statuses:
         nodes = {name_of(s): s for s in spans if s.path == path}
         assert nodes["A"].trace_id != nodes["C"].trace_id

@@ -27,6 +27,11 @@ pub struct AutotracingConfig {
     /// trace leaves once all its spans have waited this long.
     #[serde(with = "weft_pipeline::config::duration")]
     pub window: Duration,
+    /// How long a trace whose spans have all been decided still waits for children
+    /// that arrive late (SDK exporters batch their spans, so an SDK span can arrive
+    /// after the eBPF span of the same call was decided).
+    #[serde(with = "weft_pipeline::config::duration")]
+    pub grace: Duration,
     /// Upper bound on how long a trace is held from its first span: past it, the
     /// spans already decided leave (counted) and later ones follow under the same
     /// trace id.
@@ -67,6 +72,7 @@ impl Default for AutotracingConfig {
     fn default() -> Self {
         AutotracingConfig {
             window: Duration::from_secs(2),
+            grace: Duration::from_secs(2),
             max_hold: Duration::from_secs(30),
             max_transaction_time: Duration::from_secs(60),
             max_spans_in_flight: 200_000,
@@ -89,10 +95,10 @@ impl ComponentConfig for AutotracingConfig {
                 "must be greater than zero: spans need time for their relatives to arrive",
             ));
         }
-        if self.max_hold < self.window {
+        if self.max_hold < self.window + self.grace {
             return Err(ConfigFieldError::at(
                 &["max_hold"],
-                "must be at least window",
+                "must be at least window + grace",
             ));
         }
         if self.max_transaction_time.is_zero() {

@@ -75,6 +75,8 @@ fn int_attr(attrs: &[KeyValue], key: &str) -> Option<i64> {
     attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
         match kv.value.as_ref()?.value.as_ref()? {
             Value::IntValue(i) => Some(*i),
+            // Datadog numeric tags (metrics) arrive as doubles.
+            Value::DoubleValue(d) if d.fract() == 0.0 && d.abs() < 9.0e15 => Some(*d as i64),
             Value::StringValue(s) => s.trim().parse().ok(),
             _ => None,
         }

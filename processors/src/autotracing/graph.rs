@@ -69,6 +69,8 @@ struct Comp {
     /// Trace id already used for emitted members or relatives: final.
     fixed: Option<TraceKey>,
     emitted_any: bool,
+    /// When every member had settled (the grace period runs from here).
+    ready_since: Option<Instant>,
 }
 
 impl Comp {
@@ -142,6 +144,7 @@ pub struct Stitcher {
     ix: Indexes,
     settle_queue: VecDeque<NodeId>,
     hold_queue: VecDeque<(Instant, CompId)>,
+    ready_queue: VecDeque<(Instant, CompId)>,
     expiry: VecDeque<(Instant, NodeId)>,
     held_spans: usize,
     stats: Arc<Stats>,
@@ -167,6 +170,7 @@ impl Stitcher {
             ix: Indexes::default(),
             settle_queue: VecDeque::new(),
             hold_queue: VecDeque::new(),
+            ready_queue: VecDeque::new(),
             expiry: VecDeque::new(),
             held_spans: 0,
             stats,
@@ -238,6 +242,7 @@ impl Stitcher {
                 hint,
                 fixed: None,
                 emitted_any: false,
+                ready_since: None,
             },
         );
         self.hold_queue.push_back((now, comp_id));
@@ -407,6 +412,7 @@ impl Stitcher {
             k.hint = fuller(k.hint, g.hint);
             k.fixed = k.fixed.or(g.fixed);
             k.emitted_any |= g.emitted_any;
+            k.ready_since = None;
             if g.first_arrival < k.first_arrival {
                 k.first_arrival = g.first_arrival;
                 self.hold_queue.push_back((g.first_arrival, keep));
@@ -988,7 +994,23 @@ impl Stitcher {
             }
         }
         for c in touched {
-            if self.comps.get(&c).is_some_and(|c| c.unsettled == 0) {
+            if let Some(comp) = self.comps.get_mut(&c) {
+                if comp.unsettled == 0 {
+                    comp.ready_since = Some(now);
+                    self.ready_queue.push_back((now, c));
+                }
+            }
+        }
+        while let Some(&(since, c)) = self.ready_queue.front() {
+            if now.saturating_duration_since(since) < self.cfg.grace {
+                break;
+            }
+            self.ready_queue.pop_front();
+            let due = self
+                .comps
+                .get(&c)
+                .is_some_and(|comp| comp.unsettled == 0 && comp.ready_since == Some(since));
+            if due {
                 self.emit(c, true, now);
             }
         }

@@ -283,6 +283,8 @@ impl Run {
 
     /// Past the window: everything fed so far is decided and emitted.
     fn settle(&mut self) {
+        // Past the window (spans decided), then past the grace (traces leave).
+        self.advance(Duration::from_secs(3));
         self.advance(Duration::from_secs(3));
     }
 
@@ -753,7 +755,9 @@ fn one_connection_reused_by_thousands_of_requests_stays_separate() {
     let rs = ebpf_batch(&spans);
     r.st.ingest(rs, r.t);
     r.t += Duration::from_secs(3);
-    let out = r.st.tick(r.t);
+    let mut out = r.st.tick(r.t);
+    r.t += Duration::from_secs(3);
+    out.extend(r.st.tick(r.t));
     let mut traces: HashMap<u128, usize> = HashMap::new();
     for sp in out
         .iter()
@@ -771,6 +775,7 @@ fn one_connection_reused_by_thousands_of_requests_stays_separate() {
 fn max_hold_lets_a_growing_trace_leave() {
     let mut r = Run::new(AutotracingConfig {
         window: Duration::from_secs(1),
+        grace: Duration::from_millis(500),
         max_hold: Duration::from_secs(2),
         ..Default::default()
     });
@@ -893,6 +898,7 @@ async fn processor_emits_after_the_window_and_flushes_on_shutdown() {
     };
     let cfg = AutotracingConfig {
         window: Duration::from_millis(100),
+        grace: Duration::from_millis(100),
         max_hold: Duration::from_secs(1),
         ..Default::default()
     };

@@ -159,7 +159,8 @@ class DdSdk(Sdk):
         )
         span.set_tag("span.kind", "client")
         span.set_tag("url.path", path)
-        self.prop.inject(span.context, headers)
+        # Injecting the span (not its context) lets the tracer decide sampling first.
+        self.prop.inject(span, headers)
         return span
 
     def end(self, span, status: int | None = None) -> None:
