@@ -29,15 +29,9 @@ pub fn extract(h: &Headers) -> Found {
             "Parent" => parent
                 .replace(SpanId::from_hex(super::trim_ows(val)))
                 .is_some(),
-            // `?` (decision deferred) reads as not sampled, as OpenTelemetry Go
-            // reads it; an unknown value leaves the decision open.
-            "Sampled" => sampled
-                .replace(match super::trim_ows(val) {
-                    "1" => Some(true),
-                    "0" | "?" => Some(false),
-                    _ => None,
-                })
-                .is_some(),
+            // Only `1` means sampled: `0`, `?` (decision deferred) and any other
+            // value read as not sampled, as OpenTelemetry Go reads them.
+            "Sampled" => sampled.replace(Some(super::trim_ows(val) == "1")).is_some(),
             _ => false,
         };
         if slot_taken {
