@@ -306,6 +306,14 @@ def env(tmp_path_factory):
             }
         },
     }
+    record = os.environ.get("WEFT_AUTOTRACING_RECORD")
+    if record:
+        # The eBPF spans as the receiver made them, for the replay benchmark
+        # (benches/autotracing_replay.md).
+        config["exporters"]["file/raw"] = {"path": record, "format": "proto",
+                                           "compression": "zstd", "flush_interval": "100ms"}
+        config["service"]["pipelines"]["traces/raw"] = {"receivers": ["ebpf"],
+                                                        "exporters": ["file/raw"]}
     w = Weft(weft_binary(), workdir, "weft-autotracing")
     try:
         w.start(config)

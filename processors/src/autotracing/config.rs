@@ -34,15 +34,16 @@ pub struct AutotracingConfig {
     pub grace: Duration,
     /// Upper bound on how long a trace is held from its first span: past it, the
     /// spans already decided leave (counted) and later ones follow under the same
-    /// trace id.
+    /// trace id. Also how long emitted spans stay known, so a late child joins its
+    /// trace and a late parent links to the child it can no longer adopt.
     #[serde(with = "weft_pipeline::config::duration")]
     pub max_hold: Duration,
-    /// A parent and child whose starts lie further apart are never linked; also how
-    /// long emitted spans stay known, so late relatives join their trace id.
+    /// A parent and child whose starts lie further apart are never linked.
     #[serde(with = "weft_pipeline::config::duration")]
     pub max_transaction_time: Duration,
-    /// Upper bound on spans held (waiting or remembered for late relatives); past it
-    /// the oldest traces leave early (counted).
+    /// Upper bound on spans held waiting; past it the oldest traces leave early
+    /// (counted). Emitted spans remembered for late relatives are bounded by the
+    /// same number (the oldest are forgotten first).
     pub max_spans_in_flight: usize,
     /// A trace never grows past this many spans: an edge that would is refused
     /// (counted), so one mis-linked connection cannot make a mega-trace.

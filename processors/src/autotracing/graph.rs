@@ -6,11 +6,11 @@
 //! the tiers in order (T0 TCP sequence, T1 SDK context, T2 syscall id, T3 request
 //! id). A tier accepts an edge only when exactly one candidate qualifies and no veto
 //! applies; otherwise the next tier is tried. A component leaves when every member
-//! has settled (or `max_hold` after its first span). Emitted spans stay known for
-//! `max_transaction_time`, so a late child joins its trace and a late parent gets a
+//! has settled and `grace` has passed (or `max_hold` after its first span). Emitted
+//! spans stay known for `max_hold`, so a late child joins its trace and a late parent gets a
 //! link to the child it can no longer adopt.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,6 +23,10 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use super::config::{AutotracingConfig, SdkMerge};
 use super::facts::{self, same_trace, Facts, ProcKey, ResourceFacts, Role, TraceKey, EBPF_SCOPE};
 use super::stats::{Stats, Tier, Veto};
+
+/// Every map here is hit several times per span: a fast hasher, randomly seeded
+/// per process so keys from the network cannot be chosen to collide.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 type NodeId = u64;
 type CompId = u64;
@@ -42,7 +46,8 @@ struct Held {
 
 struct Node {
     f: Facts,
-    held: Option<Held>,
+    /// The span itself until it leaves (boxed: emitted nodes stay known, small).
+    held: Option<Box<Held>>,
     arrival: Instant,
     settled: bool,
     comp: CompId,
@@ -88,7 +93,64 @@ fn fuller(a: Option<TraceKey>, b: Option<TraceKey>) -> Option<TraceKey> {
     }
 }
 
-type Key<T> = HashMap<T, Vec<NodeId>>;
+/// Spans by id. Ids are handed out in arrival order and spans are forgotten in
+/// about that order, so a deque offset by the oldest live id holds them: O(1)
+/// lookups, no rehashing of large entries, holes only between out-of-order removals.
+#[derive(Default)]
+struct Slab {
+    base: NodeId,
+    items: VecDeque<Option<Node>>,
+    live: usize,
+}
+
+impl Slab {
+    fn slot(&self, id: NodeId) -> Option<usize> {
+        id.checked_sub(self.base)
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|i| *i < self.items.len())
+    }
+
+    fn get(&self, id: &NodeId) -> Option<&Node> {
+        self.slot(*id).and_then(|i| self.items[i].as_ref())
+    }
+
+    fn get_mut(&mut self, id: &NodeId) -> Option<&mut Node> {
+        self.slot(*id).and_then(|i| self.items[i].as_mut())
+    }
+
+    fn contains_key(&self, id: &NodeId) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Adds the span with the next id.
+    fn insert(&mut self, id: NodeId, node: Node) {
+        if self.items.is_empty() {
+            self.base = id;
+        }
+        debug_assert_eq!(id, self.base + self.items.len() as u64);
+        self.items.push_back(Some(node));
+        self.live += 1;
+    }
+
+    fn remove(&mut self, id: &NodeId) -> Option<Node> {
+        let i = self.slot(*id)?;
+        let n = self.items[i].take();
+        if n.is_some() {
+            self.live -= 1;
+        }
+        while matches!(self.items.front(), Some(None)) {
+            self.items.pop_front();
+            self.base += 1;
+        }
+        n
+    }
+
+    fn len(&self) -> usize {
+        self.live
+    }
+}
+
+type Key<T> = HashMap<T, VecDeque<NodeId>>;
 
 #[derive(Default)]
 struct Indexes {
@@ -106,20 +168,28 @@ struct Indexes {
 }
 
 fn add<K: std::hash::Hash + Eq>(m: &mut Key<K>, k: K, id: NodeId) {
-    m.entry(k).or_default().push(id);
+    m.entry(k).or_default().push_back(id);
 }
 
-fn remove<K: std::hash::Hash + Eq>(m: &mut Key<K>, k: &K, id: NodeId) {
+/// Forgets ids of spans no longer known. Spans are forgotten in about the order they
+/// arrived, so the dead ones are at the front; one forgotten out of order stays until
+/// the front reaches it (lookups skip ids of unknown spans).
+fn remove<K: std::hash::Hash + Eq>(m: &mut Key<K>, k: &K, nodes: &Slab) {
     if let Some(v) = m.get_mut(k) {
-        v.retain(|x| *x != id);
+        while v.front().is_some_and(|f| !nodes.contains_key(f)) {
+            v.pop_front();
+        }
         if v.is_empty() {
             m.remove(k);
         }
     }
 }
 
-fn get<'a, K: std::hash::Hash + Eq>(m: &'a Key<K>, k: &K) -> &'a [NodeId] {
-    m.get(k).map(Vec::as_slice).unwrap_or(&[])
+fn get<'a, K: std::hash::Hash + Eq>(
+    m: &'a Key<K>,
+    k: &K,
+) -> impl DoubleEndedIterator<Item = NodeId> + 'a {
+    m.get(k).into_iter().flat_map(|v| v.iter().copied())
 }
 
 /// What the tiers decided for one span.
@@ -137,7 +207,8 @@ pub struct Stitcher {
     rid_headers: Vec<String>,
     tol: u64,
     mtt: u64,
-    nodes: HashMap<NodeId, Node>,
+    window_ns: u64,
+    nodes: Slab,
     next_node: NodeId,
     comps: HashMap<CompId, Comp>,
     next_comp: CompId,
@@ -161,11 +232,12 @@ impl Stitcher {
         Stitcher {
             tol: u64::try_from(cfg.clock_tolerance.as_nanos()).unwrap_or(u64::MAX),
             mtt: u64::try_from(cfg.max_transaction_time.as_nanos()).unwrap_or(u64::MAX),
+            window_ns: u64::try_from(cfg.window.as_nanos()).unwrap_or(u64::MAX),
             cfg,
             rid_headers,
-            nodes: HashMap::new(),
+            nodes: Slab::default(),
             next_node: 1,
-            comps: HashMap::new(),
+            comps: HashMap::default(),
             next_comp: 1,
             ix: Indexes::default(),
             settle_queue: VecDeque::new(),
@@ -194,10 +266,16 @@ impl Stitcher {
         let mut incoming: Vec<(Facts, Held)> = Vec::new();
         for r in rs {
             let res = ResourceFacts::read(r.resource.as_ref());
-            for s in r.scope_spans {
+            let scopes = r.scope_spans.len();
+            let mut resource = r.resource;
+            for (i, s) in r.scope_spans.into_iter().enumerate() {
                 let ebpf = s.scope.as_ref().is_some_and(|sc| sc.name == EBPF_SCOPE);
                 let origin = Arc::new(Origin {
-                    resource: r.resource.clone(),
+                    resource: if i + 1 == scopes {
+                        resource.take()
+                    } else {
+                        resource.clone()
+                    },
                     resource_schema: r.schema_url.clone(),
                     scope: s.scope,
                     scope_schema: s.schema_url,
@@ -252,7 +330,7 @@ impl Stitcher {
             id,
             Node {
                 f,
-                held: Some(held),
+                held: Some(Box::new(held)),
                 arrival: now,
                 settled: false,
                 comp: comp_id,
@@ -339,8 +417,9 @@ impl Stitcher {
 
     fn unindex(&mut self, id: NodeId, f: &Facts) {
         let ix = &mut self.ix;
+        let nodes = &self.nodes;
         if f.span_id != 0 {
-            remove(&mut ix.span_id, &f.span_id, id);
+            remove(&mut ix.span_id, &f.span_id, nodes);
         }
         if !f.ebpf {
             if ix.sdk_trace.get(&(f.trace_id as u64)) == Some(&id) {
@@ -349,34 +428,34 @@ impl Stitcher {
             return;
         }
         if let Some(seq) = f.req_seq {
-            remove(&mut ix.req_seq, &seq, id);
+            remove(&mut ix.req_seq, &seq, nodes);
         }
         if let Some((_, s)) = f.header_ctx {
-            remove(&mut ix.header_span, &s, id);
+            remove(&mut ix.header_span, &s, nodes);
         }
         let Some(p) = &f.process else { return };
         match f.role {
             Role::Server => {
                 if let Some(k) = f.sys_req {
-                    remove(&mut ix.servers_by_sys, &(p.clone(), k), id);
+                    remove(&mut ix.servers_by_sys, &(p.clone(), k), nodes);
                 }
                 for r in [&f.rid_req, &f.rid_resp].into_iter().flatten() {
-                    remove(&mut ix.servers_by_rid, &(p.clone(), r.clone()), id);
+                    remove(&mut ix.servers_by_rid, &(p.clone(), r.clone()), nodes);
                 }
                 if let Some(t) = f.tid {
-                    remove(&mut ix.servers_by_thread, &(p.clone(), t), id);
+                    remove(&mut ix.servers_by_thread, &(p.clone(), t), nodes);
                 }
-                remove(&mut ix.servers_by_proc, p, id);
+                remove(&mut ix.servers_by_proc, p, nodes);
             }
             Role::Client => {
                 if let Some(k) = f.sys_req {
-                    remove(&mut ix.clients_by_sys_req, &(p.clone(), k), id);
+                    remove(&mut ix.clients_by_sys_req, &(p.clone(), k), nodes);
                 }
                 if let Some(k) = f.sys_resp {
-                    remove(&mut ix.clients_by_sys_resp, &(p.clone(), k), id);
+                    remove(&mut ix.clients_by_sys_resp, &(p.clone(), k), nodes);
                 }
                 if let Some(r) = &f.rid_req {
-                    remove(&mut ix.clients_by_rid, &(p.clone(), r.clone()), id);
+                    remove(&mut ix.clients_by_rid, &(p.clone(), r.clone()), nodes);
                 }
             }
             Role::Other => {}
@@ -469,8 +548,6 @@ impl Stitcher {
             return Vec::new();
         };
         get(&self.ix.req_seq, &seq)
-            .iter()
-            .copied()
             .filter(|&c| c != xid)
             .filter(|&c| self.f(c).is_some_and(|cf| self.t0_match(cf, x)))
             .collect()
@@ -497,11 +574,9 @@ impl Stitcher {
         };
         let key = (p.clone(), k);
         let mut out: Vec<NodeId> = get(&self.ix.servers_by_sys, &key)
-            .iter()
-            .copied()
             .filter(|&s| s != xid)
             .collect();
-        for &sib in get(&self.ix.clients_by_sys_resp, &key) {
+        for sib in get(&self.ix.clients_by_sys_resp, &key) {
             if sib == xid {
                 continue;
             }
@@ -542,7 +617,7 @@ impl Stitcher {
             keys.push((hostless, t));
         }
         keys.iter()
-            .flat_map(|k| get(&self.ix.servers_by_thread, k).iter().copied())
+            .flat_map(|k| get(&self.ix.servers_by_thread, k))
             .filter(|&e| e != xid)
             .filter(|&e| {
                 self.f(e)
@@ -560,11 +635,19 @@ impl Stitcher {
         let (Some(p), Some(t)) = (&sf.process, sf.tid) else {
             return false;
         };
-        get(&self.ix.servers_by_thread, &(p.clone(), t))
-            .iter()
-            .filter(|&&o| o != server)
-            .filter_map(|&o| self.f(o))
-            .any(|of| of.start <= x.start && x.start <= of.end)
+        // Newest first. Spans arrive in about the order they end (a span arrives less
+        // than `window` after it ended, or it is late anyway), so once one ended a
+        // window before `x` started, no earlier one can still have been open.
+        for o in get(&self.ix.servers_by_thread, &(p.clone(), t)).rev() {
+            let Some(of) = self.f(o) else { continue };
+            if o != server && of.start <= x.start && x.start <= of.end {
+                return true;
+            }
+            if of.end.saturating_add(self.window_ns) < x.start {
+                break;
+            }
+        }
+        false
     }
 
     /// T3 candidates: server spans of `x`'s process that received (or, a gateway,
@@ -574,8 +657,6 @@ impl Stitcher {
             return Vec::new();
         };
         get(&self.ix.servers_by_rid, &(p.clone(), r.clone()))
-            .iter()
-            .copied()
             .filter(|&s| s != xid)
             .filter(|&s| {
                 self.f(s)
@@ -668,8 +749,6 @@ impl Stitcher {
             }
             if x.role == Role::Server {
                 let ebpf_servers: Vec<NodeId> = get(&self.ix.header_span, &x.parent_span_id)
-                    .iter()
-                    .copied()
                     .filter(|&e| {
                         self.f(e).is_some_and(|ef| {
                             ef.role == Role::Server
@@ -683,8 +762,6 @@ impl Stitcher {
                 }
             }
             let own: Vec<NodeId> = get(&self.ix.span_id, &x.parent_span_id)
-                .iter()
-                .copied()
                 .filter(|&p| p != xid && self.f(p).is_some_and(|pf| !pf.ebpf))
                 .collect();
             if let [p] = own.as_slice() {
@@ -701,9 +778,8 @@ impl Stitcher {
                 // One-to-one: the client must not match another server span too.
                 let rivals = self.f(*c).map_or(0, |cf| {
                     get(&self.ix.req_seq, &x.req_seq.unwrap_or(0))
-                        .iter()
-                        .filter(|&&s| s != xid && s != *c)
-                        .filter(|&&s| self.f(s).is_some_and(|sf| self.t0_match(cf, sf)))
+                        .filter(|&s| s != xid && s != *c)
+                        .filter(|&s| self.f(s).is_some_and(|sf| self.t0_match(cf, sf)))
                         .count()
                 });
                 let taken = self
@@ -727,9 +803,7 @@ impl Stitcher {
             // of another process was passed through unchanged and says nothing about
             // this call's parent, so only same-process spans qualify.
             let named: Vec<NodeId> = get(&self.ix.span_id, &span)
-                .iter()
-                .copied()
-                .filter(|&p| p != xid)
+                .filter(|&p| p != xid && self.nodes.contains_key(&p))
                 .collect();
             let cands: Vec<NodeId> = named
                 .iter()
@@ -944,13 +1018,16 @@ impl Stitcher {
             return;
         }
         let Some(p) = &n.f.process else { return };
-        let open: Vec<(TraceKey, u64)> = get(&self.ix.servers_by_proc, p)
-            .iter()
-            .filter(|&&s| s != xid)
-            .filter_map(|s| self.nodes.get(s))
-            .filter(|s| self.inside(&s.f, &n.f))
-            .map(|s| (0, s.f.span_id))
-            .collect();
+        let mut open: Vec<(TraceKey, u64)> = Vec::new();
+        for s in get(&self.ix.servers_by_proc, p).rev() {
+            let Some(sn) = self.nodes.get(&s) else { continue };
+            if s != xid && self.inside(&sn.f, &n.f) {
+                open.push((0, sn.f.span_id));
+            }
+            if sn.f.end.saturating_add(self.window_ns) < n.f.start {
+                break;
+            }
+        }
         if open.is_empty() || open.len() > MAX_INFERRED {
             return;
         }
@@ -1033,7 +1110,7 @@ impl Stitcher {
                 }
             }
         }
-        self.expire(now, false);
+        self.expire(now);
         self.update_gauges();
         self.take_output()
     }
@@ -1087,13 +1164,10 @@ impl Stitcher {
                 self.stats.cut_in_flight.add(unsettled as u64);
             }
         }
-        let known_cap = self.cfg.max_spans_in_flight;
-        if self.nodes.len() > known_cap.saturating_mul(2) {
-            self.expire(now, true);
-        }
+        self.expire(now);
     }
 
-    fn emit(&mut self, c: CompId, all: bool, _now: Instant) {
+    fn emit(&mut self, c: CompId, all: bool, now: Instant) {
         let Some(comp) = self.comps.get_mut(&c) else {
             return;
         };
@@ -1131,7 +1205,7 @@ impl Stitcher {
             }
         }
         for m in go {
-            self.emit_node(m, trace);
+            self.emit_node(m, trace, now);
         }
         if self.comps.get(&c).is_some_and(|c| c.members.is_empty()) {
             self.comps.remove(&c);
@@ -1152,7 +1226,7 @@ impl Stitcher {
         self.nodes.get(&id).map_or(0, |n| n.f.span_id)
     }
 
-    fn emit_node(&mut self, id: NodeId, trace: TraceKey) {
+    fn emit_node(&mut self, id: NodeId, trace: TraceKey, now: Instant) {
         let parent_out = self.output_parent(id);
         let keep = self.cfg.keep_correlation_attributes;
         let Some(n) = self.nodes.get_mut(&id) else {
@@ -1160,8 +1234,8 @@ impl Stitcher {
         };
         let Some(held) = n.held.take() else { return };
         self.held_spans = self.held_spans.saturating_sub(1);
-        let now = Instant::now();
-        let expire_at = now + self.cfg.max_transaction_time;
+        // Remembered for late relatives as long as a trace may be held.
+        let expire_at = now.checked_add(self.cfg.max_hold).unwrap_or(now);
         self.expiry.push_back((expire_at, id));
         if n.merged_into.is_some() {
             self.stats.merged.inc();
@@ -1226,10 +1300,15 @@ impl Stitcher {
         }
         let out = std::mem::take(&mut self.out);
         let mut groups: Vec<(Arc<Origin>, Vec<Span>)> = Vec::new();
+        let mut at: HashMap<*const Origin, usize> = HashMap::default();
         for (origin, span) in out {
-            match groups.iter_mut().find(|(o, _)| Arc::ptr_eq(o, &origin)) {
-                Some((_, v)) => v.push(span),
-                None => groups.push((origin, vec![span])),
+            let key = Arc::as_ptr(&origin);
+            match at.get(&key) {
+                Some(&i) => groups[i].1.push(span),
+                None => {
+                    at.insert(key, groups.len());
+                    groups.push((origin, vec![span]));
+                }
             }
         }
         groups
@@ -1246,11 +1325,12 @@ impl Stitcher {
             .collect()
     }
 
-    /// Forgets emitted spans past their time (or, `force`, the oldest half).
-    fn expire(&mut self, now: Instant, force: bool) {
+    /// Forgets emitted spans past their time, and the oldest beyond
+    /// `max_spans_in_flight` remembered ones.
+    fn expire(&mut self, now: Instant) {
         let cap = self.cfg.max_spans_in_flight;
         while let Some(&(at, id)) = self.expiry.front() {
-            let over = force && self.nodes.len() > cap;
+            let over = self.nodes.len().saturating_sub(self.held_spans) > cap;
             if at > now && !over {
                 break;
             }
