@@ -43,6 +43,8 @@ command -v clang >/dev/null 2>&1 || need_apt+=(clang)
 [[ -f /usr/include/bpf/bpf_helpers.h ]] || need_apt+=(libbpf-dev)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
+# The autotracing end-to-end tests run an event-loop service on Node.js.
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 if ((${#need_apt[@]})); then
     step "installing system packages: ${need_apt[*]}"
     [[ $(id -u) -eq 0 ]] || fail "need root to apt-get install ${need_apt[*]}"

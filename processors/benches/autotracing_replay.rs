@@ -155,7 +155,11 @@ fn main() {
         .unwrap_or(150);
     let spans = load();
     let first = spans.first().map_or(0, |(_, s)| s.start_time_unix_nano);
-    let last = spans.iter().map(|(_, s)| s.end_time_unix_nano).max().unwrap_or(0);
+    let last = spans
+        .iter()
+        .map(|(_, s)| s.end_time_unix_nano)
+        .max()
+        .unwrap_or(0);
     // Rounds follow each other in time at the recording's own pace.
     let span_of = last - first + 1_000_000;
     let total = spans.len() as u64 * rounds;
@@ -177,6 +181,7 @@ fn main() {
     let mut heap: i64 = 0;
     let mut heap_at_peak: i64 = 0;
     let mut known_at_peak = 0usize;
+    let mut batch_heap: i64 = 0;
     let live = || LIVE.load(Ordering::Relaxed) as i64;
     for round in 0..rounds {
         for chunk in spans.chunks(BATCH) {
@@ -194,6 +199,7 @@ fn main() {
             out_spans += count(&out);
             drop(out);
             heap += (live() - m1) + (m1 - m0);
+            batch_heap += m1 - m0;
             if st.held_spans() > peak_held {
                 peak_held = st.held_spans();
                 heap_at_peak = heap;
@@ -204,7 +210,10 @@ fn main() {
     out_spans += count(&st.flush_all(clock0 + Duration::from_secs(1 << 20)));
     assert_eq!(out_spans as u64, total, "every span leaves");
     let secs = (t_ingest + t_tick).as_secs_f64();
-    println!("recorded spans: {}, rounds: {rounds}, spans replayed: {total}", spans.len());
+    println!(
+        "recorded spans: {}, rounds: {rounds}, spans replayed: {total}",
+        spans.len()
+    );
     println!(
         "throughput: {:.0} spans/s on one core ({:.2} us per span: ingest {:.2}, decide and emit {:.2})",
         total as f64 / secs,
@@ -225,5 +234,9 @@ fn main() {
         heap_at_peak as f64 / peak_held.max(1) as f64,
         heap_at_peak as f64 / known_at_peak.max(1) as f64,
         input_bytes as f64 / spans.len() as f64
+    );
+    println!(
+        "a decoded span as it arrives takes {:.0} bytes of heap (its share of the batch)",
+        batch_heap as f64 / total as f64
     );
 }

@@ -103,12 +103,6 @@ fn str_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
         .and_then(|kv| str_value(kv.value.as_ref()?.value.as_ref()?))
 }
 
-fn addr_attr(attrs: &[KeyValue], addr: &str, port: &str) -> Option<(IpAddr, u16)> {
-    let ip: IpAddr = str_attr(attrs, addr)?.parse().ok()?;
-    let port = u16::try_from(int_attr(attrs, port)?).ok()?;
-    Some((ip, port))
-}
-
 fn u32_attr(attrs: &[KeyValue], key: &str) -> Option<u32> {
     int_attr(attrs, key).and_then(|v| u32::try_from(v).ok())
 }
@@ -139,24 +133,55 @@ fn id_u128(b: &[u8]) -> u128 {
         .unwrap_or(0)
 }
 
-/// Reads the facts of one span. `rid_headers` are lower-case request-id header names.
-pub fn read(span: &Span, ebpf: bool, res: &ResourceFacts, rid_headers: &[String]) -> Facts {
-    let a = span.attributes.as_slice();
+/// The SDK attribute names request ids are read from, made once.
+pub struct RidKeys {
+    req: Vec<String>,
+    resp: Vec<String>,
+}
+
+impl RidKeys {
+    /// From header names (any case).
+    pub fn new(headers: &[String]) -> RidKeys {
+        let lower: Vec<String> = headers.iter().map(|h| h.to_ascii_lowercase()).collect();
+        RidKeys {
+            req: lower
+                .iter()
+                .map(|h| format!("http.request.header.{h}"))
+                .collect(),
+            resp: lower
+                .iter()
+                .map(|h| format!("http.response.header.{h}"))
+                .collect(),
+        }
+    }
+}
+
+fn int_value(v: &Value) -> Option<i64> {
+    match v {
+        Value::IntValue(i) => Some(*i),
+        Value::DoubleValue(d) if d.fract() == 0.0 && d.abs() < 9.0e15 => Some(*d as i64),
+        Value::StringValue(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn u32_value(v: &Value) -> Option<u32> {
+    int_value(v).and_then(|i| u32::try_from(i).ok())
+}
+
+/// Reads the facts of one span (one pass over an eBPF span's attributes: every span
+/// goes through here).
+pub fn read(span: &Span, ebpf: bool, res: &ResourceFacts, rid: &RidKeys) -> Facts {
     let role = match SpanKind::try_from(span.kind) {
         Ok(SpanKind::Server) => Role::Server,
         Ok(SpanKind::Client) => Role::Client,
         _ => Role::Other,
     };
-    let pid = u32_attr(a, "process.pid").or(res.pid);
-    let process = pid.map(|pid| ProcKey {
-        host: res.host.clone(),
-        pid,
-    });
     let mut f = Facts {
         role,
         ebpf,
-        process,
-        tid: u32_attr(a, "thread.id"),
+        process: None,
+        tid: None,
         start: span.start_time_unix_nano,
         end: span.end_time_unix_nano.max(span.start_time_unix_nano),
         req_seq: None,
@@ -170,45 +195,62 @@ pub fn read(span: &Span, ebpf: bool, res: &ResourceFacts, rid_headers: &[String]
         header_ctx: None,
         trace_id: id_u128(&span.trace_id),
         span_id: id_u64(&span.span_id),
-        parent_span_id: id_u64(&span.parent_span_id),
+        parent_span_id: if ebpf {
+            0
+        } else {
+            id_u64(&span.parent_span_id)
+        },
     };
+    let mut pid = None;
+    let (mut local_ip, mut local_port, mut peer_ip, mut peer_port) = (None, None, None, None);
+    let mut headers = false;
+    for kv in &span.attributes {
+        let Some(v) = kv.value.as_ref().and_then(|v| v.value.as_ref()) else {
+            continue;
+        };
+        match kv.key.as_str() {
+            "process.pid" => pid = u32_value(v),
+            "thread.id" => f.tid = u32_value(v),
+            _ if !ebpf => {}
+            ATTR_REQ_SEQ => f.req_seq = u32_value(v),
+            ATTR_RESP_SEQ => f.resp_seq = u32_value(v),
+            ATTR_SYS_REQ => f.sys_req = int_value(v).map(|i| i as u64).filter(|i| *i != 0),
+            ATTR_SYS_RESP => f.sys_resp = int_value(v).map(|i| i as u64).filter(|i| *i != 0),
+            ATTR_RID_REQ => f.rid_req = str_value(v).map(Box::from),
+            ATTR_RID_RESP => f.rid_resp = str_value(v).map(Box::from),
+            "network.local.address" => local_ip = str_value(v).and_then(|s| s.parse().ok()),
+            "network.local.port" => local_port = u32_value(v).and_then(|p| u16::try_from(p).ok()),
+            "network.peer.address" => peer_ip = str_value(v).and_then(|s| s.parse().ok()),
+            "network.peer.port" => peer_port = u32_value(v).and_then(|p| u16::try_from(p).ok()),
+            k => headers |= k.starts_with(HEADER_PREFIX),
+        }
+    }
+    f.process = pid.or(res.pid).map(|pid| ProcKey {
+        host: res.host.clone(),
+        pid,
+    });
     if ebpf {
-        f.parent_span_id = 0;
-        f.req_seq = u32_attr(a, ATTR_REQ_SEQ);
-        f.resp_seq = u32_attr(a, ATTR_RESP_SEQ);
-        f.local = addr_attr(a, "network.local.address", "network.local.port");
-        f.peer = addr_attr(a, "network.peer.address", "network.peer.port");
-        f.sys_req = int_attr(a, ATTR_SYS_REQ)
-            .map(|v| v as u64)
-            .filter(|v| *v != 0);
-        f.sys_resp = int_attr(a, ATTR_SYS_RESP)
-            .map(|v| v as u64)
-            .filter(|v| *v != 0);
-        f.rid_req = str_attr(a, ATTR_RID_REQ).map(Box::from);
-        f.rid_resp = str_attr(a, ATTR_RID_RESP).map(Box::from);
-        let headers: Headers = a
-            .iter()
-            .filter_map(|kv| {
-                let name = kv.key.strip_prefix(HEADER_PREFIX)?;
-                Some((name, str_value(kv.value.as_ref()?.value.as_ref()?)?))
-            })
-            .collect();
-        if !headers.is_empty() {
-            if let Some(c) = extract(&headers, &ExtractOptions::default()).context {
+        f.local = local_ip.zip(local_port);
+        f.peer = peer_ip.zip(peer_port);
+        if headers {
+            let h: Headers = span
+                .attributes
+                .iter()
+                .filter_map(|kv| {
+                    let name = kv.key.strip_prefix(HEADER_PREFIX)?;
+                    Some((name, str_value(kv.value.as_ref()?.value.as_ref()?)?))
+                })
+                .collect();
+            if let Some(c) = extract(&h, &ExtractOptions::default()).context {
                 if c.trace_id.is_valid() && c.span_id.is_valid() {
                     f.header_ctx = Some((c.trace_id.as_u128(), c.span_id.as_u64()));
                 }
             }
         }
     } else {
-        for h in rid_headers {
-            if f.rid_req.is_none() {
-                f.rid_req = str_attr(a, &format!("http.request.header.{h}")).map(Box::from);
-            }
-            if f.rid_resp.is_none() {
-                f.rid_resp = str_attr(a, &format!("http.response.header.{h}")).map(Box::from);
-            }
-        }
+        let a = span.attributes.as_slice();
+        f.rid_req = rid.req.iter().find_map(|k| str_attr(a, k)).map(Box::from);
+        f.rid_resp = rid.resp.iter().find_map(|k| str_attr(a, k)).map(Box::from);
     }
     f.rid_req = f.rid_req.filter(|r| !r.is_empty());
     f.rid_resp = f.rid_resp.filter(|r| !r.is_empty());

@@ -11,6 +11,8 @@
 //! link to the child it can no longer adopt.
 
 use std::collections::VecDeque;
+
+use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,7 +23,9 @@ use opentelemetry_proto::tonic::trace::v1::span::Link;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 use super::config::{AutotracingConfig, SdkMerge};
-use super::facts::{self, same_trace, Facts, ProcKey, ResourceFacts, Role, TraceKey, EBPF_SCOPE};
+use super::facts::{
+    self, same_trace, Facts, ProcKey, ResourceFacts, RidKeys, Role, TraceKey, EBPF_SCOPE,
+};
 use super::stats::{Stats, Tier, Veto};
 
 /// Every map here is hit several times per span: a fast hasher, randomly seeded
@@ -150,7 +154,39 @@ impl Slab {
     }
 }
 
-type Key<T> = HashMap<T, VecDeque<NodeId>>;
+/// Most keys (a sequence number, a span id, a request id) name one or two spans.
+type Key<T> = HashMap<T, SmallVec<[NodeId; 2]>>;
+/// A thread's or a process's server spans: long lists, newest at the back.
+type Queue<T> = HashMap<T, VecDeque<NodeId>>;
+
+/// The id lists of the indexes.
+trait IdList: Default {
+    fn push_id(&mut self, id: NodeId);
+    /// Drops ids of forgotten spans from the front; true when nothing is left.
+    fn prune(&mut self, nodes: &Slab) -> bool;
+}
+
+impl IdList for SmallVec<[NodeId; 2]> {
+    fn push_id(&mut self, id: NodeId) {
+        self.push(id);
+    }
+    fn prune(&mut self, nodes: &Slab) -> bool {
+        self.retain(|x| nodes.contains_key(x));
+        self.is_empty()
+    }
+}
+
+impl IdList for VecDeque<NodeId> {
+    fn push_id(&mut self, id: NodeId) {
+        self.push_back(id);
+    }
+    fn prune(&mut self, nodes: &Slab) -> bool {
+        while self.front().is_some_and(|f| !nodes.contains_key(f)) {
+            self.pop_front();
+        }
+        self.is_empty()
+    }
+}
 
 #[derive(Default)]
 struct Indexes {
@@ -163,30 +199,31 @@ struct Indexes {
     clients_by_sys_resp: Key<(ProcKey, u64)>,
     servers_by_rid: Key<(ProcKey, Box<str>)>,
     clients_by_rid: Key<(ProcKey, Box<str>)>,
-    servers_by_thread: Key<(ProcKey, u32)>,
-    servers_by_proc: Key<ProcKey>,
+    servers_by_thread: Queue<(ProcKey, u32)>,
+    servers_by_proc: Queue<ProcKey>,
 }
 
-fn add<K: std::hash::Hash + Eq>(m: &mut Key<K>, k: K, id: NodeId) {
-    m.entry(k).or_default().push_back(id);
+fn add<K: std::hash::Hash + Eq, L: IdList>(m: &mut HashMap<K, L>, k: K, id: NodeId) {
+    m.entry(k).or_default().push_id(id);
 }
 
-/// Forgets ids of spans no longer known. Spans are forgotten in about the order they
-/// arrived, so the dead ones are at the front; one forgotten out of order stays until
-/// the front reaches it (lookups skip ids of unknown spans).
-fn remove<K: std::hash::Hash + Eq>(m: &mut Key<K>, k: &K, nodes: &Slab) {
-    if let Some(v) = m.get_mut(k) {
-        while v.front().is_some_and(|f| !nodes.contains_key(f)) {
-            v.pop_front();
-        }
-        if v.is_empty() {
-            m.remove(k);
-        }
+/// Forgets ids of spans no longer known. A long list keeps an id forgotten out of
+/// order until the front reaches it (lookups skip ids of unknown spans).
+fn remove<K: std::hash::Hash + Eq, L: IdList>(m: &mut HashMap<K, L>, k: &K, nodes: &Slab) {
+    if m.get_mut(k).is_some_and(|v| v.prune(nodes)) {
+        m.remove(k);
     }
 }
 
 fn get<'a, K: std::hash::Hash + Eq>(
     m: &'a Key<K>,
+    k: &K,
+) -> impl DoubleEndedIterator<Item = NodeId> + 'a {
+    m.get(k).into_iter().flat_map(|v| v.iter().copied())
+}
+
+fn getq<'a, K: std::hash::Hash + Eq>(
+    m: &'a Queue<K>,
     k: &K,
 ) -> impl DoubleEndedIterator<Item = NodeId> + 'a {
     m.get(k).into_iter().flat_map(|v| v.iter().copied())
@@ -204,7 +241,7 @@ enum Decision {
 
 pub struct Stitcher {
     cfg: AutotracingConfig,
-    rid_headers: Vec<String>,
+    rid_keys: RidKeys,
     tol: u64,
     mtt: u64,
     window_ns: u64,
@@ -224,17 +261,13 @@ pub struct Stitcher {
 
 impl Stitcher {
     pub fn new(cfg: AutotracingConfig, stats: Arc<Stats>) -> Stitcher {
-        let rid_headers = cfg
-            .request_id_headers
-            .iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect();
+        let rid_keys = RidKeys::new(&cfg.request_id_headers);
         Stitcher {
             tol: u64::try_from(cfg.clock_tolerance.as_nanos()).unwrap_or(u64::MAX),
             mtt: u64::try_from(cfg.max_transaction_time.as_nanos()).unwrap_or(u64::MAX),
             window_ns: u64::try_from(cfg.window.as_nanos()).unwrap_or(u64::MAX),
             cfg,
-            rid_headers,
+            rid_keys,
             nodes: Slab::default(),
             next_node: 1,
             comps: HashMap::default(),
@@ -281,7 +314,7 @@ impl Stitcher {
                     scope_schema: s.schema_url,
                 });
                 for span in s.spans {
-                    let f = facts::read(&span, ebpf, &res, &self.rid_headers);
+                    let f = facts::read(&span, ebpf, &res, &self.rid_keys);
                     incoming.push((
                         f,
                         Held {
@@ -617,7 +650,7 @@ impl Stitcher {
             keys.push((hostless, t));
         }
         keys.iter()
-            .flat_map(|k| get(&self.ix.servers_by_thread, k))
+            .flat_map(|k| getq(&self.ix.servers_by_thread, k))
             .filter(|&e| e != xid)
             .filter(|&e| {
                 self.f(e)
@@ -638,7 +671,7 @@ impl Stitcher {
         // Newest first. Spans arrive in about the order they end (a span arrives less
         // than `window` after it ended, or it is late anyway), so once one ended a
         // window before `x` started, no earlier one can still have been open.
-        for o in get(&self.ix.servers_by_thread, &(p.clone(), t)).rev() {
+        for o in getq(&self.ix.servers_by_thread, &(p.clone(), t)).rev() {
             let Some(of) = self.f(o) else { continue };
             if o != server && of.start <= x.start && x.start <= of.end {
                 return true;
@@ -1019,8 +1052,10 @@ impl Stitcher {
         }
         let Some(p) = &n.f.process else { return };
         let mut open: Vec<(TraceKey, u64)> = Vec::new();
-        for s in get(&self.ix.servers_by_proc, p).rev() {
-            let Some(sn) = self.nodes.get(&s) else { continue };
+        for s in getq(&self.ix.servers_by_proc, p).rev() {
+            let Some(sn) = self.nodes.get(&s) else {
+                continue;
+            };
             if s != xid && self.inside(&sn.f, &n.f) {
                 open.push((0, sn.f.span_id));
             }
