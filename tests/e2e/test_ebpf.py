@@ -554,6 +554,7 @@ def check_pair(
             "service.name": service or p.comm,
             "process.pid": p.pid,
             "process.executable.name": p.comm,
+            "host.name": os.uname().nodename,
         }, ctx
     # Time: the client writes before the server reads, the server writes the response
     # before the client has read it; all of it inside the wall time around the request.

@@ -96,7 +96,8 @@ impl ComponentConfig for AutotracingConfig {
                 "must be greater than zero: spans need time for their relatives to arrive",
             ));
         }
-        if self.max_hold < self.window + self.grace {
+        let needed = self.window.checked_add(self.grace);
+        if needed.is_none_or(|n| self.max_hold < n) {
             return Err(ConfigFieldError::at(
                 &["max_hold"],
                 "must be at least window + grace",

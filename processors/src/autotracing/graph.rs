@@ -56,6 +56,9 @@ struct Node {
     settled: bool,
     comp: CompId,
     parent: Option<(NodeId, Tier)>,
+    /// The parent's span id as known when the edge was made (the parent may be
+    /// forgotten before this span leaves).
+    parent_span: u64,
     /// The trace context a header named when no parent span is known (T1).
     claimed: Option<(TraceKey, u64)>,
     /// sdk_merge=merge: this eBPF span is dropped; its relatives use this node.
@@ -78,6 +81,8 @@ struct Comp {
     /// Trace id already used for emitted members or relatives: final.
     fixed: Option<TraceKey>,
     emitted_any: bool,
+    /// Members already sent on (max_hold), still counted against max_spans_per_trace.
+    emitted: usize,
     /// When every member had settled (the grace period runs from here).
     ready_since: Option<Instant>,
 }
@@ -156,6 +161,11 @@ impl Slab {
 
 /// Most keys (a sequence number, a span id, a request id) name one or two spans.
 type Key<T> = HashMap<T, SmallVec<[NodeId; 2]>>;
+/// Spans one request id may name before the id counts as naming none.
+const HOT_KEY: usize = 16;
+/// How long (in span time) a thread seen serving two requests at once stays an
+/// event loop for T2.
+const MULTIPLEXED_TTL_NS: u64 = 600_000_000_000;
 /// A thread's or a process's server spans: long lists, newest at the back.
 type Queue<T> = HashMap<T, VecDeque<NodeId>>;
 
@@ -199,8 +209,18 @@ struct Indexes {
     clients_by_sys_resp: Key<(ProcKey, u64)>,
     servers_by_rid: Key<(ProcKey, Box<str>)>,
     clients_by_rid: Key<(ProcKey, Box<str>)>,
-    servers_by_thread: Queue<(ProcKey, u32)>,
+    /// By (pid, tid): SDK spans may not name their host; hosts are compared after.
+    servers_by_thread: Queue<(u32, u32)>,
     servers_by_proc: Queue<ProcKey>,
+}
+
+/// The request ids a server span is found by: received and answered, once each.
+fn rid_keys(f: &Facts) -> impl Iterator<Item = &Box<str>> {
+    let resp = f
+        .rid_resp
+        .as_ref()
+        .filter(|r| Some(*r) != f.rid_req.as_ref());
+    f.rid_req.iter().chain(resp)
 }
 
 fn add<K: std::hash::Hash + Eq, L: IdList>(m: &mut HashMap<K, L>, k: K, id: NodeId) {
@@ -253,6 +273,8 @@ pub struct Stitcher {
     settle_queue: VecDeque<NodeId>,
     hold_queue: VecDeque<(Instant, CompId)>,
     ready_queue: VecDeque<(Instant, CompId)>,
+    /// Threads seen serving overlapping requests, with the span time last seen.
+    multiplexed: HashMap<(ProcKey, u32), u64>,
     expiry: VecDeque<(Instant, NodeId)>,
     held_spans: usize,
     stats: Arc<Stats>,
@@ -276,6 +298,7 @@ impl Stitcher {
             settle_queue: VecDeque::new(),
             hold_queue: VecDeque::new(),
             ready_queue: VecDeque::new(),
+            multiplexed: HashMap::default(),
             expiry: VecDeque::new(),
             held_spans: 0,
             stats,
@@ -353,10 +376,12 @@ impl Stitcher {
                 hint,
                 fixed: None,
                 emitted_any: false,
+                emitted: 0,
                 ready_since: None,
             },
         );
         self.hold_queue.push_back((now, comp_id));
+        self.note_multiplexing(&f);
         self.index(id, &f);
         let sdk_trace = (!f.ebpf && f.trace_id != 0).then_some(f.trace_id);
         self.nodes.insert(
@@ -368,6 +393,7 @@ impl Stitcher {
                 settled: false,
                 comp: comp_id,
                 parent: None,
+                parent_span: 0,
                 claimed: None,
                 merged_into: None,
                 absorbed: None,
@@ -403,6 +429,33 @@ impl Stitcher {
         }
     }
 
+    /// Marks the thread of eBPF server span `f` as an event loop when another server
+    /// span of that thread overlaps it.
+    fn note_multiplexing(&mut self, f: &Facts) {
+        let (true, Role::Server, Some(p), Some(t)) = (f.ebpf, f.role, &f.process, f.tid) else {
+            return;
+        };
+        let mut overlap = false;
+        for o in getq(&self.ix.servers_by_thread, &(p.pid, t)).rev() {
+            let Some(of) = self.f(o) else { continue };
+            let same_host = of.process.as_ref().is_some_and(|op| op.host == p.host);
+            if same_host && of.start < f.end && f.start < of.end {
+                overlap = true;
+                break;
+            }
+            if of.end.saturating_add(self.window_ns) < f.start {
+                break;
+            }
+        }
+        if overlap {
+            if self.multiplexed.len() >= 1 << 16 {
+                let horizon = f.end.saturating_sub(MULTIPLEXED_TTL_NS);
+                self.multiplexed.retain(|_, seen| *seen >= horizon);
+            }
+            self.multiplexed.insert((p.clone(), t), f.end);
+        }
+    }
+
     fn index(&mut self, id: NodeId, f: &Facts) {
         let ix = &mut self.ix;
         if f.span_id != 0 {
@@ -423,11 +476,11 @@ impl Stitcher {
                 if let Some(k) = f.sys_req {
                     add(&mut ix.servers_by_sys, (p.clone(), k), id);
                 }
-                for r in [&f.rid_req, &f.rid_resp].into_iter().flatten() {
+                for r in rid_keys(f) {
                     add(&mut ix.servers_by_rid, (p.clone(), r.clone()), id);
                 }
                 if let Some(t) = f.tid {
-                    add(&mut ix.servers_by_thread, (p.clone(), t), id);
+                    add(&mut ix.servers_by_thread, (p.pid, t), id);
                 }
                 if self.cfg.inference {
                     add(&mut ix.servers_by_proc, p.clone(), id);
@@ -472,11 +525,11 @@ impl Stitcher {
                 if let Some(k) = f.sys_req {
                     remove(&mut ix.servers_by_sys, &(p.clone(), k), nodes);
                 }
-                for r in [&f.rid_req, &f.rid_resp].into_iter().flatten() {
+                for r in rid_keys(f) {
                     remove(&mut ix.servers_by_rid, &(p.clone(), r.clone()), nodes);
                 }
                 if let Some(t) = f.tid {
-                    remove(&mut ix.servers_by_thread, &(p.clone(), t), nodes);
+                    remove(&mut ix.servers_by_thread, &(p.pid, t), nodes);
                 }
                 remove(&mut ix.servers_by_proc, p, nodes);
             }
@@ -524,6 +577,7 @@ impl Stitcher {
             k.hint = fuller(k.hint, g.hint);
             k.fixed = k.fixed.or(g.fixed);
             k.emitted_any |= g.emitted_any;
+            k.emitted += g.emitted;
             k.ready_since = None;
             if g.first_arrival < k.first_arrival {
                 k.first_arrival = g.first_arrival;
@@ -547,7 +601,7 @@ impl Stitcher {
             .get(&id)
             .filter(|n| n.emitted.is_none())
             .and_then(|n| self.comps.get(&n.comp))
-            .map_or(1, |c| c.members.len())
+            .map_or(1, |c| c.members.len() + c.emitted)
     }
 
     // ---------------------------------------------------------------- rules
@@ -569,6 +623,17 @@ impl Stitcher {
             }
             _ => true,
         }
+    }
+
+    /// Whether an eBPF span of `like`'s process, of `role`, carried a header naming
+    /// span `named`: a process that received and sent the same context passed it on.
+    fn header_seen(&self, like: &Facts, role: Role, named: u64) -> bool {
+        let Some(p) = &like.process else { return true };
+        get(&self.ix.header_span, &named).any(|o| {
+            self.f(o).is_some_and(|of| {
+                of.role == role && of.process.as_ref().is_some_and(|op| op.pid == p.pid)
+            })
+        })
     }
 
     fn mirrored(a: &Facts, b: &Facts) -> bool {
@@ -629,7 +694,8 @@ impl Stitcher {
             self.f(s).is_some_and(|sf| {
                 sf.ebpf
                     && sf.role == Role::Server
-                    && (sf.tid.is_none() || x.tid.is_none() || sf.tid == x.tid)
+                    && sf.tid.is_some()
+                    && sf.tid == x.tid
                     && self.inside(sf, x)
             })
         });
@@ -641,22 +707,22 @@ impl Stitcher {
         let (Some(p), Some(t)) = (&x.process, x.tid) else {
             return Vec::new();
         };
-        let mut keys = vec![(p.clone(), t)];
-        if !p.host.is_empty() {
-            let hostless = ProcKey {
-                host: Arc::from(""),
-                pid: p.pid,
-            };
-            keys.push((hostless, t));
+        let mut out = Vec::new();
+        for e in getq(&self.ix.servers_by_thread, &(p.pid, t)).rev() {
+            let Some(ef) = self.f(e) else { continue };
+            if e != xid
+                && ef.ebpf
+                && ef.role == Role::Server
+                && Self::same_process(ef, x)
+                && self.inside(ef, x)
+            {
+                out.push(e);
+            }
+            if ef.end.saturating_add(self.window_ns) < x.start {
+                break;
+            }
         }
-        keys.iter()
-            .flat_map(|k| getq(&self.ix.servers_by_thread, k))
-            .filter(|&e| e != xid)
-            .filter(|&e| {
-                self.f(e)
-                    .is_some_and(|ef| ef.ebpf && ef.role == Role::Server && self.inside(ef, x))
-            })
-            .collect()
+        out
     }
 
     /// Whether another server span of `server`'s thread was open when `x` started:
@@ -666,14 +732,24 @@ impl Stitcher {
             return true;
         };
         let (Some(p), Some(t)) = (&sf.process, sf.tid) else {
-            return false;
+            return true;
         };
+        // A thread once seen serving two requests at once is an event loop: the other
+        // request may still be open and not arrived yet.
+        if self
+            .multiplexed
+            .get(&(p.clone(), t))
+            .is_some_and(|seen| seen.abs_diff(x.start) < MULTIPLEXED_TTL_NS)
+        {
+            return true;
+        }
         // Newest first. Spans arrive in about the order they end (a span arrives less
         // than `window` after it ended, or it is late anyway), so once one ended a
         // window before `x` started, no earlier one can still have been open.
-        for o in getq(&self.ix.servers_by_thread, &(p.clone(), t)).rev() {
+        for o in getq(&self.ix.servers_by_thread, &(p.pid, t)).rev() {
             let Some(of) = self.f(o) else { continue };
-            if o != server && of.start <= x.start && x.start <= of.end {
+            let same_host = of.process.as_ref().is_some_and(|op| op.host == p.host);
+            if o != server && same_host && of.start <= x.start && x.start <= of.end {
                 return true;
             }
             if of.end.saturating_add(self.window_ns) < x.start {
@@ -689,7 +765,17 @@ impl Stitcher {
         let (Some(p), Some(r)) = (&x.process, &x.rid_req) else {
             return Vec::new();
         };
-        get(&self.ix.servers_by_rid, &(p.clone(), r.clone()))
+        let key = (p.clone(), r.clone());
+        // An id shared by many requests (a constant, a placeholder) identifies none.
+        if self
+            .ix
+            .servers_by_rid
+            .get(&key)
+            .is_some_and(|v| v.len() > HOT_KEY)
+        {
+            return vec![0, 0];
+        }
+        get(&self.ix.servers_by_rid, &key)
             .filter(|&s| s != xid)
             .filter(|&s| {
                 self.f(s)
@@ -785,8 +871,13 @@ impl Stitcher {
                     .filter(|&e| {
                         self.f(e).is_some_and(|ef| {
                             ef.role == Role::Server
-                                && Self::same_process(ef, x)
                                 && self.inside(ef, x)
+                                && match x.process {
+                                    Some(_) => Self::same_process(ef, x),
+                                    // Without the SDK span's pid: not a process that
+                                    // passed the same context on (a proxy).
+                                    None => !self.header_seen(ef, Role::Client, x.parent_span_id),
+                                }
                         })
                     })
                     .collect();
@@ -795,7 +886,12 @@ impl Stitcher {
                 }
             }
             let own: Vec<NodeId> = get(&self.ix.span_id, &x.parent_span_id)
-                .filter(|&p| p != xid && self.f(p).is_some_and(|pf| !pf.ebpf))
+                .filter(|&p| {
+                    p != xid
+                        && self
+                            .f(p)
+                            .is_some_and(|pf| !pf.ebpf && same_trace(pf.trace_id, x.trace_id))
+                })
                 .collect();
             if let [p] = own.as_slice() {
                 if self.veto(*p, xid) != Some(Veto::Cycle) {
@@ -843,7 +939,14 @@ impl Stitcher {
                 .copied()
                 .filter(|&p| {
                     self.f(p).is_some_and(|pf| {
-                        (x.role != Role::Client || Self::same_process(pf, x)) && self.inside(pf, x)
+                        self.inside(pf, x)
+                            && (x.role != Role::Client
+                                || match pf.process {
+                                    Some(_) => Self::same_process(pf, x),
+                                    // The named span's pid unknown: the header is this
+                                    // process's own unless it received the same one.
+                                    None => !self.header_seen(x, Role::Server, span),
+                                })
                     })
                 })
                 .collect();
@@ -954,9 +1057,11 @@ impl Stitcher {
             }
             None => return,
         };
+        let parent_span = self.resolve_span_id(p);
         let x_comp = match self.nodes.get_mut(&x) {
             Some(xn) => {
                 xn.parent = Some((p, tier));
+                xn.parent_span = parent_span;
                 xn.comp
             }
             None => return,
@@ -994,8 +1099,16 @@ impl Stitcher {
                     if let Some(k) = p.sys_req {
                         cands.extend(get(&self.ix.clients_by_sys_req, &(proc_.clone(), k)));
                     }
-                    for r in [&p.rid_req, &p.rid_resp].into_iter().flatten() {
-                        cands.extend(get(&self.ix.clients_by_rid, &(proc_.clone(), r.clone())));
+                    for r in rid_keys(p) {
+                        let key = (proc_.clone(), r.clone());
+                        if self
+                            .ix
+                            .clients_by_rid
+                            .get(&key)
+                            .is_some_and(|v| v.len() <= HOT_KEY)
+                        {
+                            cands.extend(get(&self.ix.clients_by_rid, &key));
+                        }
                     }
                 }
             }
@@ -1174,30 +1287,27 @@ impl Stitcher {
             let Some((_, c)) = self.hold_queue.pop_front() else {
                 break;
             };
-            let unsettled = self.comps.get(&c).map_or(0, |c| c.unsettled);
-            if self.comps.contains_key(&c) {
-                // Decide what can be decided now, then let the whole trace go.
-                let members = self
-                    .comps
-                    .get(&c)
-                    .map(|c| c.members.clone())
-                    .unwrap_or_default();
-                for m in members {
-                    if self.nodes.get(&m).is_some_and(|n| !n.settled) {
-                        self.settle(m);
-                    }
+            // The oldest trace leaves as it is: spans not decided yet leave without
+            // a parent (deciding before every candidate is in could pick a wrong one).
+            let Some(comp) = self.comps.get(&c) else {
+                continue;
+            };
+            let undecided: Vec<NodeId> = comp
+                .members
+                .iter()
+                .copied()
+                .filter(|m| self.nodes.get(m).is_some_and(|n| !n.settled))
+                .collect();
+            for m in &undecided {
+                if let Some(n) = self.nodes.get_mut(m) {
+                    n.settled = true;
                 }
-                // Settling may have merged this component into another.
-                let survivor = self
-                    .comps
-                    .get(&c)
-                    .map(|_| c)
-                    .or_else(|| self.comps.keys().next().copied());
-                if let Some(s) = survivor {
-                    self.emit(s, true, now);
-                }
-                self.stats.cut_in_flight.add(unsettled as u64);
             }
+            if let Some(comp) = self.comps.get_mut(&c) {
+                comp.unsettled = 0;
+            }
+            self.emit(c, true, now);
+            self.stats.cut_in_flight.add(undecided.len() as u64);
         }
         self.expire(now);
     }
@@ -1230,6 +1340,7 @@ impl Stitcher {
                 .iter()
                 .filter(|m| self.nodes.get(m).is_some_and(|n| !n.settled))
                 .count();
+            comp.emitted += go.len();
             comp.members = stay;
         }
         // Span ids relatives point to: a merged span points to its replacement.
@@ -1277,10 +1388,15 @@ impl Stitcher {
             return;
         }
         let mut span = held.span;
-        let mut trace_id = trace;
-        if !n.f.ebpf && n.f.trace_id >> 64 != 0 && same_trace(n.f.trace_id, trace) {
-            trace_id = n.f.trace_id.max(trace);
-        }
+        // eBPF spans take the trace's id; an SDK span keeps its own, widened to 128
+        // bits when the trace knows the full form of it.
+        let trace_id = if n.f.ebpf || n.f.trace_id == 0 {
+            trace
+        } else if same_trace(n.f.trace_id, trace) {
+            n.f.trace_id.max(trace)
+        } else {
+            n.f.trace_id
+        };
         span.trace_id = trace_id.to_be_bytes().to_vec();
         let (parent, rule) = parent_out;
         match parent {
@@ -1314,8 +1430,14 @@ impl Stitcher {
         // sdk_merge=merge: an SDK server span takes the parent of the eBPF server span
         // it absorbed.
         if let Some(e) = n.absorbed {
-            if let Some((pp, tier)) = self.nodes.get(&e).and_then(|en| en.parent) {
-                return (Some(self.resolve_span_id(pp)), Some(tier.rule()));
+            if let Some((en, (pp, tier))) =
+                self.nodes.get(&e).and_then(|en| en.parent.map(|p| (en, p)))
+            {
+                let id = match self.resolve_span_id(pp) {
+                    0 => en.parent_span,
+                    id => id,
+                };
+                return ((id != 0).then_some(id), Some(tier.rule()));
             }
             if let Some((_, s)) = self.nodes.get(&e).and_then(|en| en.claimed) {
                 return (Some(s), Some(Tier::T1.rule()));
@@ -1323,7 +1445,13 @@ impl Stitcher {
             return (None, None);
         }
         match (n.parent, n.claimed) {
-            (Some((p, tier)), _) => (Some(self.resolve_span_id(p)), Some(tier.rule())),
+            (Some((p, tier)), _) => {
+                let id = match self.resolve_span_id(p) {
+                    0 => n.parent_span,
+                    id => id,
+                };
+                ((id != 0).then_some(id), Some(tier.rule()))
+            }
             (None, Some((_, s))) => (Some(s), Some(Tier::T1.rule())),
             (None, None) => (None, None),
         }

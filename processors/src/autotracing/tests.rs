@@ -1000,3 +1000,110 @@ fn t1_header_passed_through_by_a_process_without_sdk_is_not_a_parent() {
     assert_eq!(r.stats.edges_of(Tier::T2), 1);
     assert_eq!(r.get("proxy_cli").trace, TRACE);
 }
+
+#[test]
+fn t3_gateway_that_echoes_the_id_it_received() {
+    let mut r = Run::default();
+    r.ebpf(&[
+        e("gw", true, 7, 1, 9).rid(Some("r1"), Some("r1")),
+        e("up", false, 7, 2, 8).rid(Some("r1"), None),
+    ]);
+    r.settle();
+    r.assert_edge("gw", "up");
+    assert_eq!(r.stats.ambiguous_of(Tier::T3), 0);
+}
+
+#[test]
+fn t3_an_id_shared_by_many_requests_names_none() {
+    let mut r = Run::default();
+    let mut spans: Vec<E> = (0..20u64)
+        .map(|k| {
+            let name: &'static str = Box::leak(format!("s{k}").into_boxed_str());
+            e(name, true, 7, k * 10, k * 10 + 9)
+                .rid(Some("-"), None)
+                .tid(100 + k as u32)
+        })
+        .collect();
+    spans.push(e("up", false, 7, 2, 3).rid(Some("-"), None).tid(100));
+    r.ebpf(&spans[..]);
+    r.settle();
+    r.assert_root("up");
+}
+
+#[test]
+fn t2_vetoed_on_a_thread_once_seen_serving_two_requests() {
+    let mut r = Run::default();
+    // Two overlapping requests on one thread mark it an event loop...
+    r.ebpf(&[
+        e("a", true, 5, 0, 10).sys(1, 2),
+        e("b", true, 5, 5, 15).sys(3, 4),
+    ]);
+    r.settle();
+    // ...so later, a call whose id matches a server span is not linked, even though
+    // the other request open at the time has not arrived (yet).
+    r.ebpf(&[
+        e("c", false, 5, 102, 103).sys(600, 601),
+        e("srv", true, 5, 100, 110).sys(600, 601),
+    ]);
+    r.settle();
+    r.assert_root("c");
+    assert!(r.stats.vetoes_of(Tier::T2, Veto::ThreadBusy) >= 1);
+}
+
+#[test]
+fn t2_needs_thread_ids() {
+    let mut r = Run::default();
+    let mut c = e("c", false, 5, 2, 3).sys(700, 701);
+    c.tid = 0;
+    let rs = ebpf_batch(&[c, e("srv", true, 5, 1, 4).sys(700, 701)]);
+    let rs = rs
+        .into_iter()
+        .map(|mut x| {
+            for sp in &mut x.scope_spans[0].spans {
+                if sp.name == "c" {
+                    sp.attributes.retain(|kv| kv.key != "thread.id");
+                }
+            }
+            x
+        })
+        .collect();
+    r.feed(rs);
+    r.settle();
+    r.assert_root("c");
+}
+
+#[test]
+fn t1_forwarded_header_without_pids_is_not_a_parent() {
+    let mut r = Run::default();
+    // An SDK client span without process.pid; pid 50 received its header and sent it on.
+    let mut rs = sdk("sdk_cli", SpanKind::Client, 0, TRACE, 0xA, 0, 0, 20);
+    if let Some(res) = rs.resource.as_mut() {
+        res.attributes.retain(|kv| kv.key != "process.pid");
+    }
+    r.feed(vec![rs]);
+    r.ebpf(&[
+        e("proxy_srv", true, 50, 1, 19)
+            .sys(800, 801)
+            .header("traceparent", tp(0xA)),
+        e("proxy_cli", false, 50, 2, 18)
+            .sys(800, 801)
+            .header("traceparent", tp(0xA)),
+    ]);
+    r.settle();
+    r.assert_edge("proxy_srv", "proxy_cli");
+}
+
+#[test]
+fn in_flight_cap_sends_undecided_spans_without_guessing() {
+    let mut r = Run::new(AutotracingConfig {
+        max_spans_in_flight: 2,
+        ..Default::default()
+    });
+    r.ebpf(&[e("c", false, 5, 2, 3).sys(900, 901)]);
+    r.ebpf(&[e("x", true, 9, 0, 1)]);
+    r.ebpf(&[e("srv", true, 5, 1, 4).sys(900, 901)]);
+    // "c" left undecided when the cap was hit; it is not linked afterwards.
+    r.settle();
+    r.assert_root("c");
+    assert!(r.stats.cut_in_flight.get() >= 1);
+}

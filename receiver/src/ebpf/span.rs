@@ -65,6 +65,10 @@ impl ProcessFacts {
             kv_int("process.pid", i64::from(self.pid)),
             kv_str("process.executable.name", &self.executable_name),
         ];
+        // Pids repeat across hosts: the host tells the stitcher whose process it is.
+        if let Some(h) = host_name() {
+            attributes.push(kv_str("host.name", h));
+        }
         if let Some(c) = &self.container_id {
             attributes.push(kv_str("container.id", c));
         }
@@ -73,6 +77,18 @@ impl ProcessFacts {
             ..Default::default()
         }
     }
+}
+
+/// This host's name (the kernel's, as `uname -n` prints it), read once.
+fn host_name() -> Option<&'static str> {
+    static NAME: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+    })
+    .as_deref()
 }
 
 /// The container id in a `/proc/<pid>/cgroup` text: the 64-hex-digit id that Docker,
