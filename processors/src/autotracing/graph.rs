@@ -612,8 +612,13 @@ impl Stitcher {
 
     /// `child` lies inside `parent` in time, with the clock tolerance.
     fn inside(&self, parent: &Facts, child: &Facts) -> bool {
+        // The tolerance widens the ends, but a child always overlaps its parent (it
+        // starts before the parent ended and ends after it started): with
+        // back-to-back requests the tolerance must not reach the next or previous one.
         child.start.saturating_add(self.tol) >= parent.start
             && child.end <= parent.end.saturating_add(self.tol)
+            && child.start <= parent.end
+            && child.end >= parent.start
     }
 
     fn same_process(a: &Facts, b: &Facts) -> bool {
