@@ -305,7 +305,12 @@ fn components_lists_every_type() {
     );
     assert_eq!(
         names("processors"),
-        ["batch", "memory_limiter", "propagation_merge"]
+        [
+            "autotracing",
+            "batch",
+            "memory_limiter",
+            "propagation_merge"
+        ]
     );
     assert_eq!(
         names("exporters"),

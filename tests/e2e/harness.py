@@ -72,6 +72,15 @@ SHUTDOWN_TIMEOUT = 30.0
 _handed_out: set[int] = set()
 
 
+def ebpf_unavailable() -> str | None:
+    """Why the ebpf receiver's probes cannot load here (one sentence), or None."""
+    if os.geteuid() != 0:
+        return "the ebpf receiver needs root to load its probes; these tests are not running as root"
+    if not Path("/sys/kernel/btf/vmlinux").exists():
+        return "the kernel has no BTF (/sys/kernel/btf/vmlinux is missing); the ebpf probes need it"
+    return None
+
+
 def free_port() -> int:
     """A loopback TCP port nobody listens on, never handed out twice in one run."""
     for _ in range(200):

@@ -41,7 +41,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from harness import E2E_DIR, Weft, free_port, otlp_receiver, side_python, wait_until, weft_binary
+from harness import ebpf_unavailable, E2E_DIR, Weft, free_port, otlp_receiver, side_python, wait_until, weft_binary
 from otlp_support import metric_sum, parse_otlp_json
 
 APPS = E2E_DIR / "apps"
@@ -50,16 +50,8 @@ WINDOW = "2s"
 GRACE = "2s"
 
 
-def kernel_missing() -> str | None:
-    if os.geteuid() != 0:
-        return "autotracing end to end needs the ebpf receiver, which needs root"
-    if not Path("/sys/kernel/btf/vmlinux").exists():
-        return "the kernel has no BTF (/sys/kernel/btf/vmlinux is missing); the ebpf probes need it"
-    return None
-
-
-if kernel_missing():
-    pytest.skip(kernel_missing(), allow_module_level=True)
+if ebpf_unavailable():
+    pytest.skip(ebpf_unavailable(), allow_module_level=True)
 
 
 # ---------------------------------------------------------------------------

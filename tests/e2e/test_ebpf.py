@@ -37,7 +37,7 @@ import pytest
 import requests
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from harness import E2E_DIR, Weft, free_port, wait_until, weft_binary
+from harness import ebpf_unavailable, E2E_DIR, Weft, free_port, wait_until, weft_binary
 from otlp_support import metric_series, metric_sum, parse_otlp_json
 
 SERVER_APP = E2E_DIR / "apps" / "ebpf_http_server.py"
@@ -89,16 +89,8 @@ LOOPBACK = {"ipv4": "127.0.0.1", "ipv6": "::1"}
 # Skipping: only where the machine lacks what the probes need.
 
 
-def kernel_missing() -> str | None:
-    if os.geteuid() != 0:
-        return "the ebpf receiver needs root to load its probes; these tests are not running as root"
-    if not Path("/sys/kernel/btf/vmlinux").exists():
-        return "the kernel has no BTF (/sys/kernel/btf/vmlinux is missing); the ebpf probes need it"
-    return None
-
-
-if kernel_missing():
-    pytest.skip(kernel_missing(), allow_module_level=True)
+if ebpf_unavailable():
+    pytest.skip(ebpf_unavailable(), allow_module_level=True)
 
 
 # ---------------------------------------------------------------------------

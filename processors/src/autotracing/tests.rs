@@ -1107,3 +1107,40 @@ fn in_flight_cap_sends_undecided_spans_without_guessing() {
     r.assert_root("c");
     assert!(r.stats.cut_in_flight.get() >= 1);
 }
+
+#[test]
+fn veto_parent_and_child_starting_too_far_apart() {
+    let mut r = Run::new(AutotracingConfig {
+        max_transaction_time: Duration::from_secs(1),
+        ..Default::default()
+    });
+    r.ebpf(&[
+        e("srv", true, 7, 0, 5_000).rid(Some("r"), None),
+        e("c", false, 7, 3_000, 3_001).rid(Some("r"), None),
+    ]);
+    r.settle();
+    r.assert_root("c");
+    assert_eq!(r.stats.vetoes_of(Tier::T3, Veto::Age), 1);
+}
+
+#[test]
+fn veto_a_parent_that_descends_from_the_child() {
+    let mut r = Run::default();
+    // A process calling itself: its server span is the T0 child of its client span,
+    // and the client span would be the T3 child of the server span (same times, same
+    // request id): the second edge would close a cycle.
+    r.ebpf(&[
+        e("srv", true, 7, 0, 10)
+            .seq(5, 6, 80, 40000)
+            .rid(Some("r"), None)
+            .tid(70),
+        e("cli", false, 7, 0, 10)
+            .seq(5, 6, 40000, 80)
+            .rid(Some("r"), None)
+            .tid(71),
+    ]);
+    r.settle();
+    r.assert_edge("cli", "srv");
+    r.assert_root("cli");
+    assert_eq!(r.stats.vetoes_of(Tier::T3, Veto::Cycle), 1);
+}
