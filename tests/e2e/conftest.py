@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Weft, free_port, weft_binary  # noqa: E402
+from harness import SUMMARY_LINES, Weft, free_port, weft_binary  # noqa: E402
 from peers.otlp_grpc_sink import OtlpGrpcSink  # noqa: E402
 from peers.otlp_http_sink import OtlpHttpSink  # noqa: E402
 
@@ -95,3 +95,13 @@ def weft(tmp_path: Path, grpc_sink, http_sink):
             failures.append(f"weft {w.name} exited with {code}, want 0\n{w.log_tail()}")
     if failures:
         pytest.fail("\n\n".join(failures), pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Figures tests report for the record (autotracing completeness per topology),
+    shown whether or not output capture is on."""
+    if SUMMARY_LINES:
+        terminalreporter.section("measured")
+        for line in SUMMARY_LINES:
+            terminalreporter.write_line(line)
+

@@ -72,6 +72,10 @@ SHUTDOWN_TIMEOUT = 30.0
 _handed_out: set[int] = set()
 
 
+# Lines a test wants in the run's summary (conftest prints them at the end).
+SUMMARY_LINES: list[str] = []
+
+
 def ebpf_unavailable() -> str | None:
     """Why the ebpf receiver's probes cannot load here (one sentence), or None."""
     if os.geteuid() != 0:

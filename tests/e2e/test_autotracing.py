@@ -41,7 +41,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from harness import ebpf_unavailable, E2E_DIR, Weft, free_port, otlp_receiver, side_python, wait_until, weft_binary
+from harness import SUMMARY_LINES, ebpf_unavailable, E2E_DIR, Weft, free_port, otlp_receiver, side_python, wait_until, weft_binary
 from otlp_support import metric_sum, parse_otlp_json
 
 APPS = E2E_DIR / "apps"
@@ -438,6 +438,7 @@ def _series(env: Env, name: str):
 
 def report(env: Env, name: str, res: Result) -> None:
     print("\n" + res.line(name))
+    SUMMARY_LINES.append(res.line(name))
     tiers = {t: env.metric("weft_autotracing_edges", tier=t) for t in ("t0", "t1", "t2", "t3", "sdk")}
     print(f"  edges so far by tier: {tiers}")
     counts = {m: env.metric(f"weft_autotracing_{m}") for m in ("spans_in", "spans_out", "in_flight_spans")}

@@ -381,6 +381,13 @@ impl Stitcher {
             },
         );
         self.hold_queue.push_back((now, comp_id));
+        // Entries of traces that already left wait for their due time; when they
+        // outnumber the spans held, drop them now (memory stays bounded by the caps).
+        if self.hold_queue.len() > 2 * self.cfg.max_spans_in_flight + 64 {
+            let comps = &self.comps;
+            self.hold_queue.retain(|(_, c)| comps.contains_key(c));
+            self.ready_queue.retain(|(_, c)| comps.contains_key(c));
+        }
         self.note_multiplexing(&f);
         self.index(id, &f);
         let sdk_trace = (!f.ebpf && f.trace_id != 0).then_some(f.trace_id);
