@@ -271,9 +271,8 @@ CAPTURED_PORTS = 24
 UNCAPTURED_PORTS = 2
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("autotracing")
+def start_env(tmp_path_factory, sdk_merge: str, record: str | None):
+    workdir = tmp_path_factory.mktemp(f"autotracing-{sdk_merge}")
     ports = [free_port() for _ in range(CAPTURED_PORTS)]
     otlp, dd = free_port(), free_port()
     out = workdir / "traces.jsonl"
@@ -285,7 +284,8 @@ def env(tmp_path_factory):
         },
         "processors": {
             "propagation_merge": {"window": "200ms"},
-            "autotracing": {"window": WINDOW, "grace": GRACE, "max_hold": "30s"},
+            "autotracing": {"window": WINDOW, "grace": GRACE, "max_hold": "30s",
+                            "sdk_merge": sdk_merge},
         },
         "exporters": {"file": {"path": str(out), "flush_interval": "100ms"}},
         "service": {
@@ -298,15 +298,14 @@ def env(tmp_path_factory):
             }
         },
     }
-    record = os.environ.get("WEFT_AUTOTRACING_RECORD")
     if record:
         # The eBPF spans as the receiver made them, for the replay benchmark
-        # (benches/autotracing_replay.md).
+        # (processors/benches/autotracing_replay.rs).
         config["exporters"]["file/raw"] = {"path": record, "format": "proto",
                                            "compression": "zstd", "flush_interval": "100ms"}
         config["service"]["pipelines"]["traces/raw"] = {"receivers": ["ebpf"],
                                                         "exporters": ["file/raw"]}
-    w = Weft(weft_binary(), workdir, "weft-autotracing")
+    w = Weft(weft_binary(), workdir, f"weft-autotracing-{sdk_merge}")
     try:
         w.start(config)
         assert wait_until(lambda: w.health_status() == 200, 30), w.log_tail()
@@ -315,9 +314,24 @@ def env(tmp_path_factory):
             w.proc.kill()
             w.proc.wait()
         raise
-    yield Env(w, Output(out), ports, otlp, dd)
-    code = w.stop()
-    assert code == 0, f"weft exited with {code}\n{w.log_tail()}"
+    return Env(w, Output(out), ports, otlp, dd)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    e = start_env(tmp_path_factory, "child", os.environ.get("WEFT_AUTOTRACING_RECORD"))
+    yield e
+    code = e.weft.stop()
+    assert code == 0, f"weft exited with {code}\n{e.weft.log_tail()}"
+
+
+@pytest.fixture(scope="module")
+def env_merge(tmp_path_factory):
+    """A second weft whose stitcher merges eBPF spans into the SDK spans of their call."""
+    e = start_env(tmp_path_factory, "merge", None)
+    yield e
+    code = e.weft.stop()
+    assert code == 0, f"weft exited with {code}\n{e.weft.log_tail()}"
 
 
 @pytest.fixture
@@ -497,9 +511,38 @@ def test_zero_sdk_gateway_chain(env, procs):
     assert not [k for s in spans for k in s.attrs if k.startswith("weft.")]
 
 
-def test_mixed_sdk_chain(env, procs):
+MIXED_TREES = {
+    # sdk_merge: child: the SDK and eBPF spans of each call are both kept.
+    "child": {
+        "client->D": None,
+        "D": "client->D",
+        "sdk:mixed-dd.server": "D",
+        "sdk:mixed-dd.client": "sdk:mixed-dd.server",
+        "D->O": "sdk:mixed-dd.client",
+        "O": "D->O",
+        "sdk:mixed-otel.server": "O",
+        "sdk:mixed-otel.client": "sdk:mixed-otel.server",
+        "O->N": "sdk:mixed-otel.client",
+        "N": "O->N",
+    },
+    # sdk_merge: merge: where an SDK span stands for a call, its eBPF span is dropped.
+    "merge": {
+        "client->D": None,
+        "sdk:mixed-dd.server": "client->D",
+        "sdk:mixed-dd.client": "sdk:mixed-dd.server",
+        "sdk:mixed-otel.server": "sdk:mixed-dd.client",
+        "sdk:mixed-otel.client": "sdk:mixed-otel.server",
+        "N": "sdk:mixed-otel.client",
+    },
+}
+
+
+@pytest.mark.parametrize("sdk_merge", ["child", "merge"])
+def test_mixed_sdk_chain(request, procs, sdk_merge):
     """client (no SDK) -> ddtrace service (64-bit) -> OpenTelemetry SDK service ->
-    service without SDK: one tree per request with SDK and eBPF spans."""
+    service without SDK: one tree per request with SDK and eBPF spans, related as
+    `sdk_merge` says."""
+    env = request.getfixturevalue("env" if sdk_merge == "child" else "env_merge")
     d, o, nsdk = env.ports(3)
     pid = {}
     pid["N"] = procs.service(nsdk, name="N")
@@ -517,21 +560,10 @@ def test_mixed_sdk_chain(env, procs):
     assert set(statuses.values()) == {200}, Counter(statuses.values())
     roles = {v: k for k, v in pid.items()} | {client_pid: "client"}
     name_of = namer(roles, {d: "D", o: "O", nsdk: "N"})
-    expected = {
-        "client->D": None,
-        "D": "client->D",
-        "sdk:mixed-dd.server": "D",
-        "sdk:mixed-dd.client": "sdk:mixed-dd.server",
-        "D->O": "sdk:mixed-dd.client",
-        "O": "D->O",
-        "sdk:mixed-otel.server": "O",
-        "sdk:mixed-otel.client": "sdk:mixed-otel.server",
-        "O->N": "sdk:mixed-otel.client",
-        "N": "O->N",
-    }
+    expected = MIXED_TREES[sdk_merge]
     spans = wait_spans(env, "mx", n * len(expected), timeout=90)
     res = judge(spans, list(statuses), expected, name_of)
-    report(env, "mixed SDK (client, ddtrace 64-bit, OpenTelemetry SDK, no SDK)", res)
+    report(env, f"mixed SDK (client, ddtrace 64-bit, OpenTelemetry SDK, no SDK), sdk_merge {sdk_merge}", res)
     assert res.wrong == 0, res.problems[:20]
     assert res.complete >= 0.99 * n, res.problems[:20]
     # The trace id is the SDKs' (ddtrace's 64-bit id, as OpenTelemetry continued it).
@@ -541,6 +573,8 @@ def test_mixed_sdk_chain(env, procs):
         sdk_ids = {s.trace_id for s in mine if not s.ebpf}
         adopted += len(sdk_ids) == 1 and {s.trace_id for s in mine} == sdk_ids
     assert adopted >= 0.99 * n
+    if sdk_merge == "merge":
+        assert env.metric("weft_autotracing_merged_spans") >= 4 * 0.99 * n
 
 
 def node_bin() -> str:

@@ -79,7 +79,7 @@ impl Default for AutotracingConfig {
             max_spans_in_flight: 200_000,
             max_spans_per_trace: 10_000,
             max_children_per_span: 1_000,
-            clock_tolerance: Duration::from_millis(10),
+            clock_tolerance: Duration::from_millis(50),
             request_id_headers: vec!["X-Request-ID".to_string()],
             sdk_merge: SdkMerge::Child,
             keep_correlation_attributes: false,
