@@ -55,6 +55,24 @@ def parse_otlp_json(text: str | bytes, cls: type[Message]) -> Message:
     return msg
 
 
+def read_jsonl_traces(path, offset: int) -> tuple[int, list[ExportTraceServiceRequest]]:
+    """The complete OTLP/JSON lines a file exporter wrote after byte `offset`:
+    (the offset after them, the requests). A line still being written waits."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return offset, []
+    complete = data[: data.rfind(b"\n") + 1]
+    requests = [
+        parse_otlp_json(line, ExportTraceServiceRequest)
+        for line in complete.splitlines()
+        if line.strip()
+    ]
+    return offset + len(complete), requests
+
+
 def to_otlp_json(msg: Message) -> str:
     """Render a message as OTLP/JSON: hex ids, enums as ints, camelCase keys."""
     doc = json_format.MessageToDict(msg, use_integers_for_enums=True)

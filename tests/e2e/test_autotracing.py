@@ -39,10 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from harness import SUMMARY_LINES, ebpf_unavailable, E2E_DIR, Weft, free_port, otlp_receiver, side_python, wait_until, weft_binary
-from otlp_support import metric_sum, parse_otlp_json
+from otlp_support import metric_sum, read_jsonl_traces
 
 APPS = E2E_DIR / "apps"
 SERVER, CLIENT = 2, 3
@@ -96,18 +95,8 @@ class Output:
         self._spans: list[Sp] = []
 
     def spans(self) -> list[Sp]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-        except FileNotFoundError:
-            return []
-        complete = data[: data.rfind(b"\n") + 1]
-        self._offset += len(complete)
-        for line in complete.splitlines():
-            if not line.strip():
-                continue
-            req = parse_otlp_json(line, ExportTraceServiceRequest)
+        self._offset, requests = read_jsonl_traces(self.path, self._offset)
+        for req in requests:
             for rs in req.resource_spans:
                 res = {kv.key: any_value(kv.value) for kv in rs.resource.attributes}
                 for ss in rs.scope_spans:

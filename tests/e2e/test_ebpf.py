@@ -35,10 +35,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from harness import ebpf_unavailable, E2E_DIR, Weft, free_port, wait_until, weft_binary
-from otlp_support import metric_series, metric_sum, parse_otlp_json
+from otlp_support import metric_series, metric_sum, read_jsonl_traces
 
 SERVER_APP = E2E_DIR / "apps" / "ebpf_http_server.py"
 sys.path.insert(0, str(E2E_DIR / "apps"))
@@ -152,18 +151,8 @@ class Output:
         self._spans: list[Sp] = []
 
     def spans(self) -> list[Sp]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-        except FileNotFoundError:
-            return []
-        complete = data[: data.rfind(b"\n") + 1]
-        self._offset += len(complete)
-        for line in complete.splitlines():
-            if not line.strip():
-                continue
-            req = parse_otlp_json(line, ExportTraceServiceRequest)
+        self._offset, requests = read_jsonl_traces(self.path, self._offset)
+        for req in requests:
             for rs in req.resource_spans:
                 resource = kv_dict(rs.resource.attributes)
                 for ss in rs.scope_spans:
