@@ -785,6 +785,7 @@ impl Stitcher {
             .get(&key)
             .is_some_and(|v| v.len() > HOT_KEY)
         {
+            // Two ids no span has (ids start at 1): counted as ambiguous by `pick`.
             return vec![0, 0];
         }
         get(&self.ix.servers_by_rid, &key)
