@@ -161,6 +161,21 @@ const BAD: &[(&str, &str, &[&str])] = &[
         &["receivers::ebpf::redact_headers::0", "not a valid HTTP header name"],
     ),
     (
+        "autotracing max_hold below window + grace",
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\nprocessors:\n  autotracing:\n    max_hold: 1s\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [autotracing]\n      exporters: [debug]\n",
+        &["processors::autotracing::max_hold", "must be at least window + grace", "line 7, column 5"],
+    ),
+    (
+        "autotracing unknown sdk_merge",
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\nprocessors:\n  autotracing:\n    sdk_merge: maybe\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [autotracing]\n      exporters: [debug]\n",
+        &["processors::autotracing::sdk_merge", "unknown variant `maybe`, expected `child` or `merge`"],
+    ),
+    (
+        "autotracing in a metrics pipeline",
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\nprocessors:\n  autotracing:\nexporters:\n  debug:\nservice:\n  pipelines:\n    metrics:\n      receivers: [otlp]\n      processors: [autotracing]\n      exporters: [debug]\n",
+        &["processor \"autotracing\" does not support metrics"],
+    ),
+    (
         "ebpf unknown key",
         "receivers:\n  ebpf:\n    payload: 10\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces:\n      receivers: [ebpf]\n      exporters: [debug]\n",
         &["receivers::ebpf", "unknown field `payload`"],

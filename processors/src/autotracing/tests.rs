@@ -1144,3 +1144,25 @@ fn veto_a_parent_that_descends_from_the_child() {
     r.assert_root("cli");
     assert_eq!(r.stats.vetoes_of(Tier::T3, Veto::Cycle), 1);
 }
+
+#[test]
+fn grace_lets_an_sdk_span_exported_late_join_the_ebpf_span_of_its_call() {
+    let mut r = Run::default();
+    // The eBPF spans arrive first and are decided after the window...
+    r.ebpf(&[
+        e("ebpf_srv", true, 40, 1, 9).tid(41).seq(10, 20, 80, 40000),
+        e("cli", false, 1, 0, 10).seq(10, 20, 40000, 80),
+    ]);
+    r.advance(Duration::from_millis(2100));
+    assert!(r.out.is_empty(), "held through the grace period");
+    // ...then the SDK's batch exporter delivers the server span of the same call.
+    r.feed(vec![with_attrs(
+        sdk("sdk_root", SpanKind::Server, 40, TRACE, 0xD, 0, 2, 8),
+        vec![s("thread.id", "41")],
+    )]);
+    r.settle();
+    r.assert_edge("cli", "ebpf_srv");
+    r.assert_edge("ebpf_srv", "sdk_root");
+    assert_eq!(r.get("cli").trace, TRACE);
+    assert_eq!(r.stats.late_joined.get(), 0);
+}
