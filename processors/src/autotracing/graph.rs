@@ -924,10 +924,8 @@ impl Stitcher {
                         .filter(|&s| self.f(s).is_some_and(|sf| self.t0_match(cf, sf)))
                         .count()
                 });
-                let taken = self
-                    .nodes
-                    .get(c)
-                    .is_some_and(|n| n.t0_child && n.emitted.is_none());
+                // A client span that already has its server span (emitted or not).
+                let taken = self.nodes.get(c).is_some_and(|n| n.t0_child);
                 if rivals > 0 || taken {
                     if !quiet {
                         self.stats.ambiguous(Tier::T0);
