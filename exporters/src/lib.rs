@@ -9,6 +9,7 @@ pub mod jaeger;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod otlp_json;
+mod otlp_json_traces;
 pub mod tls;
 pub mod zipkin;
 

@@ -32,6 +32,16 @@ struct LogsRequest<'a> {
 
 /// The payload as one `Export*ServiceRequest` JSON object, without a newline.
 pub fn encode_request(payload: &Payload) -> Result<Vec<u8>, serde_json::Error> {
+    if let Payload::Traces(rs) = payload {
+        let mut out = Vec::with_capacity(1024 * rs.len().max(1));
+        crate::otlp_json_traces::encode_traces(rs, &mut out);
+        return Ok(out);
+    }
+    encode_generic(payload)
+}
+
+/// Any payload through serde: the reference the direct trace writer is tested against.
+fn encode_generic(payload: &Payload) -> Result<Vec<u8>, serde_json::Error> {
     // serde writes struct fields in proto order; a second pass through an
     // order-keeping tree drops the default-valued fields.
     let full = match payload {
@@ -287,5 +297,213 @@ mod tests {
             text,
             r#"{"resourceMetrics":[{"resource":{},"scopeMetrics":[{"scope":{},"metrics":[{"name":"m","gauge":{"dataPoints":[{"asDouble":0.0}]}}]}]}]}"#
         );
+    }
+
+    /// Random traces covering every field, default and non-default, odd strings and
+    /// odd doubles: the direct writer must give the generic path's bytes exactly.
+    mod direct_writer {
+        use opentelemetry_proto::tonic::common::v1::{
+            any_value::Value, AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue,
+            KeyValueList,
+        };
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+        use weft_pipeline::Payload;
+
+        struct Gen(fastrand::Rng);
+
+        impl Gen {
+            fn n(&mut self, max: usize) -> usize {
+                self.0.usize(..=max)
+            }
+            fn coin(&mut self) -> bool {
+                self.0.bool()
+            }
+            fn string(&mut self) -> String {
+                const PIECES: &[&str] = &[
+                    "",
+                    "a",
+                    "GET /x",
+                    "\"",
+                    "\\",
+                    "\n",
+                    "\t",
+                    "\r",
+                    "\u{8}",
+                    "\u{c}",
+                    "\u{1}",
+                    "\u{1f}",
+                    "\u{7f}",
+                    "é",
+                    "日本",
+                    "😀",
+                    "/",
+                    "</script>",
+                    " ",
+                ];
+                (0..self.n(3))
+                    .map(|_| PIECES[self.0.usize(..PIECES.len())])
+                    .collect()
+            }
+            fn bytes(&mut self, max: usize) -> Vec<u8> {
+                (0..self.n(max)).map(|_| self.0.u8(..)).collect()
+            }
+            fn num<T: From<u8>>(&mut self) -> T {
+                T::from(if self.coin() { 0 } else { self.0.u8(..) })
+            }
+            fn double(&mut self) -> f64 {
+                const ODD: &[f64] = &[
+                    0.0,
+                    -0.0,
+                    1.0,
+                    -2.5,
+                    1e300,
+                    1e-300,
+                    0.1,
+                    f64::NAN,
+                    f64::INFINITY,
+                    f64::NEG_INFINITY,
+                    f64::MAX,
+                    f64::MIN_POSITIVE,
+                ];
+                ODD[self.0.usize(..ODD.len())]
+            }
+            fn any(&mut self, depth: u32) -> AnyValue {
+                let value = match self.0.u8(..9) {
+                    0 => None,
+                    1 => Some(Value::StringValue(self.string())),
+                    2 => Some(Value::BoolValue(self.coin())),
+                    3 => Some(Value::IntValue(match self.0.u8(..4) {
+                        0 => 0,
+                        1 => i64::MIN,
+                        2 => i64::MAX,
+                        _ => self.0.i64(..),
+                    })),
+                    4 => Some(Value::DoubleValue(self.double())),
+                    5 if depth < 2 => Some(Value::ArrayValue(ArrayValue {
+                        values: (0..self.n(2)).map(|_| self.any(depth + 1)).collect(),
+                    })),
+                    6 if depth < 2 => Some(Value::KvlistValue(KeyValueList {
+                        values: self.kvs(depth + 1),
+                    })),
+                    7 => Some(Value::BytesValue(self.bytes(7))),
+                    8 => Some(Value::StringValueStrindex(self.num())),
+                    _ => None,
+                };
+                AnyValue { value }
+            }
+            fn kvs(&mut self, depth: u32) -> Vec<KeyValue> {
+                (0..self.n(3))
+                    .map(|_| KeyValue {
+                        key: self.string(),
+                        value: if self.0.u8(..4) == 0 {
+                            None
+                        } else {
+                            Some(self.any(depth))
+                        },
+                        key_strindex: self.num(),
+                    })
+                    .collect()
+            }
+            fn span(&mut self) -> Span {
+                Span {
+                    trace_id: self.bytes(16),
+                    span_id: self.bytes(8),
+                    trace_state: self.string(),
+                    parent_span_id: self.bytes(8),
+                    flags: self.num(),
+                    name: self.string(),
+                    kind: self.num(),
+                    start_time_unix_nano: if self.coin() { 0 } else { self.0.u64(..) },
+                    end_time_unix_nano: if self.coin() { 0 } else { u64::MAX },
+                    attributes: self.kvs(0),
+                    dropped_attributes_count: self.num(),
+                    events: (0..self.n(2))
+                        .map(|_| Event {
+                            time_unix_nano: self.num(),
+                            name: self.string(),
+                            attributes: self.kvs(0),
+                            dropped_attributes_count: self.num(),
+                        })
+                        .collect(),
+                    dropped_events_count: self.num(),
+                    links: (0..self.n(2))
+                        .map(|_| Link {
+                            trace_id: self.bytes(16),
+                            span_id: self.bytes(8),
+                            trace_state: self.string(),
+                            attributes: self.kvs(0),
+                            dropped_attributes_count: self.num(),
+                            flags: self.num(),
+                        })
+                        .collect(),
+                    dropped_links_count: self.num(),
+                    status: if self.coin() {
+                        None
+                    } else {
+                        Some(Status {
+                            message: self.string(),
+                            code: i32::from(self.0.u8(..3)),
+                        })
+                    },
+                }
+            }
+            fn resource_spans(&mut self) -> ResourceSpans {
+                ResourceSpans {
+                    resource: if self.coin() {
+                        None
+                    } else {
+                        Some(Resource {
+                            attributes: self.kvs(0),
+                            dropped_attributes_count: self.num(),
+                            entity_refs: (0..self.n(1))
+                                .map(|_| EntityRef {
+                                    schema_url: self.string(),
+                                    r#type: self.string(),
+                                    id_keys: (0..self.n(2)).map(|_| self.string()).collect(),
+                                    description_keys: (0..self.n(2))
+                                        .map(|_| self.string())
+                                        .collect(),
+                                })
+                                .collect(),
+                        })
+                    },
+                    scope_spans: (0..self.n(2))
+                        .map(|_| ScopeSpans {
+                            scope: if self.coin() {
+                                None
+                            } else {
+                                Some(InstrumentationScope {
+                                    name: self.string(),
+                                    version: self.string(),
+                                    attributes: self.kvs(0),
+                                    dropped_attributes_count: self.num(),
+                                })
+                            },
+                            spans: (0..self.n(3)).map(|_| self.span()).collect(),
+                            schema_url: self.string(),
+                        })
+                        .collect(),
+                    schema_url: self.string(),
+                }
+            }
+        }
+
+        #[test]
+        fn same_bytes_as_the_generic_path() {
+            let mut g = Gen(fastrand::Rng::with_seed(7));
+            for case in 0..3000 {
+                let rs: Vec<ResourceSpans> = (0..g.n(2)).map(|_| g.resource_spans()).collect();
+                let payload = Payload::Traces(rs);
+                let direct = super::super::encode_request(&payload).unwrap();
+                let generic = super::super::encode_generic(&payload).unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&direct),
+                    String::from_utf8_lossy(&generic),
+                    "case {case}"
+                );
+            }
+        }
     }
 }

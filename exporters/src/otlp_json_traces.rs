@@ -1,0 +1,475 @@
+//! A direct OTLP/JSON writer for traces: the same bytes as the generic path in
+//! [`crate::otlp_json`] (serialize, re-parse, drop defaults), written in one pass
+//! without intermediate trees or allocations per field. Traces are the hot path of
+//! the `file` and `otlphttp` exporters; metrics and logs keep the generic path.
+
+use opentelemetry_proto::tonic::common::v1::{
+    any_value::Value, AnyValue, EntityRef, InstrumentationScope, KeyValue,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+/// `{"resourceSpans":[...]}` for these resource spans, appended to `out`.
+pub fn encode_traces(rs: &[ResourceSpans], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{");
+    let mut o = Obj::new();
+    if !rs.is_empty() {
+        o.key(out, "resourceSpans");
+        out.push(b'[');
+        for (i, r) in rs.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            resource_spans(r, out);
+        }
+        out.push(b']');
+    }
+    out.push(b'}');
+}
+
+/// Writes the commas between the fields of one JSON object.
+struct Obj {
+    first: bool,
+}
+
+impl Obj {
+    fn new() -> Obj {
+        Obj { first: true }
+    }
+
+    fn key(&mut self, out: &mut Vec<u8>, k: &str) {
+        if !std::mem::take(&mut self.first) {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b"\":");
+    }
+
+    /// A string field, left out when empty.
+    fn str(&mut self, out: &mut Vec<u8>, k: &str, v: &str) {
+        if !v.is_empty() {
+            self.key(out, k);
+            string(out, v);
+        }
+    }
+
+    /// A number field, left out when zero.
+    fn num(&mut self, out: &mut Vec<u8>, k: &str, v: i64) {
+        if v != 0 {
+            self.key(out, k);
+            int(out, v);
+        }
+    }
+
+    /// A 64-bit field written as a string, left out when zero.
+    fn u64_str(&mut self, out: &mut Vec<u8>, k: &str, v: u64) {
+        if v != 0 {
+            self.key(out, k);
+            out.push(b'"');
+            uint(out, v);
+            out.push(b'"');
+        }
+    }
+
+    /// Bytes as lowercase hex, left out when empty.
+    fn hex(&mut self, out: &mut Vec<u8>, k: &str, v: &[u8]) {
+        if !v.is_empty() {
+            self.key(out, k);
+            out.push(b'"');
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            for b in v {
+                out.push(DIGITS[usize::from(b >> 4)]);
+                out.push(DIGITS[usize::from(b & 15)]);
+            }
+            out.push(b'"');
+        }
+    }
+
+    fn attributes(&mut self, out: &mut Vec<u8>, k: &str, attrs: &[KeyValue]) {
+        if !attrs.is_empty() {
+            self.key(out, k);
+            key_values(out, attrs);
+        }
+    }
+}
+
+fn int(out: &mut Vec<u8>, v: i64) {
+    let mut b = itoa_buf();
+    out.extend_from_slice(fmt_i64(&mut b, v));
+}
+
+fn uint(out: &mut Vec<u8>, v: u64) {
+    let mut b = itoa_buf();
+    out.extend_from_slice(fmt_u64(&mut b, v));
+}
+
+fn itoa_buf() -> [u8; 20] {
+    [0u8; 20]
+}
+
+fn fmt_u64(buf: &mut [u8; 20], mut v: u64) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+fn fmt_i64(buf: &mut [u8; 20], v: i64) -> &[u8] {
+    if v >= 0 {
+        return fmt_u64(buf, v as u64);
+    }
+    // |i64::MIN| needs 19 digits and the sign 1: 20 bytes.
+    let mut i = buf.len();
+    let mut m = v.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    i -= 1;
+    buf[i] = b'-';
+    &buf[i..]
+}
+
+/// A JSON string with serde_json's escaping: `"` and `\`, the short escapes of
+/// \b \f \n \r \t, other control characters as `\u00XX`; everything else as is.
+fn string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => {
+                out.extend_from_slice(&bytes[start..i]);
+                const DIGITS: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(DIGITS[usize::from(b >> 4)]);
+                out.push(DIGITS[usize::from(b & 15)]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn base64(out: &mut Vec<u8>, data: &[u8]) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        out.push(ALPHABET[(n >> 18) as usize & 63]);
+        out.push(ALPHABET[(n >> 12) as usize & 63]);
+        out.push(if chunk.len() > 1 {
+            ALPHABET[(n >> 6) as usize & 63]
+        } else {
+            b'='
+        });
+        out.push(if chunk.len() > 2 {
+            ALPHABET[n as usize & 63]
+        } else {
+            b'='
+        });
+    }
+}
+
+fn key_values(out: &mut Vec<u8>, kvs: &[KeyValue]) {
+    out.push(b'[');
+    for (i, kv) in kvs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        let mut o = Obj::new();
+        o.str(out, "key", &kv.key);
+        if let Some(v) = &kv.value {
+            o.key(out, "value");
+            any_value(out, v);
+        }
+        o.num(out, "keyStrindex", i64::from(kv.key_strindex));
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
+fn any_value(out: &mut Vec<u8>, v: &AnyValue) {
+    out.push(b'{');
+    let mut o = Obj::new();
+    match &v.value {
+        None => {}
+        Some(Value::StringValue(s)) => {
+            o.key(out, "stringValue");
+            string(out, s);
+        }
+        Some(Value::BoolValue(b)) => {
+            o.key(out, "boolValue");
+            out.extend_from_slice(if *b { b"true" } else { b"false" });
+        }
+        Some(Value::IntValue(i)) => {
+            o.key(out, "intValue");
+            out.push(b'"');
+            int(out, *i);
+            out.push(b'"');
+        }
+        Some(Value::DoubleValue(d)) => {
+            // serde_json writes a non-finite double as null, and a null field is left out.
+            if let Some(n) = serde_json::Number::from_f64(*d) {
+                o.key(out, "doubleValue");
+                // Infallible: a number into a vector.
+                let _ = serde_json::to_writer(&mut *out, &n);
+            }
+        }
+        Some(Value::ArrayValue(a)) => {
+            o.key(out, "arrayValue");
+            out.push(b'{');
+            if !a.values.is_empty() {
+                out.extend_from_slice(b"\"values\":[");
+                for (i, item) in a.values.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    any_value(out, item);
+                }
+                out.push(b']');
+            }
+            out.push(b'}');
+        }
+        Some(Value::KvlistValue(l)) => {
+            o.key(out, "kvlistValue");
+            out.push(b'{');
+            if !l.values.is_empty() {
+                out.extend_from_slice(b"\"values\":");
+                key_values(out, &l.values);
+            }
+            out.push(b'}');
+        }
+        Some(Value::BytesValue(b)) => {
+            o.key(out, "bytesValue");
+            out.push(b'"');
+            base64(out, b);
+            out.push(b'"');
+        }
+        Some(Value::StringValueStrindex(i)) => o.num(out, "stringValueStrindex", i64::from(*i)),
+    }
+    out.push(b'}');
+}
+
+fn strings(o: &mut Obj, out: &mut Vec<u8>, k: &str, list: &[String]) {
+    if list.is_empty() {
+        return;
+    }
+    o.key(out, k);
+    out.push(b'[');
+    for (i, s) in list.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(out, s);
+    }
+    out.push(b']');
+}
+
+fn entity_ref(out: &mut Vec<u8>, e: &EntityRef) {
+    out.push(b'{');
+    let mut o = Obj::new();
+    o.str(out, "schemaUrl", &e.schema_url);
+    o.str(out, "type", &e.r#type);
+    strings(&mut o, out, "idKeys", &e.id_keys);
+    strings(&mut o, out, "descriptionKeys", &e.description_keys);
+    out.push(b'}');
+}
+
+fn resource(out: &mut Vec<u8>, r: Option<&Resource>) {
+    out.push(b'{');
+    if let Some(r) = r {
+        let mut o = Obj::new();
+        o.attributes(out, "attributes", &r.attributes);
+        o.num(
+            out,
+            "droppedAttributesCount",
+            i64::from(r.dropped_attributes_count),
+        );
+        if !r.entity_refs.is_empty() {
+            o.key(out, "entityRefs");
+            out.push(b'[');
+            for (i, e) in r.entity_refs.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                entity_ref(out, e);
+            }
+            out.push(b']');
+        }
+    }
+    out.push(b'}');
+}
+
+fn scope(out: &mut Vec<u8>, s: Option<&InstrumentationScope>) {
+    out.push(b'{');
+    if let Some(s) = s {
+        let mut o = Obj::new();
+        o.str(out, "name", &s.name);
+        o.str(out, "version", &s.version);
+        o.attributes(out, "attributes", &s.attributes);
+        o.num(
+            out,
+            "droppedAttributesCount",
+            i64::from(s.dropped_attributes_count),
+        );
+    }
+    out.push(b'}');
+}
+
+fn resource_spans(r: &ResourceSpans, out: &mut Vec<u8>) {
+    out.push(b'{');
+    let mut o = Obj::new();
+    o.key(out, "resource");
+    resource(out, r.resource.as_ref());
+    if !r.scope_spans.is_empty() {
+        o.key(out, "scopeSpans");
+        out.push(b'[');
+        for (i, s) in r.scope_spans.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            scope_spans(s, out);
+        }
+        out.push(b']');
+    }
+    o.str(out, "schemaUrl", &r.schema_url);
+    out.push(b'}');
+}
+
+fn scope_spans(s: &ScopeSpans, out: &mut Vec<u8>) {
+    out.push(b'{');
+    let mut o = Obj::new();
+    o.key(out, "scope");
+    scope(out, s.scope.as_ref());
+    if !s.spans.is_empty() {
+        o.key(out, "spans");
+        out.push(b'[');
+        for (i, sp) in s.spans.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            span(sp, out);
+        }
+        out.push(b']');
+    }
+    o.str(out, "schemaUrl", &s.schema_url);
+    out.push(b'}');
+}
+
+fn span(s: &Span, out: &mut Vec<u8>) {
+    out.push(b'{');
+    let mut o = Obj::new();
+    o.hex(out, "traceId", &s.trace_id);
+    o.hex(out, "spanId", &s.span_id);
+    o.str(out, "traceState", &s.trace_state);
+    o.hex(out, "parentSpanId", &s.parent_span_id);
+    o.num(out, "flags", i64::from(s.flags));
+    o.str(out, "name", &s.name);
+    o.num(out, "kind", i64::from(s.kind));
+    o.u64_str(out, "startTimeUnixNano", s.start_time_unix_nano);
+    o.u64_str(out, "endTimeUnixNano", s.end_time_unix_nano);
+    o.attributes(out, "attributes", &s.attributes);
+    o.num(
+        out,
+        "droppedAttributesCount",
+        i64::from(s.dropped_attributes_count),
+    );
+    if !s.events.is_empty() {
+        o.key(out, "events");
+        out.push(b'[');
+        for (i, e) in s.events.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            event(e, out);
+        }
+        out.push(b']');
+    }
+    o.num(out, "droppedEventsCount", i64::from(s.dropped_events_count));
+    if !s.links.is_empty() {
+        o.key(out, "links");
+        out.push(b'[');
+        for (i, l) in s.links.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            link(l, out);
+        }
+        out.push(b']');
+    }
+    o.num(out, "droppedLinksCount", i64::from(s.dropped_links_count));
+    o.key(out, "status");
+    status(out, s.status.as_ref());
+    out.push(b'}');
+}
+
+fn event(e: &Event, out: &mut Vec<u8>) {
+    out.push(b'{');
+    let mut o = Obj::new();
+    o.u64_str(out, "timeUnixNano", e.time_unix_nano);
+    o.str(out, "name", &e.name);
+    o.attributes(out, "attributes", &e.attributes);
+    o.num(
+        out,
+        "droppedAttributesCount",
+        i64::from(e.dropped_attributes_count),
+    );
+    out.push(b'}');
+}
+
+fn link(l: &Link, out: &mut Vec<u8>) {
+    out.push(b'{');
+    let mut o = Obj::new();
+    o.hex(out, "traceId", &l.trace_id);
+    o.hex(out, "spanId", &l.span_id);
+    o.str(out, "traceState", &l.trace_state);
+    o.attributes(out, "attributes", &l.attributes);
+    o.num(
+        out,
+        "droppedAttributesCount",
+        i64::from(l.dropped_attributes_count),
+    );
+    o.num(out, "flags", i64::from(l.flags));
+    out.push(b'}');
+}
+
+fn status(out: &mut Vec<u8>, s: Option<&Status>) {
+    out.push(b'{');
+    if let Some(s) = s {
+        let mut o = Obj::new();
+        o.str(out, "message", &s.message);
+        o.num(out, "code", i64::from(s.code));
+    }
+    out.push(b'}');
+}
