@@ -1,20 +1,39 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * Socket syscall capture for the weft ebpf receiver: one fixed-layout record
- * per read/write-family syscall on a TCP socket (one per message for
- * recvmmsg/sendmmsg), with the correlation facts the stitcher needs (tcp seq,
- * role, 5-tuple, per-socket counter) and a prefix of the payload. Syscall
- * tracepoints only, so no kprobes are needed.
+ * Socket capture for the weft ebpf receiver: one fixed-layout record per
+ * send or receive on a TCP socket, with the correlation facts the stitcher
+ * needs (tcp seq, role, 5-tuple, per-socket counter) and a prefix of the
+ * payload, plus a close record when a connection ends.
+ *
+ * BTF tracepoints of the socket layer, not of syscalls: sock_send_length and
+ * sock_recv_length fire once per send/receive on a socket (whatever the
+ * syscall: write, send*, writev, sendfile, read, recv*, readv),
+ * tcp_sendmsg_locked marks when a send starts, inet_sock_set_state tells a
+ * connection's role and its end. Syscall tracepoints would put every syscall
+ * of every process on the kernel's slow path (about 8 % of nginx's throughput
+ * on their own); these cost nothing to a process that does no TCP I/O, and
+ * little to one that does:
+ * - the process filter (weft itself, pid include/exclude) runs first;
+ * - a socket's facts (5-tuple, inode number, role, record counter, the port
+ *   filter's verdict) are read once and kept per socket, so an untraced
+ *   connection costs a lookup;
+ * - kernel structures are read directly through BTF pointers, and the
+ *   syscall's arguments (the user buffer) from its saved registers.
+ * No kprobes, no tracefs. Needs Linux 6.3 (sock_*_length); sendfile goes
+ * through the socket layer from 6.5, send start times need 6.11
+ * (tcp_sendmsg_locked, optional: without it a send is timed at its end).
  */
 #include "include/weft_kernel_types.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
 
 #define WEFT_EVENT_VERSION 1
 #define WEFT_MAX_PAYLOAD 16384
 #define WEFT_DEFAULT_PAYLOAD 1024
 #define WEFT_COMM_LEN 16
 
+/* The syscall that moved the bytes, from the caller's saved registers. */
 enum weft_syscall {
 	WEFT_SYS_READ = 1,
 	WEFT_SYS_WRITE = 2,
@@ -22,7 +41,7 @@ enum weft_syscall {
 	WEFT_SYS_SENDTO = 4,
 	WEFT_SYS_CONNECT = 5,
 	WEFT_SYS_ACCEPT = 6,
-	WEFT_SYS_CLOSE = 7,
+	WEFT_SYS_CLOSE = 7,          /* the close record: the connection ended */
 	WEFT_SYS_READV = 8,
 	WEFT_SYS_WRITEV = 9,
 	WEFT_SYS_RECVMSG = 10,
@@ -30,15 +49,12 @@ enum weft_syscall {
 	WEFT_SYS_RECVMMSG = 12,
 	WEFT_SYS_SENDMMSG = 13,
 	WEFT_SYS_SENDFILE = 14,
+	WEFT_SYS_OTHER = 15,         /* io_uring, splice, a kernel caller: no payload */
 };
 
-/* iovec entries copied per syscall; bytes in later entries are counted as
+/* iovec entries copied per record; bytes in later entries are counted as
  * truncated. */
 #define WEFT_MAX_IOV 8
-
-/* recvmmsg/sendmmsg messages recorded per syscall, one record each. Bytes of
- * later messages are not recorded; user space sees the gap in tcp_seq. */
-#define WEFT_MAX_MMSG 4
 
 enum weft_role { WEFT_ROLE_UNKNOWN = 0, WEFT_ROLE_CLIENT = 1, WEFT_ROLE_SERVER = 2 };
 enum weft_direction { WEFT_DIR_EGRESS = 1, WEFT_DIR_INGRESS = 2 };
@@ -48,15 +64,16 @@ enum weft_stat {
 	WEFT_STAT_RINGBUF_DROPS = 0,  /* record lost: ring buffer full */
 	WEFT_STAT_TRUNCATED = 1,      /* payload longer than the captured prefix */
 	WEFT_STAT_PAYLOAD_FAULT = 2,  /* user buffer unreadable; record sent without payload */
-	WEFT_STAT_ACTIVE_FULL = 3,    /* too many syscalls in flight to track one more */
+	WEFT_STAT_SOCKETS_FULL = 3,   /* no room to remember one more socket */
 	WEFT_STAT_MAX = 4,
 };
 
 /* Record flags. */
 #define WEFT_FLAG_TRUNCATED 0x1
 #define WEFT_FLAG_PAYLOAD_FAULT 0x2
-/* sendfile: the bytes came from a file and are not captured (payload_len is
- * 0, ret counts them); always set together with WEFT_FLAG_TRUNCATED. */
+/* The bytes are not in a user buffer the probe can read (sendfile: from a
+ * file; io_uring, splice, recvmmsg/sendmmsg): payload_len is 0, ret counts
+ * them; always set together with WEFT_FLAG_TRUNCATED. */
 #define WEFT_FLAG_FROM_FILE 0x4
 
 /*
@@ -65,14 +82,14 @@ enum weft_stat {
  * the kernel keeps them; ports are host order.
  */
 struct weft_event {
-	__u64 ts_enter_ns;   /* CLOCK_MONOTONIC at sys_enter */
-	__u64 ts_exit_ns;    /* CLOCK_MONOTONIC at sys_exit */
+	__u64 ts_enter_ns;   /* CLOCK_MONOTONIC: a send's start (its end when unknown); a receive's end */
+	__u64 ts_exit_ns;    /* CLOCK_MONOTONIC at the end of the send or receive */
 	__u64 cgroup_id;
 	__u64 sock_id;       /* socket inode number: unique while the socket lives */
 	__u32 pid;           /* tgid */
 	__u32 tid;
-	__s64 ret;           /* bytes moved (for *mmsg: by this message) */
-	__u32 tcp_seq;       /* seq of the first byte: write_seq (egress) / copied_seq (ingress) at entry */
+	__s64 ret;           /* bytes moved */
+	__u32 tcp_seq;       /* seq of the first byte: write_seq (egress) / copied_seq (ingress) less ret */
 	__u32 capture_seq;   /* per-socket record counter, from 0 */
 	__u32 payload_len;   /* bytes of payload following the header */
 	__u16 family;        /* AF_INET or AF_INET6 */
@@ -80,7 +97,7 @@ struct weft_event {
 	__u16 rport;
 	__u8 role;           /* enum weft_role */
 	__u8 direction;      /* enum weft_direction */
-	__u8 syscall;        /* enum weft_syscall */
+	__u8 syscall;        /* enum weft_syscall: the call that moved the bytes */
 	__u8 flags;          /* WEFT_FLAG_* */
 	__u8 version;        /* WEFT_EVENT_VERSION */
 	__u8 _pad;
@@ -90,35 +107,56 @@ struct weft_event {
 	__u8 payload[];
 };
 
+/* weft_config.filters bits: which filter maps hold entries. */
+#define WEFT_FILTER_INCLUDE_PIDS 0x1
+#define WEFT_FILTER_EXCLUDE_PIDS 0x2
+#define WEFT_FILTER_INCLUDE_PORTS 0x4
+#define WEFT_FILTER_EXCLUDE_PORTS 0x8
+
 struct weft_config {
 	__u32 payload_bytes; /* 0 = default; capped at WEFT_MAX_PAYLOAD */
 	__u32 exclude_tgid;  /* weft's own process, never traced */
 	__u32 wakeup_bytes;  /* wake the reader once this much is unread; 0 = every record */
-	__u32 _pad;
+	__u32 filters;       /* WEFT_FILTER_* */
 };
+
+/* Values of the weft_pids and weft_ports filter maps. */
+#define WEFT_LIST_INCLUDE 0x1
+#define WEFT_LIST_EXCLUDE 0x2
 
 /* Ring buffer flags and query (UAPI enum values). */
 #define WEFT_RB_NO_WAKEUP 1
 #define WEFT_RB_FORCE_WAKEUP 2
 #define WEFT_RB_AVAIL_DATA 0
 
-/* State of one syscall between enter and exit. */
-struct weft_active {
-	__u64 ts_enter_ns;
-	__u64 buf;           /* user buffer, or iovec array when iovcnt > 0, or mmsghdr array for *mmsg */
-	__u64 iovcnt;        /* iovec count, or vlen for *mmsg */
-	__u64 sk;
-	__u64 sock_id;
-	__u32 fd;
-	__u32 tcp_seq;
-	__u8 syscall;
-	__u8 _pad[7];
+/* weft_sock.traced */
+#define WEFT_TRACED_UNDECIDED 0  /* role known, 5-tuple not read yet */
+#define WEFT_TRACED_YES 1
+#define WEFT_TRACED_NO 2         /* not inet TCP, or the port filter says no */
+
+/* What is known of one socket, by its struct sock address. Created at the
+ * connection's start (with its role) or at its first traffic, removed when
+ * it closes; an LRU, so sockets whose end went unseen age out. */
+struct weft_sock {
+	__u64 sock_id;        /* inode number */
+	__u32 capture_seq;    /* records of this socket so far */
+	__u64 cgroup_id;      /* of the thread that last moved bytes on it */
+	__u32 tgid;           /* the process that last moved bytes on it */
+	__u32 tid;
+	__u16 family;
+	__u16 lport;
+	__u16 rport;
+	__u8 role;
+	__u8 traced;
+	__u8 laddr[16];
+	__u8 raddr[16];
+	char comm[WEFT_COMM_LEN];
 };
 
-struct weft_sock_state {
-	__u32 capture_seq;
-	__u8 role;
-	__u8 _pad[3];
+/* The start of the send in flight on this task, in its storage. */
+struct weft_send {
+	__u64 sk;
+	__u64 ts_ns;
 };
 
 /* Per-CPU staging area for one record: header + largest payload. Too big for
@@ -142,21 +180,35 @@ struct {
 	__type(value, struct weft_config);
 } weft_config SEC(".maps");
 
+/* Process filter: tgid -> WEFT_LIST_* bits. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64); /* pid_tgid */
-	__type(value, struct weft_active);
-} weft_active SEC(".maps");
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u32);
+} weft_pids SEC(".maps");
 
-/* LRU so that sockets whose close() we never saw (fd passed to another
- * process, exit without close) age out instead of filling the map. */
+/* Port filter: port -> WEFT_LIST_* bits. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u16);
+	__type(value, __u32);
+} weft_ports SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64); /* struct sock address */
-	__type(value, struct weft_sock_state);
-} weft_sockets SEC(".maps");
+	__type(value, struct weft_sock);
+} weft_socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct weft_send);
+} weft_sends SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -190,12 +242,11 @@ static __always_inline struct weft_config *config(void)
 	return bpf_map_lookup_elem(&weft_config, &zero);
 }
 
-/* Waking the reader for every record costs a context switch per syscall; the
+/* Waking the reader for every record costs a context switch per record; the
  * reader also polls on a short timer, so a wakeup is forced only once
  * wakeup_bytes are waiting. */
-static __always_inline __u64 wakeup_flags(void)
+static __always_inline __u64 wakeup_flags(struct weft_config *c)
 {
-	struct weft_config *c = config();
 	if (!c || !c->wakeup_bytes)
 		return 0;
 	if (bpf_ringbuf_query(&weft_events, WEFT_RB_AVAIL_DATA) >= c->wakeup_bytes)
@@ -203,110 +254,123 @@ static __always_inline __u64 wakeup_flags(void)
 	return WEFT_RB_NO_WAKEUP;
 }
 
-static __always_inline bool excluded(__u64 pid_tgid)
+/* The x86-64 syscalls whose user buffers the probes read, as enum
+ * weft_syscall; WEFT_SYS_OTHER for any other path to the socket layer. */
+static __always_inline __u8 syscall_code(long nr)
 {
-	struct weft_config *c = config();
-	return c && c->exclude_tgid && c->exclude_tgid == (__u32)(pid_tgid >> 32);
-}
-
-/*
- * fd -> struct sock of an inet TCP stream socket, or NULL. Filters early:
- * regular files, pipes and AF_UNIX sockets stop here.
- */
-static __always_inline struct sock *tcp_sock_of_fd(__u32 fd, __u64 *sock_id)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt)
-		return NULL;
-	if (fd >= BPF_CORE_READ(fdt, max_fds))
-		return NULL;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	struct file *file = NULL;
-	if (bpf_core_read(&file, sizeof(file), &fds[fd]) || !file)
-		return NULL;
-	struct inode *inode = BPF_CORE_READ(file, f_inode);
-	if (!inode)
-		return NULL;
-	unsigned short mode = BPF_CORE_READ(inode, i_mode);
-	if ((mode & S_IFMT) != S_IFSOCK)
-		return NULL;
-	struct socket *sock = BPF_CORE_READ(file, private_data);
-	if (!sock)
-		return NULL;
-	struct sock *sk = BPF_CORE_READ(sock, sk);
-	if (!sk)
-		return NULL;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (family != AF_INET && family != AF_INET6)
-		return NULL;
-	if (BPF_CORE_READ(sk, sk_type) != SOCK_STREAM ||
-	    BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return NULL;
-	*sock_id = BPF_CORE_READ(inode, i_ino);
-	return sk;
-}
-
-static __always_inline bool is_egress(__u8 syscall)
-{
-	return syscall == WEFT_SYS_WRITE || syscall == WEFT_SYS_SENDTO ||
-	       syscall == WEFT_SYS_WRITEV || syscall == WEFT_SYS_SENDMSG ||
-	       syscall == WEFT_SYS_SENDMMSG || syscall == WEFT_SYS_SENDFILE;
-}
-
-static __always_inline int on_data_enter(struct weft_sys_enter_ctx *ctx, __u8 syscall)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (excluded(pid_tgid))
-		return 0;
-	struct weft_active a = {};
-	a.fd = (__u32)ctx->args[0];
-	struct sock *sk = tcp_sock_of_fd(a.fd, &a.sock_id);
-	if (!sk)
-		return 0;
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
-	if (is_egress(syscall))
-		a.tcp_seq = BPF_CORE_READ(tp, write_seq);
-	else
-		a.tcp_seq = BPF_CORE_READ(tp, copied_seq);
-	a.ts_enter_ns = bpf_ktime_get_ns();
-	a.buf = ctx->args[1];
-	if (syscall == WEFT_SYS_READV || syscall == WEFT_SYS_WRITEV ||
-	    syscall == WEFT_SYS_RECVMMSG || syscall == WEFT_SYS_SENDMMSG) {
-		/* *mmsg: the entries' msg_len is only filled in at exit, so the
-		 * mmsghdr array itself is read there. */
-		a.iovcnt = ctx->args[2];
-	} else if (syscall == WEFT_SYS_RECVMSG || syscall == WEFT_SYS_SENDMSG) {
-		struct weft_user_msghdr m = {};
-		if (bpf_probe_read_user(&m, sizeof(m), (void *)ctx->args[1]))
-			return 0;
-		a.buf = m.msg_iov;
-		a.iovcnt = m.msg_iovlen;
-	} else if (syscall == WEFT_SYS_SENDFILE) {
-		/* args[1] is the source file's fd: nothing to read at exit. */
-		a.buf = 0;
+	switch (nr) {
+	case 0: return WEFT_SYS_READ;
+	case 1: return WEFT_SYS_WRITE;
+	case 19: return WEFT_SYS_READV;
+	case 20: return WEFT_SYS_WRITEV;
+	case 40: return WEFT_SYS_SENDFILE;
+	case 44: return WEFT_SYS_SENDTO;
+	case 45: return WEFT_SYS_RECVFROM;
+	case 46: return WEFT_SYS_SENDMSG;
+	case 47: return WEFT_SYS_RECVMSG;
+	case 299: return WEFT_SYS_RECVMMSG;
+	case 307: return WEFT_SYS_SENDMMSG;
+	default: return WEFT_SYS_OTHER;
 	}
-	a.sk = (__u64)sk;
-	a.syscall = syscall;
-	if (bpf_map_update_elem(&weft_active, &pid_tgid, &a, BPF_ANY))
-		stat_inc(WEFT_STAT_ACTIVE_FULL);
-	return 0;
 }
 
-static __always_inline void fill_tuple(struct weft_event *e, struct sock *sk)
+/* Whether the process may be traced at all: never weft itself, then the pid
+ * lists. */
+static __always_inline bool process_traced(struct weft_config *c, __u32 tgid)
 {
-	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	e->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	e->rport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (!c)
+		return true;
+	if (c->exclude_tgid && c->exclude_tgid == tgid)
+		return false;
+	if (!(c->filters & (WEFT_FILTER_INCLUDE_PIDS | WEFT_FILTER_EXCLUDE_PIDS)))
+		return true;
+	__u32 *v = bpf_map_lookup_elem(&weft_pids, &tgid);
+	__u32 bits = v ? *v : 0;
+	if (bits & WEFT_LIST_EXCLUDE)
+		return false;
+	if ((c->filters & WEFT_FILTER_INCLUDE_PIDS) && !(bits & WEFT_LIST_INCLUDE))
+		return false;
+	return true;
+}
+
+static __always_inline __u32 port_bits(__u16 port)
+{
+	__u32 *v = bpf_map_lookup_elem(&weft_ports, &port);
+	return v ? *v : 0;
+}
+
+/* The port filter's verdict on a connection: a listed local or remote port. */
+static __always_inline bool ports_traced(struct weft_config *c, __u16 lport, __u16 rport)
+{
+	if (!c || !(c->filters & (WEFT_FILTER_INCLUDE_PORTS | WEFT_FILTER_EXCLUDE_PORTS)))
+		return true;
+	__u32 bits = port_bits(lport) | port_bits(rport);
+	if (bits & WEFT_LIST_EXCLUDE)
+		return false;
+	if ((c->filters & WEFT_FILTER_INCLUDE_PORTS) && !(bits & WEFT_LIST_INCLUDE))
+		return false;
+	return true;
+}
+
+/* Whether sk is an inet TCP stream socket. */
+static __always_inline bool tcp_socket(struct sock *sk)
+{
+	__u16 family = sk->__sk_common.skc_family;
+	return (family == AF_INET || family == AF_INET6) && sk->sk_type == SOCK_STREAM &&
+	       sk->sk_protocol == IPPROTO_TCP;
+}
+
+/* Reads the 5-tuple, inode number and the port filter's verdict into e. */
+static __always_inline void read_facts(struct weft_config *c, struct weft_sock *e, struct sock *sk)
+{
+	e->family = sk->__sk_common.skc_family;
+	e->lport = sk->__sk_common.skc_num;
+	e->rport = __builtin_bswap16(sk->__sk_common.skc_dport);
 	if (e->family == AF_INET) {
-		__be32 l = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-		__be32 r = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__be32 l = sk->__sk_common.skc_rcv_saddr;
+		__be32 r = sk->__sk_common.skc_daddr;
 		__builtin_memcpy(e->laddr, &l, 4);
 		__builtin_memcpy(e->raddr, &r, 4);
 	} else {
 		BPF_CORE_READ_INTO(&e->laddr, sk, __sk_common.skc_v6_rcv_saddr);
 		BPF_CORE_READ_INTO(&e->raddr, sk, __sk_common.skc_v6_daddr);
 	}
+	e->sock_id = 0;
+	struct socket *sock = sk->sk_socket;
+	if (sock) {
+		struct file *file = sock->file;
+		if (file) {
+			struct inode *inode = file->f_inode;
+			if (inode)
+				e->sock_id = inode->i_ino;
+		}
+	}
+	e->traced = ports_traced(c, e->lport, e->rport) ? WEFT_TRACED_YES : WEFT_TRACED_NO;
+}
+
+/* The entry of a socket that moves bytes now, created or completed on first
+ * use. NULL when it is not traced. */
+static __always_inline struct weft_sock *sock_entry(struct weft_config *c, struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct weft_sock *e = bpf_map_lookup_elem(&weft_socks, &key);
+	if (!e) {
+		if (!tcp_socket(sk))
+			return NULL;
+		struct weft_sock fresh = {};
+		read_facts(c, &fresh, sk);
+		if (bpf_map_update_elem(&weft_socks, &key, &fresh, BPF_ANY)) {
+			stat_inc(WEFT_STAT_SOCKETS_FULL);
+			return NULL;
+		}
+		e = bpf_map_lookup_elem(&weft_socks, &key);
+		if (!e)
+			return NULL;
+	} else if (e->traced == WEFT_TRACED_UNDECIDED) {
+		/* Created at connect, before the local port was bound. */
+		read_facts(c, e, sk);
+	}
+	return e->traced == WEFT_TRACED_YES ? e : NULL;
 }
 
 /* Copy up to want bytes from a user iovec array into the record's payload;
@@ -344,312 +408,318 @@ static __always_inline __u32 gather_iov(struct weft_scratch *s, __u64 iov_ptr, _
 	return off;
 }
 
-/*
- * Build in the scratch buffer, and send, one record of `bytes` bytes whose
- * first byte has sequence number tcp_seq. The payload prefix comes from buf:
- * a plain buffer, or an iovec array of iovcnt entries when vectored. cap 0
- * captures nothing (the record is then flagged truncated).
- */
-static __always_inline void emit_record(struct weft_scratch *s, struct weft_active *a,
-					struct weft_sock_state *st, __u64 ts_exit_ns, __s64 bytes,
-					__u32 tcp_seq, __u64 buf, __u64 iovcnt, bool vectored,
-					__u32 cap, __u8 direction, __u8 flags)
+/* The record header fields every record shares. */
+static __always_inline void fill_common(struct weft_event *e, struct weft_sock *f)
 {
-	struct weft_event *e = (struct weft_event *)s->buf;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-
-	e->ts_enter_ns = a->ts_enter_ns;
-	e->ts_exit_ns = ts_exit_ns;
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->sock_id = a->sock_id;
-	e->pid = pid_tgid >> 32;
-	e->tid = (__u32)pid_tgid;
-	e->ret = bytes;
-	e->tcp_seq = tcp_seq;
-	e->capture_seq = __sync_fetch_and_add(&st->capture_seq, 1);
-	e->role = st->role;
-	e->direction = direction;
-	e->syscall = a->syscall;
-	e->flags = flags;
+	e->cgroup_id = f->cgroup_id;
+	e->sock_id = f->sock_id;
+	e->pid = f->tgid;
+	e->tid = f->tid;
+	e->family = f->family;
+	e->lport = f->lport;
+	e->rport = f->rport;
+	e->role = f->role;
 	e->version = WEFT_EVENT_VERSION;
 	e->_pad = 0;
-	__builtin_memset(e->laddr, 0, sizeof(e->laddr));
-	__builtin_memset(e->raddr, 0, sizeof(e->raddr));
-	fill_tuple(e, (struct sock *)a->sk);
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	__builtin_memcpy(e->laddr, f->laddr, sizeof(e->laddr));
+	__builtin_memcpy(e->raddr, f->raddr, sizeof(e->raddr));
+	__builtin_memcpy(e->comm, f->comm, sizeof(e->comm));
+}
 
-	__u32 n = bytes < (__s64)cap ? (__u32)bytes : cap;
-	if ((__u64)bytes > n) {
-		e->flags |= WEFT_FLAG_TRUNCATED;
-		stat_inc(WEFT_STAT_TRUNCATED);
+/* One record being made, before it has a place in the ring. */
+struct weft_call {
+	__u64 ts_enter_ns;
+	__u64 ts_exit_ns;
+	__s64 ret;
+	__u64 buf;     /* user buffer, or iovec array when iovcnt > 0 */
+	__u64 iovcnt;
+	__u32 tcp_seq;
+	__u32 capture_seq;
+	__u8 direction;
+	__u8 syscall;
+	__u8 flags;
+};
+
+static __always_inline void fill_record(struct weft_event *e, struct weft_sock *f,
+					struct weft_call *call)
+{
+	fill_common(e, f);
+	e->ts_enter_ns = call->ts_enter_ns;
+	e->ts_exit_ns = call->ts_exit_ns;
+	e->ret = call->ret;
+	e->tcp_seq = call->tcp_seq;
+	e->capture_seq = call->capture_seq;
+	e->direction = call->direction;
+	e->syscall = call->syscall;
+	e->flags = call->flags;
+}
+
+/* n bytes of a plain user buffer, read straight into a ring reservation with
+ * room for `room` payload bytes. */
+static __always_inline void emit_direct(struct weft_config *c, struct weft_sock *f,
+					struct weft_call *call, __u32 n, const __u32 room)
+{
+	struct weft_event *e = bpf_ringbuf_reserve(&weft_events, sizeof(*e) + room, 0);
+	if (!e) {
+		stat_inc(WEFT_STAT_RINGBUF_DROPS);
+		return;
 	}
-	/* Re-bound n where the verifier can see it. */
-	if (n > WEFT_MAX_PAYLOAD)
-		n = WEFT_MAX_PAYLOAD;
-	if (n > 0 && !vectored) {
-		if (bpf_probe_read_user(s->buf + sizeof(struct weft_event), n, (void *)buf)) {
-			e->flags |= WEFT_FLAG_PAYLOAD_FAULT;
-			stat_inc(WEFT_STAT_PAYLOAD_FAULT);
-			n = 0;
-		}
-	} else if (n > 0) {
-		n = gather_iov(s, buf, iovcnt, n, e);
+	fill_record(e, f, call);
+	if (n > room)
+		n = room;
+	if (n > 0 && bpf_probe_read_user(e->payload, n, (void *)call->buf)) {
+		e->flags |= WEFT_FLAG_PAYLOAD_FAULT;
+		stat_inc(WEFT_STAT_PAYLOAD_FAULT);
+		n = 0;
 	}
 	e->payload_len = n;
-	/* Variable-size output: the ring holds header + captured bytes only. */
-	if (bpf_ringbuf_output(&weft_events, s, sizeof(struct weft_event) + n, wakeup_flags()))
-		stat_inc(WEFT_STAT_RINGBUF_DROPS);
+	bpf_ringbuf_submit(e, wakeup_flags(c));
 }
 
-/*
- * recvmmsg/sendmmsg return a message count; each message becomes its own
- * record whose ret is that message's msg_len and whose tcp_seq follows the
- * bytes of the messages before it in the same call.
- */
-static __always_inline void emit_mmsg(struct weft_scratch *s, struct weft_active *a,
-				      struct weft_sock_state *st, __u64 ts_exit_ns, __s64 msgs,
-				      __u32 cap, __u8 direction)
+/* Up to n bytes of an iovec array, gathered in the scratch buffer, then sent
+ * with their exact size. */
+static __always_inline void emit_gathered(struct weft_config *c, struct weft_sock *f,
+					  struct weft_call *call, __u32 n)
 {
-	__u32 tcp_seq = a->tcp_seq;
-	__u64 vec = a->buf;
-	__u64 vlen = a->iovcnt;
-	for (int i = 0; i < WEFT_MAX_MMSG; i++) {
-		if (i >= msgs || i >= vlen)
-			break;
-		struct weft_user_mmsghdr m = {};
-		/* Without msg_len neither this record nor the seq of the next
-		 * is known. */
-		if (bpf_probe_read_user(&m, sizeof(m),
-					(void *)(vec + i * sizeof(struct weft_user_mmsghdr))))
-			break;
-		if (m.msg_len == 0)
-			continue;
-		emit_record(s, a, st, ts_exit_ns, m.msg_len, tcp_seq, m.msg_hdr.msg_iov,
-			    m.msg_hdr.msg_iovlen, true, cap, direction, 0);
-		tcp_seq += m.msg_len;
-	}
-}
-
-/*
- * syscall is a constant in each program, so every exit program keeps only its
- * own record path (the mmsg loop is by far the costliest to verify).
- */
-static __always_inline int on_data_exit(struct weft_sys_exit_ctx *ctx, __u8 syscall)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct weft_active *a = bpf_map_lookup_elem(&weft_active, &pid_tgid);
-	if (!a)
-		return 0;
-	__s64 ret = ctx->ret;
-	/* A stash of another syscall is stale (its exit was missed while the
-	 * probes attached): its buffer means something else here. */
-	if (ret <= 0 || a->syscall != syscall)
-		goto out;
-	__u8 direction = is_egress(syscall) ? WEFT_DIR_EGRESS : WEFT_DIR_INGRESS;
-
 	__u32 zero = 0;
 	struct weft_scratch *s = bpf_map_lookup_elem(&weft_scratch, &zero);
 	if (!s)
-		goto out;
+		return;
+	struct weft_event *e = (struct weft_event *)s->buf;
+	fill_record(e, f, call);
+	if (n > WEFT_MAX_PAYLOAD)
+		n = WEFT_MAX_PAYLOAD;
+	if (n > 0)
+		n = gather_iov(s, call->buf, call->iovcnt, n, e);
+	e->payload_len = n;
+	if (bpf_ringbuf_output(&weft_events, s, sizeof(struct weft_event) + n, wakeup_flags(c)))
+		stat_inc(WEFT_STAT_RINGBUF_DROPS);
+}
 
-	__u64 sk_key = a->sk;
-	struct weft_sock_state *st = bpf_map_lookup_elem(&weft_sockets, &sk_key);
-	if (!st) {
-		struct weft_sock_state fresh = {};
-		bpf_map_update_elem(&weft_sockets, &sk_key, &fresh, BPF_ANY);
-		st = bpf_map_lookup_elem(&weft_sockets, &sk_key);
-		if (!st)
-			goto out;
+#define WEFT_MSG_PEEK 2
+
+/*
+ * One send or receive of ret > 0 bytes on sk, from the task's own context (at
+ * the end of the socket layer's sendmsg/recvmsg). The user buffer is found
+ * from the syscall's saved registers; the seq of the first byte is the
+ * socket's seq now less the bytes moved (for a peek, the seq now).
+ */
+static __always_inline void on_data(struct sock *sk, __s64 ret, int msg_flags, __u8 direction)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (task->flags & WEFT_PF_KTHREAD)
+		return;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct weft_config *c = config();
+	if (!process_traced(c, pid_tgid >> 32))
+		return;
+	struct weft_sock *f = sock_entry(c, sk);
+	if (!f)
+		return;
+
+	__u64 now = bpf_ktime_get_ns();
+	__u64 ts_start = now;
+	if (direction == WEFT_DIR_EGRESS) {
+		struct weft_send *start = bpf_task_storage_get(&weft_sends, task, 0, 0);
+		if (start && start->sk == (__u64)sk)
+			ts_start = start->ts_ns;
+		if (start)
+			start->sk = 0;
 	}
 
-	__u64 ts_exit_ns = bpf_ktime_get_ns();
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return;
+	__u32 tcp_seq;
+	if (direction == WEFT_DIR_EGRESS)
+		tcp_seq = tp->write_seq - (__u32)ret;
+	else if (msg_flags & WEFT_MSG_PEEK)
+		tcp_seq = tp->copied_seq;
+	else
+		tcp_seq = tp->copied_seq - (__u32)ret;
+	/* A receive that reached the peer's FIN consumed its sequence number too:
+	 * copied_seq then equals rcv_nxt (which counts the FIN) on a socket shut
+	 * for reading. */
+	if (direction == WEFT_DIR_INGRESS && !(msg_flags & WEFT_MSG_PEEK) &&
+	    (sk->sk_shutdown & WEFT_RCV_SHUTDOWN) && tp->copied_seq == tp->rcv_nxt)
+		tcp_seq -= 1;
+
+	/* The syscall's arguments; a 32-bit task's numbers mean other calls. */
+	__u8 syscall = WEFT_SYS_OTHER;
+	__u64 buf = 0, iovcnt = 0;
+	if (!(task->thread_info.status & WEFT_TS_COMPAT)) {
+		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+		if (regs) {
+			syscall = syscall_code(regs->orig_ax);
+			buf = regs->si;
+			if (syscall == WEFT_SYS_READV || syscall == WEFT_SYS_WRITEV)
+				iovcnt = regs->dx;
+		}
+	}
+	bool egress_call = syscall == WEFT_SYS_WRITE || syscall == WEFT_SYS_SENDTO ||
+			   syscall == WEFT_SYS_WRITEV || syscall == WEFT_SYS_SENDMSG ||
+			   syscall == WEFT_SYS_SENDMMSG || syscall == WEFT_SYS_SENDFILE;
+	/* A send inside a receive call (or the reverse) is not the caller's
+	 * buffer: TCP does not do that, but a layered protocol might. */
+	if (syscall != WEFT_SYS_OTHER && egress_call != (direction == WEFT_DIR_EGRESS))
+		syscall = WEFT_SYS_OTHER;
+	if (syscall == WEFT_SYS_RECVMSG || syscall == WEFT_SYS_SENDMSG) {
+		struct weft_user_msghdr m = {};
+		if (bpf_probe_read_user(&m, sizeof(m), (void *)buf)) {
+			buf = 0;
+		} else {
+			buf = m.msg_iov;
+			iovcnt = m.msg_iovlen;
+		}
+	}
+	/* Which message of a recvmmsg/sendmmsg this is cannot be told here. */
+	bool no_payload = syscall == WEFT_SYS_SENDFILE || syscall == WEFT_SYS_OTHER ||
+			  syscall == WEFT_SYS_RECVMMSG || syscall == WEFT_SYS_SENDMMSG || !buf;
+
+	/* The thread's name and cgroup are read when another thread takes the
+	 * socket over, not per record. */
+	if (f->tid != (__u32)pid_tgid || !f->tgid) {
+		f->tgid = pid_tgid >> 32;
+		f->tid = (__u32)pid_tgid;
+		f->cgroup_id = bpf_get_current_cgroup_id();
+		bpf_get_current_comm(f->comm, sizeof(f->comm));
+	}
+
+	struct weft_call call = {
+		.ts_enter_ns = ts_start,
+		.ts_exit_ns = now,
+		.ret = ret,
+		.buf = buf,
+		.iovcnt = iovcnt,
+		.tcp_seq = tcp_seq,
+		.capture_seq = __sync_fetch_and_add(&f->capture_seq, 1),
+		.direction = direction,
+		.syscall = syscall,
+		.flags = no_payload ? WEFT_FLAG_FROM_FILE : 0,
+	};
 	__u32 cap = WEFT_DEFAULT_PAYLOAD;
-	struct weft_config *c = config();
 	if (c && c->payload_bytes)
 		cap = c->payload_bytes;
 	if (cap > WEFT_MAX_PAYLOAD)
 		cap = WEFT_MAX_PAYLOAD;
-
-	switch (syscall) {
-	case WEFT_SYS_RECVMMSG:
-	case WEFT_SYS_SENDMMSG:
-		emit_mmsg(s, a, st, ts_exit_ns, ret, cap, direction);
-		break;
-	case WEFT_SYS_SENDFILE:
-		/* Capture cap 0: the record carries the byte count only and is
-		 * counted as truncated. */
-		emit_record(s, a, st, ts_exit_ns, ret, a->tcp_seq, 0, 0, false, 0, direction,
-			    WEFT_FLAG_FROM_FILE);
-		break;
-	default:
-		emit_record(s, a, st, ts_exit_ns, ret, a->tcp_seq, a->buf, a->iovcnt,
-			    a->iovcnt != 0, cap, direction, 0);
-		break;
+	if (no_payload)
+		cap = 0;
+	__u32 n = ret < (__s64)cap ? (__u32)ret : cap;
+	if ((__u64)ret > n) {
+		call.flags |= WEFT_FLAG_TRUNCATED;
+		stat_inc(WEFT_STAT_TRUNCATED);
 	}
-out:
-	bpf_map_delete_elem(&weft_active, &pid_tgid);
-	return 0;
+	/* A plain buffer is copied straight into a ring reservation of the
+	 * smallest size class that holds it (the reservation size must be a
+	 * constant); a gathered one is assembled in the per-CPU scratch first. */
+	if (iovcnt)
+		emit_gathered(c, f, &call, n);
+	else if (n <= 256)
+		emit_direct(c, f, &call, n, 256);
+	else if (n <= 1024)
+		emit_direct(c, f, &call, n, 1024);
+	else if (n <= 4096)
+		emit_direct(c, f, &call, n, 4096);
+	else
+		emit_direct(c, f, &call, n, WEFT_MAX_PAYLOAD);
 }
 
-/* connect/accept: remember the fd at entry, mark the socket's role at exit. */
-static __always_inline int on_fd_enter(struct weft_sys_enter_ctx *ctx, __u8 syscall)
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(weft_sock_send, struct sock *sk, int ret, int flags)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (excluded(pid_tgid))
+	if (ret <= 0) {
+		/* A failed send forgets its start. */
+		struct weft_send *start =
+			bpf_task_storage_get(&weft_sends, bpf_get_current_task_btf(), 0, 0);
+		if (start)
+			start->sk = 0;
 		return 0;
-	struct weft_active a = {};
-	a.fd = (__u32)ctx->args[0];
-	a.syscall = syscall;
-	a.ts_enter_ns = bpf_ktime_get_ns();
-	bpf_map_update_elem(&weft_active, &pid_tgid, &a, BPF_ANY);
+	}
+	on_data(sk, ret, flags, WEFT_DIR_EGRESS);
 	return 0;
 }
 
-static __always_inline void set_role(__u32 fd, __u8 role)
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(weft_sock_recv, struct sock *sk, int ret, int flags)
 {
-	__u64 sock_id = 0;
-	struct sock *sk = tcp_sock_of_fd(fd, &sock_id);
-	if (!sk)
-		return;
-	__u64 key = (__u64)sk;
-	/* A new connection starts a new counter even if the sock address is reused. */
-	struct weft_sock_state st = { .capture_seq = 0, .role = role };
-	bpf_map_update_elem(&weft_sockets, &key, &st, BPF_ANY);
-}
-
-SEC("tracepoint/syscalls/sys_enter_read")
-int weft_enter_read(struct weft_sys_enter_ctx *ctx) { return on_data_enter(ctx, WEFT_SYS_READ); }
-SEC("tracepoint/syscalls/sys_exit_read")
-int weft_exit_read(struct weft_sys_exit_ctx *ctx) { return on_data_exit(ctx, WEFT_SYS_READ); }
-SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int weft_enter_recvfrom(struct weft_sys_enter_ctx *ctx) { return on_data_enter(ctx, WEFT_SYS_RECVFROM); }
-SEC("tracepoint/syscalls/sys_exit_recvfrom")
-int weft_exit_recvfrom(struct weft_sys_exit_ctx *ctx) { return on_data_exit(ctx, WEFT_SYS_RECVFROM); }
-SEC("tracepoint/syscalls/sys_enter_write")
-int weft_enter_write(struct weft_sys_enter_ctx *ctx) { return on_data_enter(ctx, WEFT_SYS_WRITE); }
-SEC("tracepoint/syscalls/sys_exit_write")
-int weft_exit_write(struct weft_sys_exit_ctx *ctx) { return on_data_exit(ctx, WEFT_SYS_WRITE); }
-SEC("tracepoint/syscalls/sys_enter_sendto")
-int weft_enter_sendto(struct weft_sys_enter_ctx *ctx) { return on_data_enter(ctx, WEFT_SYS_SENDTO); }
-SEC("tracepoint/syscalls/sys_exit_sendto")
-int weft_exit_sendto(struct weft_sys_exit_ctx *ctx) { return on_data_exit(ctx, WEFT_SYS_SENDTO); }
-
-SEC("tracepoint/syscalls/sys_enter_readv")
-int weft_enter_readv(struct weft_sys_enter_ctx *ctx) { return on_data_enter(ctx, WEFT_SYS_READV); }
-SEC("tracepoint/syscalls/sys_exit_readv")
-int weft_exit_readv(struct weft_sys_exit_ctx *ctx) { return on_data_exit(ctx, WEFT_SYS_READV); }
-SEC("tracepoint/syscalls/sys_enter_writev")
-int weft_enter_writev(struct weft_sys_enter_ctx *ctx) { return on_data_enter(ctx, WEFT_SYS_WRITEV); }
-SEC("tracepoint/syscalls/sys_exit_writev")
-int weft_exit_writev(struct weft_sys_exit_ctx *ctx) { return on_data_exit(ctx, WEFT_SYS_WRITEV); }
-SEC("tracepoint/syscalls/sys_enter_recvmsg")
-int weft_enter_recvmsg(struct weft_sys_enter_ctx *ctx) { return on_data_enter(ctx, WEFT_SYS_RECVMSG); }
-SEC("tracepoint/syscalls/sys_exit_recvmsg")
-int weft_exit_recvmsg(struct weft_sys_exit_ctx *ctx) { return on_data_exit(ctx, WEFT_SYS_RECVMSG); }
-SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int weft_enter_sendmsg(struct weft_sys_enter_ctx *ctx) { return on_data_enter(ctx, WEFT_SYS_SENDMSG); }
-SEC("tracepoint/syscalls/sys_exit_sendmsg")
-int weft_exit_sendmsg(struct weft_sys_exit_ctx *ctx) { return on_data_exit(ctx, WEFT_SYS_SENDMSG); }
-
-SEC("tracepoint/syscalls/sys_enter_recvmmsg")
-int weft_enter_recvmmsg(struct weft_sys_enter_ctx *ctx) { return on_data_enter(ctx, WEFT_SYS_RECVMMSG); }
-SEC("tracepoint/syscalls/sys_exit_recvmmsg")
-int weft_exit_recvmmsg(struct weft_sys_exit_ctx *ctx) { return on_data_exit(ctx, WEFT_SYS_RECVMMSG); }
-SEC("tracepoint/syscalls/sys_enter_sendmmsg")
-int weft_enter_sendmmsg(struct weft_sys_enter_ctx *ctx) { return on_data_enter(ctx, WEFT_SYS_SENDMMSG); }
-SEC("tracepoint/syscalls/sys_exit_sendmmsg")
-int weft_exit_sendmmsg(struct weft_sys_exit_ctx *ctx) { return on_data_exit(ctx, WEFT_SYS_SENDMMSG); }
-/* sendfile(out_fd, in_fd, ...): out_fd (args[0]) is the socket. */
-SEC("tracepoint/syscalls/sys_enter_sendfile64")
-int weft_enter_sendfile(struct weft_sys_enter_ctx *ctx) { return on_data_enter(ctx, WEFT_SYS_SENDFILE); }
-SEC("tracepoint/syscalls/sys_exit_sendfile64")
-int weft_exit_sendfile(struct weft_sys_exit_ctx *ctx) { return on_data_exit(ctx, WEFT_SYS_SENDFILE); }
-
-SEC("tracepoint/syscalls/sys_enter_connect")
-int weft_enter_connect(struct weft_sys_enter_ctx *ctx) { return on_fd_enter(ctx, WEFT_SYS_CONNECT); }
-
-SEC("tracepoint/syscalls/sys_exit_connect")
-int weft_exit_connect(struct weft_sys_exit_ctx *ctx)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct weft_active *a = bpf_map_lookup_elem(&weft_active, &pid_tgid);
-	if (!a)
+	/* A failed receive (EAGAIN on a non-blocking socket, most often) costs
+	 * nothing more. */
+	if (ret <= 0)
 		return 0;
-	/* Non-blocking connect returns -EINPROGRESS and still makes a client. */
-	if (a->syscall == WEFT_SYS_CONNECT && (ctx->ret == 0 || ctx->ret == -EINPROGRESS))
-		set_role(a->fd, WEFT_ROLE_CLIENT);
-	bpf_map_delete_elem(&weft_active, &pid_tgid);
+	on_data(sk, ret, flags, WEFT_DIR_INGRESS);
 	return 0;
 }
 
-static __always_inline int on_accept_exit(struct weft_sys_exit_ctx *ctx)
+/* A send starts (fires again for every segment-sized chunk of the same call:
+ * only the first sets the start). */
+SEC("tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(weft_send_start, struct sock *sk)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (excluded(pid_tgid))
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct weft_config *c = config();
+	if (!process_traced(c, bpf_get_current_pid_tgid() >> 32))
 		return 0;
-	if (ctx->ret >= 0)
-		set_role((__u32)ctx->ret, WEFT_ROLE_SERVER);
+	struct weft_send *start =
+		bpf_task_storage_get(&weft_sends, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!start || start->sk == (__u64)sk)
+		return 0;
+	start->sk = (__u64)sk;
+	start->ts_ns = bpf_ktime_get_ns();
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int weft_exit_accept4(struct weft_sys_exit_ctx *ctx) { return on_accept_exit(ctx); }
-SEC("tracepoint/syscalls/sys_exit_accept")
-int weft_exit_accept(struct weft_sys_exit_ctx *ctx) { return on_accept_exit(ctx); }
-
-/* close: forget the socket while its file is still reachable from the fd. */
-SEC("tracepoint/syscalls/sys_enter_close")
-int weft_enter_close(struct weft_sys_enter_ctx *ctx)
+/* A connection starts (its role) or ends (the close record). */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(weft_sock_state, struct sock *sk, int oldstate, int newstate)
 {
-	__u64 sock_id = 0;
-	struct sock *sk = tcp_sock_of_fd((__u32)ctx->args[0], &sock_id);
-	if (!sk)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	__u64 key = (__u64)sk;
-	/* Only sockets that carried traffic (or were connected/accepted) while the
-	 * probes ran have state, and only those get a close record: user space ends
-	 * their streams (bodies delimited by the close) and forgets them. */
-	struct weft_sock_state *st = bpf_map_lookup_elem(&weft_sockets, &key);
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (st && !excluded(pid_tgid)) {
+	__u8 role = WEFT_ROLE_UNKNOWN;
+	if (newstate == WEFT_TCP_SYN_SENT)
+		role = WEFT_ROLE_CLIENT;
+	else if (newstate == WEFT_TCP_ESTABLISHED && oldstate == WEFT_TCP_SYN_RECV)
+		role = WEFT_ROLE_SERVER;
+	if (role != WEFT_ROLE_UNKNOWN) {
+		/* A new connection: a fresh entry, even if the address is reused.
+		 * The 5-tuple is read at its first bytes (a connecting socket has
+		 * no local port yet). */
+		struct weft_sock fresh = {};
+		fresh.role = role;
+		fresh.traced = WEFT_TRACED_UNDECIDED;
+		if (bpf_map_update_elem(&weft_socks, &key, &fresh, BPF_ANY))
+			stat_inc(WEFT_STAT_SOCKETS_FULL);
+		return 0;
+	}
+	if (newstate != WEFT_TCP_CLOSE)
+		return 0;
+	struct weft_sock *st = bpf_map_lookup_elem(&weft_socks, &key);
+	if (!st)
+		return 0;
+	/* Only sockets that carried traffic while the probes ran get a close
+	 * record: user space ends their streams (bodies delimited by the close)
+	 * and forgets them. */
+	if (st->traced == WEFT_TRACED_YES && st->tgid) {
+		struct weft_config *c = config();
 		struct weft_event *e = bpf_ringbuf_reserve(&weft_events, sizeof(*e), 0);
 		if (e) {
 			__u64 now = bpf_ktime_get_ns();
+			fill_common(e, st);
 			e->ts_enter_ns = now;
 			e->ts_exit_ns = now;
-			e->cgroup_id = bpf_get_current_cgroup_id();
-			e->sock_id = sock_id;
-			e->pid = pid_tgid >> 32;
-			e->tid = (__u32)pid_tgid;
 			e->ret = 0;
 			e->tcp_seq = 0;
 			e->capture_seq = st->capture_seq;
 			e->payload_len = 0;
-			e->role = st->role;
 			e->direction = 0;
 			e->syscall = WEFT_SYS_CLOSE;
 			e->flags = 0;
-			e->version = WEFT_EVENT_VERSION;
-			e->_pad = 0;
-			__builtin_memset(e->laddr, 0, sizeof(e->laddr));
-			__builtin_memset(e->raddr, 0, sizeof(e->raddr));
-			fill_tuple(e, sk);
-			bpf_get_current_comm(e->comm, sizeof(e->comm));
-			bpf_ringbuf_submit(e, wakeup_flags());
+			bpf_ringbuf_submit(e, wakeup_flags(c));
 		} else {
 			stat_inc(WEFT_STAT_RINGBUF_DROPS);
 		}
 	}
-	bpf_map_delete_elem(&weft_sockets, &key);
-	return 0;
-}
-
-/* A thread that dies inside a syscall never reaches sys_exit. */
-SEC("tracepoint/sched/sched_process_exit")
-int weft_sched_process_exit(struct weft_sched_process_exit_ctx *ctx)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	bpf_map_delete_elem(&weft_active, &pid_tgid);
+	bpf_map_delete_elem(&weft_socks, &key);
 	return 0;
 }
 

@@ -33,8 +33,11 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
+	BPF_MAP_TYPE_TASK_STORAGE = 29,
 };
 #define BPF_ANY 0
+#define BPF_F_NO_PREALLOC 1
+#define BPF_LOCAL_STORAGE_GET_F_CREATE 1
 
 #define AF_UNIX 1
 #define AF_INET 2
@@ -44,6 +47,12 @@ enum bpf_map_type {
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 #define EINPROGRESS 115
+#define MSG_PEEK 2
+/* TCP states (include/net/tcp_states.h). */
+#define WEFT_TCP_ESTABLISHED 1
+#define WEFT_TCP_SYN_SENT 2
+#define WEFT_TCP_SYN_RECV 3
+#define WEFT_TCP_CLOSE 7
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
@@ -73,8 +82,28 @@ struct files_struct {
 	struct fdtable *fdt;
 };
 
+/* x86: the task's status word; TS_COMPAT while it runs a 32-bit syscall. */
+struct thread_info {
+	__u32 status;
+};
+#define WEFT_TS_COMPAT 0x0002
+
+#define WEFT_PF_KTHREAD 0x00200000
+
 struct task_struct {
+	struct thread_info thread_info;
+	unsigned int flags;
 	struct files_struct *files;
+};
+
+/* x86-64 saved user registers: the syscall number is in orig_ax, its
+ * arguments in di, si, dx, r10, r8, r9, all still there at sys_exit. */
+struct pt_regs {
+	unsigned long r10;
+	unsigned long dx;
+	unsigned long si;
+	unsigned long di;
+	unsigned long orig_ax;
 };
 
 struct sock_common {
@@ -91,35 +120,24 @@ struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_protocol;
 	__u16 sk_type;
+	__u8 sk_shutdown;
+	struct socket *sk_socket;
 };
+#define WEFT_RCV_SHUTDOWN 1
 
 struct socket {
 	short type;
 	struct sock *sk;
+	struct file *file;
 };
 
 struct tcp_sock {
 	__u32 copied_seq;
+	__u32 rcv_nxt;
 	__u32 write_seq;
 };
 
-/* Tracepoint contexts of syscalls/sys_enter_* and sys_exit_*
- * (events/syscalls/<name>/format): an 8-byte common header, the syscall
- * number padded to 8 bytes, then each argument (or the return value) as
- * 8 bytes. These are read through ctx, so they are not relocated. */
 #pragma clang attribute pop
-
-struct weft_sys_enter_ctx {
-	__u64 common;
-	__s64 syscall_nr;
-	__u64 args[6];
-};
-
-struct weft_sys_exit_ctx {
-	__u64 common;
-	__s64 syscall_nr;
-	__s64 ret;
-};
 
 /* User-space ABI structs (LP64), read with bpf_probe_read_user. */
 struct weft_iovec {
@@ -149,11 +167,5 @@ struct weft_user_mmsghdr {
 
 _Static_assert(sizeof(struct weft_user_msghdr) == 56, "struct msghdr is 56 bytes on LP64");
 _Static_assert(sizeof(struct weft_user_mmsghdr) == 64, "struct mmsghdr is 64 bytes on LP64");
-
-/* sched/sched_process_exit: only the common header is used (the exiting
- * thread is the current task). */
-struct weft_sched_process_exit_ctx {
-	__u64 common;
-};
 
 #endif /* WEFT_KERNEL_TYPES_H */

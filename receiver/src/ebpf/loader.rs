@@ -1,13 +1,16 @@
 //! Loading the kernel side: checks that say exactly what the machine lacks (privilege,
-//! BTF, tracefs, syscall tracepoints), then the probes loaded with aya, attached to their
-//! tracepoints, configured, and their ring buffer and counters handed out.
+//! BTF, the socket tracepoints), then the probes loaded with aya, configured (filters
+//! compiled into maps), attached to the socket layer's BTF tracepoints, and their ring
+//! buffer and counters handed out.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
-use aya::programs::TracePoint;
-use aya::{Ebpf, EbpfLoader};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::BtfTracePoint;
+use aya::{Btf, Ebpf, EbpfLoader};
+
+use super::config::EbpfReceiverConfig;
 
 /// The compiled probes (see `ebpf-probes/`), built or copied by `build.rs`.
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/socket_trace.bpf.o"));
@@ -25,7 +28,7 @@ pub const WAKEUP_FRACTION: u32 = 16;
 pub const STAT_RINGBUF_DROPS: usize = 0;
 pub const STAT_TRUNCATED: usize = 1;
 pub const STAT_PAYLOAD_FAULT: usize = 2;
-pub const STAT_ACTIVE_FULL: usize = 3;
+pub const STAT_SOCKETS_FULL: usize = 3;
 pub const STAT_COUNT: usize = 4;
 
 /// Why the probes are not running; each message is one sentence for the operator.
@@ -37,17 +40,18 @@ pub enum LoadError {
     NoBtf,
     #[error("tracefs is not mounted at {TRACEFS} and mounting it failed ({0}): run `mount -t tracefs nodev {TRACEFS}`")]
     NoTracefs(String),
-    #[error("the kernel has no syscall tracepoints ({0} is missing): it must be built with CONFIG_FTRACE_SYSCALLS=y")]
-    NoSyscallTracepoints(String),
     #[error("the kernel refused the probes: {0}")]
     Load(String),
-    #[error("cannot attach {program} to tracepoint {category}/{name}: {error}")]
+    #[error("the kernel lacks the {0} tracepoint: the ebpf receiver needs Linux 6.3 or later")]
+    NoTracepoint(&'static str),
+    #[error("cannot attach {program} to the tracepoint {name}: {error}")]
     Attach {
         program: String,
-        category: String,
         name: String,
         error: String,
     },
+    #[error("the filters do not fit the kernel's filter maps: {0}")]
+    Filters(String),
     #[error("the probe object lacks {0}")]
     Missing(&'static str),
 }
@@ -79,7 +83,7 @@ const CAP_SYS_ADMIN: u64 = 21;
 const CAP_PERFMON: u64 = 38;
 const CAP_BPF: u64 = 39;
 
-/// Where the tracing events live, mounting tracefs when it is absent.
+/// Where tracefs is, mounting it when it is absent.
 fn tracing_dir() -> Result<&'static str, LoadError> {
     if Path::new(TRACEFS).join("events").is_dir() {
         return Ok(TRACEFS);
@@ -111,8 +115,10 @@ fn tracing_dir() -> Result<&'static str, LoadError> {
 }
 
 /// Everything the receiver needs from the kernel, checked in the order an operator
-/// would fix it.
-pub fn preflight() -> Result<&'static str, LoadError> {
+/// would fix it. tracefs is not needed by the probes (they attach to raw tracepoints
+/// through BTF); it is mounted when absent so that the operator's tools find it, and a
+/// failure to mount it is only a warning.
+pub fn preflight() -> Result<(), LoadError> {
     // SAFETY: geteuid cannot fail.
     let uid = unsafe { libc::geteuid() };
     let caps = effective_caps();
@@ -123,93 +129,168 @@ pub fn preflight() -> Result<&'static str, LoadError> {
     if !Path::new(BTF_PATH).exists() {
         return Err(LoadError::NoBtf);
     }
-    let dir = tracing_dir()?;
-    let probe = format!("{dir}/events/syscalls/sys_enter_read");
-    if !Path::new(&probe).is_dir() {
-        return Err(LoadError::NoSyscallTracepoints(probe));
+    if let Err(e) = tracing_dir() {
+        tracing::warn!("{e} (the probes do not need it)");
     }
-    Ok(dir)
+    Ok(())
 }
 
-/// The tracepoint a program attaches to, from its name: `weft_enter_<call>` and
-/// `weft_exit_<call>` go to `syscalls/sys_{enter,exit}_<call>`, `weft_sched_<event>` to
-/// `sched/sched_<event>`.
-pub fn tracepoint_of(program: &str) -> Option<(&'static str, String)> {
-    // On 64-bit kernels sendfile's tracepoints carry the 64 of its syscall name.
-    let syscall = |call: &str| match call {
-        "sendfile" => "sendfile64".to_string(),
-        c => c.to_string(),
-    };
-    if let Some(call) = program.strip_prefix("weft_enter_") {
-        return Some(("syscalls", format!("sys_enter_{}", syscall(call))));
+/// The BTF tracepoints the probe programs attach to, by program name, and whether the
+/// receiver can work without them.
+pub const ATTACHMENTS: [(&str, &str, bool); 4] = [
+    ("weft_sock_send", "sock_send_length", true),
+    ("weft_sock_recv", "sock_recv_length", true),
+    ("weft_sock_state", "inet_sock_set_state", true),
+    // Send start times (Linux 6.11); without it a send is timed by its end.
+    ("weft_send_start", "tcp_sendmsg_locked", false),
+];
+
+/// Bits of `weft_config.filters` (`WEFT_FILTER_*` in the probe).
+const FILTER_INCLUDE_PIDS: u32 = 0x1;
+const FILTER_EXCLUDE_PIDS: u32 = 0x2;
+const FILTER_INCLUDE_PORTS: u32 = 0x4;
+const FILTER_EXCLUDE_PORTS: u32 = 0x8;
+/// Values of the pid and port filter maps (`WEFT_LIST_*`).
+const LIST_INCLUDE: u32 = 0x1;
+const LIST_EXCLUDE: u32 = 0x2;
+/// Entries of each filter map (`max_entries` in the probe).
+pub const MAX_FILTER_ENTRIES: usize = 4096;
+
+/// The kernel's share of the receiver's filters: pid and port lists as map contents
+/// and the bits saying which lists are in force. Process names stay in user space
+/// (the kernel sees thread names, which a process may change).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct KernelFilters {
+    pub bits: u32,
+    pub pids: std::collections::BTreeMap<u32, u32>,
+    pub ports: std::collections::BTreeMap<u16, u32>,
+}
+
+impl KernelFilters {
+    pub fn of(config: &EbpfReceiverConfig) -> KernelFilters {
+        let mut f = KernelFilters::default();
+        // An include list of names alone cannot be decided in the kernel: pids are
+        // then not filtered there either, or a named process would be cut off.
+        let names_included = !config.include.process_names.is_empty();
+        if !config.include.pids.is_empty() && !names_included {
+            f.bits |= FILTER_INCLUDE_PIDS;
+            for p in &config.include.pids {
+                *f.pids.entry(*p).or_default() |= LIST_INCLUDE;
+            }
+        }
+        if !config.exclude.pids.is_empty() {
+            f.bits |= FILTER_EXCLUDE_PIDS;
+            for p in &config.exclude.pids {
+                *f.pids.entry(*p).or_default() |= LIST_EXCLUDE;
+            }
+        }
+        if !config.include.ports.is_empty() {
+            f.bits |= FILTER_INCLUDE_PORTS;
+            for p in &config.include.ports {
+                *f.ports.entry(*p).or_default() |= LIST_INCLUDE;
+            }
+        }
+        if !config.exclude.ports.is_empty() {
+            f.bits |= FILTER_EXCLUDE_PORTS;
+            for p in &config.exclude.ports {
+                *f.ports.entry(*p).or_default() |= LIST_EXCLUDE;
+            }
+        }
+        f
     }
-    if let Some(call) = program.strip_prefix("weft_exit_") {
-        return Some(("syscalls", format!("sys_exit_{}", syscall(call))));
-    }
-    if let Some(ev) = program.strip_prefix("weft_sched_") {
-        return Some(("sched", format!("sched_{ev}")));
-    }
-    None
 }
 
 /// The loaded, attached probes. Dropping it detaches them.
 pub struct Probes {
     ebpf: Ebpf,
-    /// Tracepoints this kernel lacks, skipped (their syscalls are not captured).
-    pub skipped: Vec<String>,
 }
 
 impl Probes {
-    /// Loads and attaches every program; tracepoints the kernel lacks are skipped with a
-    /// warning unless they are the basic read/write ones.
-    pub fn load(payload_bytes: u32, ring_buffer_bytes: u32) -> Result<Probes, LoadError> {
-        let tracing_dir = preflight()?;
+    /// Loads, configures and attaches the probes.
+    pub fn load(config: &EbpfReceiverConfig) -> Result<Probes, LoadError> {
+        preflight()?;
         raise_memlock();
+        let filters = KernelFilters::of(config);
+        if filters.pids.len() > MAX_FILTER_ENTRIES || filters.ports.len() > MAX_FILTER_ENTRIES {
+            return Err(LoadError::Filters(format!(
+                "at most {MAX_FILTER_ENTRIES} pids and {MAX_FILTER_ENTRIES} ports"
+            )));
+        }
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries("weft_events", ring_buffer_bytes)
+            // weft_active is task storage, which aya creates but has no typed API for.
+            .allow_unsupported_maps()
+            .map_max_entries("weft_events", config.ring_buffer_bytes)
             .load(PROBES)
             .map_err(|e| LoadError::Load(chain(&e)))?;
+        let map_err = |e: aya::maps::MapError| LoadError::Load(chain(&e));
         {
             let map = ebpf
                 .map_mut("weft_config")
                 .ok_or(LoadError::Missing("the weft_config map"))?;
-            let mut config: Array<&mut MapData, [u32; 4]> =
-                Array::try_from(map).map_err(|e| LoadError::Load(chain(&e)))?;
-            let wakeup_bytes = ring_buffer_bytes / WAKEUP_FRACTION;
-            config
-                .set(0, [payload_bytes, std::process::id(), wakeup_bytes, 0], 0)
-                .map_err(|e| LoadError::Load(chain(&e)))?;
+            let mut kconfig: Array<&mut MapData, [u32; 4]> =
+                Array::try_from(map).map_err(map_err)?;
+            let wakeup_bytes = config.ring_buffer_bytes / WAKEUP_FRACTION;
+            kconfig
+                .set(
+                    0,
+                    [
+                        config.payload_bytes,
+                        std::process::id(),
+                        wakeup_bytes,
+                        filters.bits,
+                    ],
+                    0,
+                )
+                .map_err(map_err)?;
         }
-        let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
-        let mut skipped = Vec::new();
-        for name in names {
-            let Some((category, tp)) = tracepoint_of(&name) else {
-                continue;
-            };
-            if !Path::new(&format!("{tracing_dir}/events/{category}/{tp}")).is_dir() {
+        {
+            let map = ebpf
+                .map_mut("weft_pids")
+                .ok_or(LoadError::Missing("the weft_pids map"))?;
+            let mut pids: HashMap<&mut MapData, u32, u32> =
+                HashMap::try_from(map).map_err(map_err)?;
+            for (pid, bits) in &filters.pids {
+                pids.insert(pid, bits, 0).map_err(map_err)?;
+            }
+        }
+        {
+            let map = ebpf
+                .map_mut("weft_ports")
+                .ok_or(LoadError::Missing("the weft_ports map"))?;
+            let mut ports: HashMap<&mut MapData, u16, u32> =
+                HashMap::try_from(map).map_err(map_err)?;
+            for (port, bits) in &filters.ports {
+                ports.insert(port, bits, 0).map_err(map_err)?;
+            }
+        }
+        let btf = Btf::from_sys_fs().map_err(|e| LoadError::Load(chain(&e)))?;
+        let btf_names = std::fs::read(BTF_PATH).unwrap_or_default();
+        for (program, tracepoint, required) in ATTACHMENTS {
+            if !has_tracepoint(&btf_names, tracepoint) {
+                if required {
+                    return Err(LoadError::NoTracepoint(tracepoint));
+                }
                 tracing::warn!(
-                    tracepoint = %format!("{category}/{tp}"),
-                    "this kernel lacks the tracepoint; its syscall is not captured"
+                    tracepoint,
+                    "this kernel lacks the tracepoint: sends are timed by their end, not their start"
                 );
-                skipped.push(format!("{category}/{tp}"));
                 continue;
             }
             let attach_err = |error: String| LoadError::Attach {
-                program: name.clone(),
-                category: category.to_string(),
-                name: tp.clone(),
+                program: program.to_string(),
+                name: tracepoint.to_string(),
                 error,
             };
-            let prog: &mut TracePoint = ebpf
-                .program_mut(&name)
-                .ok_or(LoadError::Missing("a program it listed"))?
+            let prog: &mut BtfTracePoint = ebpf
+                .program_mut(program)
+                .ok_or(LoadError::Missing("a probe program"))?
                 .try_into()
                 .map_err(|e: aya::programs::ProgramError| attach_err(chain(&e)))?;
-            prog.load().map_err(|e| attach_err(chain(&e)))?;
-            prog.attach(category, &tp)
+            prog.load(tracepoint, &btf)
                 .map_err(|e| attach_err(chain(&e)))?;
+            prog.attach().map_err(|e| attach_err(chain(&e)))?;
         }
-        Ok(Probes { ebpf, skipped })
+        Ok(Probes { ebpf })
     }
 
     /// The ring buffer the records arrive in.
@@ -237,6 +318,13 @@ impl Probes {
         }
         out
     }
+}
+
+/// Whether the kernel's BTF (its raw bytes) names the tracepoint: each BTF tracepoint
+/// has a `btf_trace_<name>` typedef, and BTF keeps names NUL-terminated.
+pub fn has_tracepoint(btf: &[u8], tracepoint: &str) -> bool {
+    let needle = format!("\0btf_trace_{tracepoint}\0");
+    btf.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones ignore it.

@@ -139,7 +139,7 @@ impl Metrics {
             ),
             inflight_full: c(
                 "weft_ebpf_inflight_full",
-                "Syscalls not captured because too many were in flight",
+                "Sockets not captured because the kernel's socket table was full",
             ),
             sequence_gaps: c(
                 "weft_ebpf_sequence_gaps",
@@ -197,7 +197,7 @@ impl Metrics {
             (loader::STAT_RINGBUF_DROPS, &self.ringbuf_dropped),
             (loader::STAT_TRUNCATED, &self.payload_truncated),
             (loader::STAT_PAYLOAD_FAULT, &self.payload_fault),
-            (loader::STAT_ACTIVE_FULL, &self.inflight_full),
+            (loader::STAT_SOCKETS_FULL, &self.inflight_full),
         ] {
             counter.add(d(kernel[i], last_kernel[i]));
         }
@@ -239,7 +239,7 @@ impl Lifecycle for EbpfReceiver {
         }
         let cfg = self.config.clone();
         let loaded = tokio::task::spawn_blocking(move || {
-            let mut probes = Probes::load(cfg.payload_bytes, cfg.ring_buffer_bytes)?;
+            let mut probes = Probes::load(&cfg)?;
             let ring = probes.ring_buffer()?;
             Ok::<_, loader::LoadError>((probes, ring))
         })
