@@ -33,7 +33,13 @@ struct LogsRequest<'a> {
 /// The payload as one `Export*ServiceRequest` JSON object, without a newline.
 pub fn encode_request(payload: &Payload) -> Result<Vec<u8>, serde_json::Error> {
     if let Payload::Traces(rs) = payload {
-        let mut out = Vec::with_capacity(1024 * rs.len().max(1));
+        // About a kilobyte and a half per span: one allocation for most batches.
+        let spans: usize = rs
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        let mut out = Vec::with_capacity(256 + 1536 * spans);
         crate::otlp_json_traces::encode_traces(rs, &mut out);
         return Ok(out);
     }
@@ -341,8 +347,12 @@ mod tests {
                     "/",
                     "</script>",
                     " ",
+                    "0123456789abcdef",
+                    "\u{80}\u{ff}",
+                    "~~~~~~~",
+                    "`{|}",
                 ];
-                (0..self.n(3))
+                (0..self.n(8))
                     .map(|_| PIECES[self.0.usize(..PIECES.len())])
                     .collect()
             }

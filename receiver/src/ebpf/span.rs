@@ -26,6 +26,9 @@ pub struct ConnFacts {
     pub sock_id: u64,
     pub local: (IpAddr, u16),
     pub remote: (IpAddr, u16),
+    /// The addresses as text, formatted once per connection.
+    pub local_text: String,
+    pub remote_text: String,
     pub cgroup_id: u64,
     /// Name of the thread that first used the socket.
     pub comm: String,
@@ -175,9 +178,21 @@ impl SpanBuilder {
         conn: &ConnFacts,
         process: &ProcessFacts,
     ) -> bool {
-        let (kind, server, client) = match role {
-            Role::Server => (SpanKind::Server, conn.local, conn.remote),
-            Role::Client => (SpanKind::Client, conn.remote, conn.local),
+        let (kind, server, client, server_text, client_text) = match role {
+            Role::Server => (
+                SpanKind::Server,
+                conn.local,
+                conn.remote,
+                &conn.local_text,
+                &conn.remote_text,
+            ),
+            Role::Client => (
+                SpanKind::Client,
+                conn.remote,
+                conn.local,
+                &conn.remote_text,
+                &conn.local_text,
+            ),
             Role::Unknown => return false,
         };
         let method = x.method.as_str();
@@ -192,15 +207,15 @@ impl SpanBuilder {
         attributes.push(kv_int("http.response.status_code", i64::from(x.status)));
         let server_address = match x.host.as_deref().map(host_of) {
             Some(h) if !h.is_empty() => h.to_string(),
-            _ => server.0.to_string(),
+            _ => server_text.clone(),
         };
         attributes.push(kv_str("server.address", &server_address));
         attributes.push(kv_int("server.port", i64::from(server.1)));
-        attributes.push(kv_str("client.address", &client.0.to_string()));
+        attributes.push(kv_str("client.address", client_text));
         attributes.push(kv_int("client.port", i64::from(client.1)));
-        attributes.push(kv_str("network.peer.address", &conn.remote.0.to_string()));
+        attributes.push(kv_str("network.peer.address", &conn.remote_text));
         attributes.push(kv_int("network.peer.port", i64::from(conn.remote.1)));
-        attributes.push(kv_str("network.local.address", &conn.local.0.to_string()));
+        attributes.push(kv_str("network.local.address", &conn.local_text));
         attributes.push(kv_int("network.local.port", i64::from(conn.local.1)));
         attributes.push(kv_str(
             "network.type",

@@ -4,6 +4,10 @@
 //! [`ProcessSource`] it is given, so every rule here is unit-tested with synthetic records.
 
 use std::collections::{BTreeMap, HashMap};
+
+/// Maps on the per-record path: keys are kernel-assigned (pids, inode numbers), so a
+/// fast seeded hash is enough.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
@@ -111,10 +115,10 @@ fn looks_like_response(p: &[u8]) -> bool {
 pub struct Tracker {
     config: Arc<EbpfReceiverConfig>,
     parser: Arc<ParserConfig>,
-    conns: HashMap<(u32, u64), Conn>,
-    threads: HashMap<u32, ThreadSlot>,
+    conns: FastMap<(u32, u64), Conn>,
+    threads: FastMap<u32, ThreadSlot>,
     /// Process filter decisions by pid.
-    allowed: HashMap<u32, bool>,
+    allowed: FastMap<u32, bool>,
     next_id: u64,
     processes: Box<dyn ProcessSource>,
     spans: SpanBuilder,
@@ -132,9 +136,9 @@ impl Tracker {
             spans: SpanBuilder::new(config.clone()),
             config,
             parser,
-            conns: HashMap::new(),
-            threads: HashMap::new(),
-            allowed: HashMap::new(),
+            conns: FastMap::default(),
+            threads: FastMap::default(),
+            allowed: FastMap::default(),
             // Ids only need to differ within one weft; a random start keeps two weft
             // instances (or restarts) from handing out the same small numbers.
             next_id: (fastrand::u64(..) >> 12) | 1,
@@ -197,6 +201,8 @@ impl Tracker {
                 sock_id: r.sock_id,
                 local: (r.laddr, r.lport),
                 remote: (r.raddr, r.rport),
+                local_text: r.laddr.to_string(),
+                remote_text: r.raddr.to_string(),
                 cgroup_id: r.cgroup_id,
                 comm: comm.to_string(),
             };
@@ -516,14 +522,14 @@ const PROCESS_FACTS_TTL: std::time::Duration = std::time::Duration::from_secs(30
 
 /// Facts of one process, from `/proc` when it is still there.
 pub struct ProcFs {
-    cache: HashMap<u32, (ProcessFacts, std::time::Instant)>,
+    cache: FastMap<u32, (ProcessFacts, std::time::Instant)>,
     service_names: BTreeMap<String, String>,
 }
 
 impl ProcFs {
     pub fn new(service_names: BTreeMap<String, String>) -> ProcFs {
         ProcFs {
-            cache: HashMap::new(),
+            cache: FastMap::default(),
             service_names,
         }
     }
