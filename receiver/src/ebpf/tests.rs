@@ -932,3 +932,63 @@ proptest! {
         prop_assert_eq!(cut, full);
     }
 }
+
+/// The receiver's filters as the kernel gets them: pid and port lists with the bits
+/// saying which are in force; an include list with process names keeps pids in user
+/// space (a named process must not be cut off by a pid include list).
+#[test]
+fn kernel_filters_from_the_config() {
+    use super::config::{EbpfReceiverConfig, Selector};
+    use super::loader::KernelFilters;
+
+    let none = KernelFilters::of(&EbpfReceiverConfig::default());
+    assert_eq!(none, KernelFilters::default());
+
+    let cfg = EbpfReceiverConfig {
+        include: Selector {
+            pids: vec![10, 11],
+            ports: vec![80, 443],
+            ..Selector::default()
+        },
+        exclude: Selector {
+            pids: vec![11],
+            ports: vec![443, 9000],
+            ..Selector::default()
+        },
+        ..EbpfReceiverConfig::default()
+    };
+    let f = KernelFilters::of(&cfg);
+    assert_eq!(f.bits, 0x1 | 0x2 | 0x4 | 0x8);
+    assert_eq!(
+        f.pids.into_iter().collect::<Vec<_>>(),
+        vec![(10, 0x1), (11, 0x1 | 0x2)]
+    );
+    assert_eq!(
+        f.ports.into_iter().collect::<Vec<_>>(),
+        vec![(80, 0x1), (443, 0x1 | 0x2), (9000, 0x2)]
+    );
+
+    let named = EbpfReceiverConfig {
+        include: Selector {
+            pids: vec![10],
+            process_names: vec!["nginx".into()],
+            ..Selector::default()
+        },
+        ..EbpfReceiverConfig::default()
+    };
+    let f = KernelFilters::of(&named);
+    assert_eq!(f.bits, 0);
+    assert!(f.pids.is_empty());
+}
+
+/// Tracepoints are found by their BTF typedef name, whole names only.
+#[test]
+fn tracepoints_are_found_in_btf_names() {
+    use super::loader::has_tracepoint;
+
+    let btf = b"\0task_struct\0btf_trace_sock_send_length\0btf_trace_sock_recv_length_x\0";
+    assert!(has_tracepoint(btf, "sock_send_length"));
+    assert!(!has_tracepoint(btf, "sock_recv_length"));
+    assert!(!has_tracepoint(btf, "sock_send"));
+    assert!(!has_tracepoint(b"", "sock_send_length"));
+}
