@@ -1,9 +1,9 @@
 //! The `ebpf` receiver: HTTP/1.x spans built from socket syscalls captured in the kernel,
 //! with no SDK in the traced processes.
 //!
-//! Kernel probes on syscall tracepoints (`ebpf-probes/`) record, per read/write family
-//! call on a TCP socket, the socket identity, the TCP sequence of the first byte,
-//! timestamps, the syscall length and the first `payload_bytes` of the payload, into a
+//! Kernel probes on the socket layer's BTF tracepoints (`ebpf-probes/`) record, per send
+//! or receive on a TCP socket, the socket identity, the TCP sequence of the first byte,
+//! timestamps, the byte count and the first `payload_bytes` of the payload, into a
 //! ring buffer. The user side drains it asynchronously and, in [`tracker`], reassembles
 //! per-socket byte streams, assigns the per-thread syscall trace id, parses HTTP/1.x
 //! ([`http1`]), pairs requests with responses ([`pairing`]) and builds one span per pair
