@@ -9,10 +9,10 @@
  * sock_recv_length fire once per send/receive on a socket (whatever the
  * syscall: write, send*, writev, sendfile, read, recv*, readv),
  * tcp_sendmsg_locked marks when a send starts, inet_sock_set_state tells a
- * connection's role and its end. Syscall tracepoints would put every syscall
- * of every process on the kernel's slow path (about 8 % of nginx's throughput
- * on their own); these cost nothing to a process that does no TCP I/O, and
- * little to one that does:
+ * connection's role and tcp_destroy_sock its end. Syscall tracepoints would
+ * put every syscall of every process on the kernel's slow path (about 8 % of
+ * nginx's throughput on their own); these cost nothing to a process that does
+ * no TCP I/O, and little to one that does:
  * - the process filter (weft itself, pid include/exclude) runs first;
  * - a socket's facts (5-tuple, inode number, role, record counter, the port
  *   filter's verdict) are read once and kept per socket, so an untraced
@@ -465,6 +465,9 @@ static __always_inline void emit_direct(struct weft_config *c, struct weft_sock 
 		return;
 	}
 	fill_record(e, f, call);
+	/* The callers already bound n, so clang would drop this check; the
+	 * barrier keeps it where the verifier sees it, next to the copy. */
+	barrier_var(n);
 	if (n > room)
 		n = room;
 	if (n > 0 && bpf_probe_read_user(e->payload, n, (void *)call->buf)) {
@@ -496,16 +499,43 @@ static __always_inline void emit_gathered(struct weft_config *c, struct weft_soc
 		stat_inc(WEFT_STAT_RINGBUF_DROPS);
 }
 
-#define WEFT_MSG_PEEK 2
+
+/* Whether the fd the syscall names (its first argument) holds sk's own file:
+ * the registers are the current syscall's, which is not always the one moving
+ * these bytes (io_uring work run on the way out of another syscall, a kernel
+ * socket used inside a write to a network file system). */
+static __always_inline bool fd_holds(struct task_struct *task, __u64 fd, struct sock *sk)
+{
+	struct socket *sock = sk->sk_socket;
+	if (!sock)
+		return false;
+	struct file *own = sock->file;
+	struct files_struct *files = task->files;
+	if (!own || !files)
+		return false;
+	struct fdtable *fdt = files->fdt;
+	if (!fdt || fd >= fdt->max_fds)
+		return false;
+	struct file **fds = fdt->fd;
+	__u64 file = 0;
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]))
+		return false;
+	return file == (__u64)own;
+}
 
 /*
  * One send or receive of ret > 0 bytes on sk, from the task's own context (at
  * the end of the socket layer's sendmsg/recvmsg). The user buffer is found
  * from the syscall's saved registers; the seq of the first byte is the
- * socket's seq now less the bytes moved (for a peek, the seq now).
+ * socket's seq now less the bytes moved (for a peek, the seq now plus the
+ * peek offset). ts_start: when the send started, 0 when unknown.
  */
-static __always_inline void on_data(struct sock *sk, __s64 ret, int msg_flags, __u8 direction)
+static __always_inline void on_data(struct sock *sk, __s64 ret, int msg_flags, __u8 direction,
+				    __u64 ts_start)
 {
+	/* Out-of-band bytes and the error queue are not stream bytes. */
+	if (msg_flags & (MSG_OOB | MSG_ERRQUEUE))
+		return;
 	struct task_struct *task = bpf_get_current_task_btf();
 	if (task->flags & WEFT_PF_KTHREAD)
 		return;
@@ -513,43 +543,43 @@ static __always_inline void on_data(struct sock *sk, __s64 ret, int msg_flags, _
 	struct weft_config *c = config();
 	if (!process_traced(c, pid_tgid >> 32))
 		return;
+	/* kTLS and sockmap sockets: ret counts bytes that are not the ones the
+	 * TCP sequence counts. */
+	if (sk->sk_user_data)
+		return;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp || tp->inet_conn.icsk_ulp_ops)
+		return;
 	struct weft_sock *f = sock_entry(c, sk);
 	if (!f)
 		return;
 
 	__u64 now = bpf_ktime_get_ns();
-	__u64 ts_start = now;
+	if (!ts_start)
+		ts_start = now;
+
+	__u32 tcp_seq;
 	if (direction == WEFT_DIR_EGRESS) {
-		struct weft_send *start = bpf_task_storage_get(&weft_sends, task, 0, 0);
-		if (start && start->sk == (__u64)sk)
-			ts_start = start->ts_ns;
-		if (start)
-			start->sk = 0;
+		tcp_seq = tp->write_seq - (__u32)ret;
+	} else if (msg_flags & MSG_PEEK) {
+		int off = sk->sk_peek_off;
+		tcp_seq = tp->copied_seq + (off >= 0 ? (__u32)off - (__u32)ret : 0);
+	} else {
+		tcp_seq = tp->copied_seq - (__u32)ret;
+		/* A receive that reached the peer's FIN consumed its sequence
+		 * number too: copied_seq then equals rcv_nxt, which counts the FIN
+		 * (SOCK_DONE: a FIN arrived, not a reset or a local shutdown). */
+		if ((sk->__sk_common.skc_flags & (1UL << WEFT_SOCK_DONE)) && tp->copied_seq == tp->rcv_nxt)
+			tcp_seq -= 1;
 	}
 
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp)
-		return;
-	__u32 tcp_seq;
-	if (direction == WEFT_DIR_EGRESS)
-		tcp_seq = tp->write_seq - (__u32)ret;
-	else if (msg_flags & WEFT_MSG_PEEK)
-		tcp_seq = tp->copied_seq;
-	else
-		tcp_seq = tp->copied_seq - (__u32)ret;
-	/* A receive that reached the peer's FIN consumed its sequence number too:
-	 * copied_seq then equals rcv_nxt (which counts the FIN) on a socket shut
-	 * for reading. */
-	if (direction == WEFT_DIR_INGRESS && !(msg_flags & WEFT_MSG_PEEK) &&
-	    (sk->sk_shutdown & WEFT_RCV_SHUTDOWN) && tp->copied_seq == tp->rcv_nxt)
-		tcp_seq -= 1;
-
-	/* The syscall's arguments; a 32-bit task's numbers mean other calls. */
+	/* The syscall's arguments; a 32-bit task's numbers mean other calls, and
+	 * an io_uring worker's registers are its creator's. */
 	__u8 syscall = WEFT_SYS_OTHER;
 	__u64 buf = 0, iovcnt = 0;
-	if (!(task->thread_info.status & WEFT_TS_COMPAT)) {
+	if (!(task->thread_info.status & WEFT_TS_COMPAT) && !(task->flags & WEFT_PF_IO_WORKER)) {
 		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-		if (regs) {
+		if (regs && fd_holds(task, regs->di, sk)) {
 			syscall = syscall_code(regs->orig_ax);
 			buf = regs->si;
 			if (syscall == WEFT_SYS_READV || syscall == WEFT_SYS_WRITEV)
@@ -572,9 +602,11 @@ static __always_inline void on_data(struct sock *sk, __s64 ret, int msg_flags, _
 			iovcnt = m.msg_iovlen;
 		}
 	}
-	/* Which message of a recvmmsg/sendmmsg this is cannot be told here. */
+	/* Which message of a recvmmsg/sendmmsg this is cannot be told here; with
+	 * MSG_TRUNC the bytes were dropped, not copied to the buffer. */
 	bool no_payload = syscall == WEFT_SYS_SENDFILE || syscall == WEFT_SYS_OTHER ||
-			  syscall == WEFT_SYS_RECVMMSG || syscall == WEFT_SYS_SENDMMSG || !buf;
+			  syscall == WEFT_SYS_RECVMMSG || syscall == WEFT_SYS_SENDMMSG || !buf ||
+			  (msg_flags & MSG_TRUNC);
 
 	/* The thread's name and cgroup are read when another thread takes the
 	 * socket over, not per record. */
@@ -627,15 +659,20 @@ static __always_inline void on_data(struct sock *sk, __s64 ret, int msg_flags, _
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(weft_sock_send, struct sock *sk, int ret, int flags)
 {
-	if (ret <= 0) {
-		/* A failed send forgets its start. */
-		struct weft_send *start =
-			bpf_task_storage_get(&weft_sends, bpf_get_current_task_btf(), 0, 0);
-		if (start)
-			start->sk = 0;
-		return 0;
+	/* The start kept by weft_send_start is taken and cleared first, whatever
+	 * happens next: a start left behind could be taken by a later send on a
+	 * socket that reuses this address. */
+	__u64 ts_start = 0;
+	struct weft_send *start =
+		bpf_task_storage_get(&weft_sends, bpf_get_current_task_btf(), 0, 0);
+	if (start) {
+		if (start->sk == (__u64)sk)
+			ts_start = start->ts_ns;
+		start->sk = 0;
 	}
-	on_data(sk, ret, flags, WEFT_DIR_EGRESS);
+	if (ret <= 0)
+		return 0;
+	on_data(sk, ret, flags, WEFT_DIR_EGRESS, ts_start);
 	return 0;
 }
 
@@ -646,7 +683,7 @@ int BPF_PROG(weft_sock_recv, struct sock *sk, int ret, int flags)
 	 * nothing more. */
 	if (ret <= 0)
 		return 0;
-	on_data(sk, ret, flags, WEFT_DIR_INGRESS);
+	on_data(sk, ret, flags, WEFT_DIR_INGRESS, 0);
 	return 0;
 }
 
@@ -668,31 +705,40 @@ int BPF_PROG(weft_send_start, struct sock *sk)
 	return 0;
 }
 
-/* A connection starts (its role) or ends (the close record). */
+/* A connection starts: its role. SYN_SENT is a connecting socket; LISTEN ->
+ * SYN_RECV is a child socket cloned from a listener (every accepted one,
+ * syncookie and Fast Open included), before any of its bytes move. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(weft_sock_state, struct sock *sk, int oldstate, int newstate)
 {
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	__u64 key = (__u64)sk;
-	__u8 role = WEFT_ROLE_UNKNOWN;
+	__u8 role;
 	if (newstate == WEFT_TCP_SYN_SENT)
 		role = WEFT_ROLE_CLIENT;
-	else if (newstate == WEFT_TCP_ESTABLISHED && oldstate == WEFT_TCP_SYN_RECV)
+	else if (oldstate == WEFT_TCP_LISTEN && newstate == WEFT_TCP_SYN_RECV)
 		role = WEFT_ROLE_SERVER;
-	if (role != WEFT_ROLE_UNKNOWN) {
-		/* A new connection: a fresh entry, even if the address is reused.
-		 * The 5-tuple is read at its first bytes (a connecting socket has
-		 * no local port yet). */
-		struct weft_sock fresh = {};
-		fresh.role = role;
-		fresh.traced = WEFT_TRACED_UNDECIDED;
-		if (bpf_map_update_elem(&weft_socks, &key, &fresh, BPF_ANY))
-			stat_inc(WEFT_STAT_SOCKETS_FULL);
+	else
 		return 0;
-	}
-	if (newstate != WEFT_TCP_CLOSE)
-		return 0;
+	/* A new connection: a fresh entry, even if the address is reused. The
+	 * 5-tuple is read at its first bytes (a connecting socket has no local
+	 * port yet). */
+	__u64 key = (__u64)sk;
+	struct weft_sock fresh = {};
+	fresh.role = role;
+	fresh.traced = WEFT_TRACED_UNDECIDED;
+	if (bpf_map_update_elem(&weft_socks, &key, &fresh, BPF_ANY))
+		stat_inc(WEFT_STAT_SOCKETS_FULL);
+	return 0;
+}
+
+/* A connection ends: the socket is destroyed, after the application closed it
+ * and TCP is done with it (not at the CLOSE state, which a half-closed or reset
+ * socket reaches while the application still reads). */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(weft_sock_destroy, struct sock *sk)
+{
+	__u64 key = (__u64)sk;
 	struct weft_sock *st = bpf_map_lookup_elem(&weft_socks, &key);
 	if (!st)
 		return 0;

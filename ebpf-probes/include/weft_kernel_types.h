@@ -47,12 +47,16 @@ enum bpf_map_type {
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 #define EINPROGRESS 115
-#define MSG_PEEK 2
+#define MSG_OOB 0x1
+#define MSG_PEEK 0x2
+#define MSG_TRUNC 0x20
+#define MSG_ERRQUEUE 0x2000
 /* TCP states (include/net/tcp_states.h). */
 #define WEFT_TCP_ESTABLISHED 1
 #define WEFT_TCP_SYN_SENT 2
 #define WEFT_TCP_SYN_RECV 3
 #define WEFT_TCP_CLOSE 7
+#define WEFT_TCP_LISTEN 10
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
@@ -88,6 +92,7 @@ struct thread_info {
 };
 #define WEFT_TS_COMPAT 0x0002
 
+#define WEFT_PF_IO_WORKER 0x00000010
 #define WEFT_PF_KTHREAD 0x00200000
 
 struct task_struct {
@@ -112,6 +117,7 @@ struct sock_common {
 	__be16 skc_dport;
 	__u16 skc_num;
 	unsigned short skc_family;
+	unsigned long skc_flags;
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
 };
@@ -121,9 +127,12 @@ struct sock {
 	__u16 sk_protocol;
 	__u16 sk_type;
 	__u8 sk_shutdown;
+	int sk_peek_off;
+	void *sk_user_data;
 	struct socket *sk_socket;
 };
-#define WEFT_RCV_SHUTDOWN 1
+/* enum sock_flags: set by tcp_fin only, when the peer's FIN arrived. */
+#define WEFT_SOCK_DONE 1
 
 struct socket {
 	short type;
@@ -131,7 +140,12 @@ struct socket {
 	struct file *file;
 };
 
+struct inet_connection_sock {
+	const void *icsk_ulp_ops;
+};
+
 struct tcp_sock {
+	struct inet_connection_sock inet_conn;
 	__u32 copied_seq;
 	__u32 rcv_nxt;
 	__u32 write_seq;

@@ -137,10 +137,11 @@ pub fn preflight() -> Result<(), LoadError> {
 
 /// The BTF tracepoints the probe programs attach to, by program name, and whether the
 /// receiver can work without them.
-pub const ATTACHMENTS: [(&str, &str, bool); 4] = [
+pub const ATTACHMENTS: [(&str, &str, bool); 5] = [
     ("weft_sock_send", "sock_send_length", true),
     ("weft_sock_recv", "sock_recv_length", true),
     ("weft_sock_state", "inet_sock_set_state", true),
+    ("weft_sock_destroy", "tcp_destroy_sock", true),
     // Send start times (Linux 6.11); without it a send is timed by its end.
     ("weft_send_start", "tcp_sendmsg_locked", false),
 ];
