@@ -196,6 +196,16 @@ struct {
 	__type(value, __u32);
 } weft_ports SEC(".maps");
 
+/* weft's own listening ports (kept current by user space): a loopback
+ * connection to one of them is an application sending telemetry to weft, not
+ * traffic to trace. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u16);
+	__type(value, __u8);
+} weft_own_ports SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -312,6 +322,23 @@ static __always_inline bool ports_traced(struct weft_config *c, __u16 lport, __u
 	return true;
 }
 
+/* Whether the peer is this host's loopback: 127.0.0.0/8, ::1, or ::ffff:127.x. */
+static __always_inline bool loopback_peer(struct weft_sock *e)
+{
+	if (e->family == AF_INET)
+		return e->raddr[0] == 127;
+	bool zero10 = true;
+	for (int i = 0; i < 10; i++)
+		if (e->raddr[i])
+			zero10 = false;
+	if (!zero10)
+		return false;
+	if (e->raddr[10] == 0xff && e->raddr[11] == 0xff)
+		return e->raddr[12] == 127;
+	return !e->raddr[10] && !e->raddr[11] && !e->raddr[12] && !e->raddr[13] &&
+	       !e->raddr[14] && e->raddr[15] == 1;
+}
+
 /* Whether sk is an inet TCP stream socket. */
 static __always_inline bool tcp_socket(struct sock *sk)
 {
@@ -346,6 +373,9 @@ static __always_inline void read_facts(struct weft_config *c, struct weft_sock *
 		}
 	}
 	e->traced = ports_traced(c, e->lport, e->rport) ? WEFT_TRACED_YES : WEFT_TRACED_NO;
+	if (e->traced == WEFT_TRACED_YES && bpf_map_lookup_elem(&weft_own_ports, &e->rport) &&
+	    loopback_peer(e))
+		e->traced = WEFT_TRACED_NO;
 }
 
 /* The entry of a socket that moves bytes now, created or completed on first

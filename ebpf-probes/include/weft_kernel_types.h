@@ -39,23 +39,17 @@ enum bpf_map_type {
 #define BPF_F_NO_PREALLOC 1
 #define BPF_LOCAL_STORAGE_GET_F_CREATE 1
 
-#define AF_UNIX 1
 #define AF_INET 2
 #define AF_INET6 10
 #define SOCK_STREAM 1
 #define IPPROTO_TCP 6
-#define S_IFMT 00170000
-#define S_IFSOCK 0140000
-#define EINPROGRESS 115
 #define MSG_OOB 0x1
 #define MSG_PEEK 0x2
 #define MSG_TRUNC 0x20
 #define MSG_ERRQUEUE 0x2000
 /* TCP states (include/net/tcp_states.h). */
-#define WEFT_TCP_ESTABLISHED 1
 #define WEFT_TCP_SYN_SENT 2
 #define WEFT_TCP_SYN_RECV 3
-#define WEFT_TCP_CLOSE 7
 #define WEFT_TCP_LISTEN 10
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
@@ -68,13 +62,11 @@ struct in6_addr {
 };
 
 struct inode {
-	unsigned short i_mode;
 	unsigned long i_ino;
 };
 
 struct file {
 	struct inode *f_inode;
-	void *private_data;
 };
 
 struct fdtable {
@@ -135,8 +127,6 @@ struct sock {
 #define WEFT_SOCK_DONE 1
 
 struct socket {
-	short type;
-	struct sock *sk;
 	struct file *file;
 };
 

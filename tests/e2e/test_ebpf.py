@@ -1072,6 +1072,44 @@ def test_ring_buffer_loss_is_counted(weft, http_server, tmp_path):
     assert w.alive() and w.health_status() == 200
 
 
+def test_applications_sending_to_weft_are_not_traced(weft, http_server, tmp_path):
+    """A loopback connection to one of weft's own receivers is an application exporting
+    its telemetry: the kernel leaves it out, even on a listed port, while other traffic
+    on listed ports still makes spans and the exported data still arrives."""
+    otlp_port, app_port = free_port(), free_port()
+    out = tmp_path / "spans.jsonl"
+    config = ebpf_config([otlp_port, app_port], out)
+    config["receivers"]["otlp"] = {"protocols": {"http": {"endpoint": f"127.0.0.1:{otlp_port}"}}}
+    config["service"]["pipelines"]["traces"]["receivers"] = ["otlp", "ebpf"]
+    w = weft(config)
+    wait_capturing(w)
+    # The receiver reads weft's listening ports at its first flush and every 2 s.
+    time.sleep(2.5)
+    srv = http_server(app_port)
+    body = {"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "exporter"}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331",
+            "name": "sent-over-otlp", "kind": 1,
+            "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000000001000000",
+        }]}],
+    }]}
+    with requests.Session() as s:  # kept alive, as an SDK exporter does
+        for _ in range(3):
+            r = s.post(f"http://127.0.0.1:{otlp_port}/v1/traces", json=body, timeout=10)
+            assert r.status_code == 200, r.text
+    r = requests.get(srv.url("/item/x"), timeout=10)
+    assert r.status_code == 200
+    output = Output(out, w)
+    pair = output.wait(2, app_port)
+    assert sorted(s.kind for s in pair) == [SERVER, CLIENT]
+    exported = lambda: [s for s in output.spans() if s.name == "sent-over-otlp"]  # noqa: E731
+    assert wait_until(lambda: len(exported()) == 3, 10), output.spans()
+    assert all(s.scope != "weft.ebpf" for s in exported())
+    assert output.for_ports(otlp_port) == [], "\n".join(s.short() for s in output.for_ports(otlp_port))
+    assert w.alive()
+
+
 # ---------------------------------------------------------------------------
 # container.id from the cgroup path
 

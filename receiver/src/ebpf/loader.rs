@@ -115,8 +115,8 @@ fn tracing_dir() -> Result<&'static str, LoadError> {
 }
 
 /// Everything the receiver needs from the kernel, checked in the order an operator
-/// would fix it. tracefs is not needed by the probes (they attach to raw tracepoints
-/// through BTF); it is mounted when absent so that the operator's tools find it, and a
+/// would fix it. tracefs is not needed by the probes (they attach to BTF
+/// tracepoints); it is mounted when absent so that the operator's tools find it, and a
 /// failure to mount it is only a warning.
 pub fn preflight() -> Result<(), LoadError> {
     // SAFETY: geteuid cannot fail.
@@ -156,6 +156,84 @@ const LIST_INCLUDE: u32 = 0x1;
 const LIST_EXCLUDE: u32 = 0x2;
 /// Entries of each filter map (`max_entries` in the probe).
 pub const MAX_FILTER_ENTRIES: usize = 4096;
+/// Entries of `weft_own_ports`.
+pub const MAX_OWN_PORTS: usize = 256;
+
+/// The TCP ports this process listens on: every socket among its descriptors that
+/// accepts connections, and its local port.
+pub fn own_listening_ports() -> std::collections::BTreeSet<u16> {
+    let mut ports = std::collections::BTreeSet::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return ports;
+    };
+    for entry in dir.flatten() {
+        let is_socket = std::fs::read_link(entry.path())
+            .map(|t| t.to_string_lossy().starts_with("socket:"))
+            .unwrap_or(false);
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<libc::c_int>().ok())
+        else {
+            continue;
+        };
+        if is_socket {
+            if let Some(port) = listening_port(fd) {
+                ports.insert(port);
+            }
+        }
+    }
+    ports
+}
+
+/// The local port of a listening TCP socket, or None.
+fn listening_port(fd: libc::c_int) -> Option<u16> {
+    let mut accepting: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid int and its length; an fd that is not a socket (or was closed
+    // meanwhile) makes the call fail, which is handled.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut accepting as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 || accepting == 0 {
+        return None;
+    }
+    // SAFETY: sockaddr_storage is plain data; zeroed is a valid value.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut alen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: a buffer of alen bytes for the address.
+    let rc = unsafe {
+        libc::getsockname(
+            fd,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut alen,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    match i32::from(addr.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in for an AF_INET socket.
+            let a: &libc::sockaddr_in =
+                unsafe { &*(&addr as *const libc::sockaddr_storage).cast() };
+            Some(u16::from_be(a.sin_port))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6 for an AF_INET6 socket.
+            let a: &libc::sockaddr_in6 =
+                unsafe { &*(&addr as *const libc::sockaddr_storage).cast() };
+            Some(u16::from_be(a.sin6_port))
+        }
+        _ => None,
+    }
+}
 
 /// The kernel's share of the receiver's filters: pid and port lists as map contents
 /// and the bits saying which lists are in force. Process names stay in user space
@@ -218,7 +296,7 @@ impl Probes {
             )));
         }
         let mut ebpf = EbpfLoader::new()
-            // weft_active is task storage, which aya creates but has no typed API for.
+            // weft_sends is task storage, which aya creates but has no typed API for.
             .allow_unsupported_maps()
             .map_max_entries("weft_events", config.ring_buffer_bytes)
             .load(PROBES)
@@ -244,26 +322,8 @@ impl Probes {
                 )
                 .map_err(map_err)?;
         }
-        {
-            let map = ebpf
-                .map_mut("weft_pids")
-                .ok_or(LoadError::Missing("the weft_pids map"))?;
-            let mut pids: HashMap<&mut MapData, u32, u32> =
-                HashMap::try_from(map).map_err(map_err)?;
-            for (pid, bits) in &filters.pids {
-                pids.insert(pid, bits, 0).map_err(map_err)?;
-            }
-        }
-        {
-            let map = ebpf
-                .map_mut("weft_ports")
-                .ok_or(LoadError::Missing("the weft_ports map"))?;
-            let mut ports: HashMap<&mut MapData, u16, u32> =
-                HashMap::try_from(map).map_err(map_err)?;
-            for (port, bits) in &filters.ports {
-                ports.insert(port, bits, 0).map_err(map_err)?;
-            }
-        }
+        fill_map(&mut ebpf, "weft_pids", &filters.pids)?;
+        fill_map(&mut ebpf, "weft_ports", &filters.ports)?;
         let btf = Btf::from_sys_fs().map_err(|e| LoadError::Load(chain(&e)))?;
         let btf_names = std::fs::read(BTF_PATH).unwrap_or_default();
         for (program, tracepoint, required) in ATTACHMENTS {
@@ -294,6 +354,30 @@ impl Probes {
         Ok(Probes { ebpf })
     }
 
+    /// Makes the kernel leave out loopback connections to these ports (weft's own
+    /// listening sockets: applications sending telemetry to weft), in place of the
+    /// previous set. Connections already seen keep their verdict.
+    pub fn set_own_ports(
+        &mut self,
+        ports: &std::collections::BTreeSet<u16>,
+    ) -> Result<(), LoadError> {
+        let map = self
+            .ebpf
+            .map_mut("weft_own_ports")
+            .ok_or(LoadError::Missing("weft_own_ports"))?;
+        let mut hash: HashMap<&mut MapData, u16, u8> =
+            HashMap::try_from(map).map_err(|e| LoadError::Load(chain(&e)))?;
+        let old: Vec<u16> = hash.keys().filter_map(Result::ok).collect();
+        for port in old.iter().filter(|p| !ports.contains(p)) {
+            let _ = hash.remove(port);
+        }
+        for port in ports.iter().take(MAX_OWN_PORTS) {
+            hash.insert(port, 1, 0)
+                .map_err(|e| LoadError::Load(chain(&e)))?;
+        }
+        Ok(())
+    }
+
     /// The ring buffer the records arrive in.
     pub fn ring_buffer(&mut self) -> Result<RingBuf<MapData>, LoadError> {
         let map = self
@@ -319,6 +403,22 @@ impl Probes {
         }
         out
     }
+}
+
+/// Puts the entries into the hash map `name` of the probes.
+fn fill_map<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    entries: &std::collections::BTreeMap<K, V>,
+) -> Result<(), LoadError> {
+    let map = ebpf.map_mut(name).ok_or(LoadError::Missing(name))?;
+    let mut hash: HashMap<&mut MapData, K, V> =
+        HashMap::try_from(map).map_err(|e| LoadError::Load(chain(&e)))?;
+    for (k, v) in entries {
+        hash.insert(k, v, 0)
+            .map_err(|e| LoadError::Load(chain(&e)))?;
+    }
+    Ok(())
 }
 
 /// Whether the kernel's BTF (its raw bytes) names the tracepoint: each BTF tracepoint

@@ -52,6 +52,8 @@ const MAX_BATCH_SPANS: usize = 1024;
 /// How often the ring buffer is read without a wakeup from the kernel (which only
 /// wakes the reader once a sixteenth of the ring is unread).
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How often weft's own listening ports are read again (receivers start, reload).
+const OWN_PORTS_REFRESH: Duration = Duration::from_secs(2);
 /// Records read per pass, so flushes and shutdown are not starved under load.
 const RECORDS_PER_PASS: usize = 4096;
 
@@ -318,7 +320,7 @@ async fn forward(ingest: Arc<Ingest>, mut rx: mpsc::Receiver<Payload>) {
 async fn capture(
     id: ComponentId,
     config: Arc<EbpfReceiverConfig>,
-    probes: Probes,
+    mut probes: Probes,
     mut ring: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
     mut tracker: Tracker,
     tx: mpsc::Sender<Payload>,
@@ -335,6 +337,9 @@ async fn capture(
     let mut last_kernel = [0u64; loader::STAT_COUNT];
     let mut last_expire = Instant::now();
     let mut log_decode = true;
+    // weft's own listening ports, refreshed as receivers start, stop or reload.
+    let mut own_ports = std::collections::BTreeSet::new();
+    let mut last_own_ports: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = token.cancelled() => break,
@@ -362,6 +367,16 @@ async fn capture(
                 }
             }
             _ = flush.tick() => {
+                if last_own_ports.is_none_or(|t| t.elapsed() >= OWN_PORTS_REFRESH) {
+                    last_own_ports = Some(Instant::now());
+                    let now = loader::own_listening_ports();
+                    if now != own_ports {
+                        if let Err(e) = probes.set_own_ports(&now) {
+                            tracing::warn!(receiver = %id, "cannot tell the kernel weft's own ports: {e}");
+                        }
+                        own_ports = now;
+                    }
+                }
                 tracker.set_clock_offset(loader::clock_offset_ns());
                 if last_expire.elapsed() >= Duration::from_secs(1) {
                     tracker.expire(loader::monotonic_ns());
