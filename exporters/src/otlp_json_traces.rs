@@ -16,14 +16,7 @@ pub fn encode_traces(rs: &[ResourceSpans], out: &mut Vec<u8>) {
     let mut o = Obj::new();
     if !rs.is_empty() {
         o.key(out, "resourceSpans");
-        out.push(b'[');
-        for (i, r) in rs.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            resource_spans(r, out);
-        }
-        out.push(b']');
+        list(out, rs, resource_spans);
     }
     out.push(b'}');
 }
@@ -216,36 +209,20 @@ fn string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-fn base64(out: &mut Vec<u8>, data: &[u8]) {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        out.push(ALPHABET[(n >> 18) as usize & 63]);
-        out.push(ALPHABET[(n >> 12) as usize & 63]);
-        out.push(if chunk.len() > 1 {
-            ALPHABET[(n >> 6) as usize & 63]
-        } else {
-            b'='
-        });
-        out.push(if chunk.len() > 2 {
-            ALPHABET[n as usize & 63]
-        } else {
-            b'='
-        });
-    }
-}
-
-fn key_values(out: &mut Vec<u8>, kvs: &[KeyValue]) {
+/// `[a,b,...]`, each item written by `item`.
+fn list<T>(out: &mut Vec<u8>, items: &[T], item: impl Fn(&T, &mut Vec<u8>)) {
     out.push(b'[');
-    for (i, kv) in kvs.iter().enumerate() {
+    for (i, x) in items.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
+        item(x, out);
+    }
+    out.push(b']');
+}
+
+fn key_values(out: &mut Vec<u8>, kvs: &[KeyValue]) {
+    list(out, kvs, |kv, out| {
         out.push(b'{');
         let mut o = Obj::new();
         o.str(out, "key", &kv.key);
@@ -255,8 +232,7 @@ fn key_values(out: &mut Vec<u8>, kvs: &[KeyValue]) {
         }
         o.num(out, "keyStrindex", i64::from(kv.key_strindex));
         out.push(b'}');
-    }
-    out.push(b']');
+    });
 }
 
 fn any_value(out: &mut Vec<u8>, v: &AnyValue) {
@@ -290,14 +266,8 @@ fn any_value(out: &mut Vec<u8>, v: &AnyValue) {
             o.key(out, "arrayValue");
             out.push(b'{');
             if !a.values.is_empty() {
-                out.extend_from_slice(b"\"values\":[");
-                for (i, item) in a.values.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    any_value(out, item);
-                }
-                out.push(b']');
+                out.extend_from_slice(b"\"values\":");
+                list(out, &a.values, |item, out| any_value(out, item));
             }
             out.push(b'}');
         }
@@ -313,7 +283,7 @@ fn any_value(out: &mut Vec<u8>, v: &AnyValue) {
         Some(Value::BytesValue(b)) => {
             o.key(out, "bytesValue");
             out.push(b'"');
-            base64(out, b);
+            out.extend_from_slice(weft_jaeger::translate::value::base64(b).as_bytes());
             out.push(b'"');
         }
         Some(Value::StringValueStrindex(i)) => o.num(out, "stringValueStrindex", i64::from(*i)),
@@ -321,19 +291,12 @@ fn any_value(out: &mut Vec<u8>, v: &AnyValue) {
     out.push(b'}');
 }
 
-fn strings(o: &mut Obj, out: &mut Vec<u8>, k: &str, list: &[String]) {
-    if list.is_empty() {
+fn strings(o: &mut Obj, out: &mut Vec<u8>, k: &str, items: &[String]) {
+    if items.is_empty() {
         return;
     }
     o.key(out, k);
-    out.push(b'[');
-    for (i, s) in list.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        string(out, s);
-    }
-    out.push(b']');
+    list(out, items, |s, out| string(out, s));
 }
 
 fn entity_ref(out: &mut Vec<u8>, e: &EntityRef) {
@@ -358,14 +321,7 @@ fn resource(out: &mut Vec<u8>, r: Option<&Resource>) {
         );
         if !r.entity_refs.is_empty() {
             o.key(out, "entityRefs");
-            out.push(b'[');
-            for (i, e) in r.entity_refs.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                entity_ref(out, e);
-            }
-            out.push(b']');
+            list(out, &r.entity_refs, |e, out| entity_ref(out, e));
         }
     }
     out.push(b'}');
@@ -394,14 +350,7 @@ fn resource_spans(r: &ResourceSpans, out: &mut Vec<u8>) {
     resource(out, r.resource.as_ref());
     if !r.scope_spans.is_empty() {
         o.key(out, "scopeSpans");
-        out.push(b'[');
-        for (i, s) in r.scope_spans.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            scope_spans(s, out);
-        }
-        out.push(b']');
+        list(out, &r.scope_spans, scope_spans);
     }
     o.str(out, "schemaUrl", &r.schema_url);
     out.push(b'}');
@@ -414,14 +363,7 @@ fn scope_spans(s: &ScopeSpans, out: &mut Vec<u8>) {
     scope(out, s.scope.as_ref());
     if !s.spans.is_empty() {
         o.key(out, "spans");
-        out.push(b'[');
-        for (i, sp) in s.spans.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            span(sp, out);
-        }
-        out.push(b']');
+        list(out, &s.spans, span);
     }
     o.str(out, "schemaUrl", &s.schema_url);
     out.push(b'}');
@@ -447,26 +389,12 @@ fn span(s: &Span, out: &mut Vec<u8>) {
     );
     if !s.events.is_empty() {
         o.key(out, "events");
-        out.push(b'[');
-        for (i, e) in s.events.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            event(e, out);
-        }
-        out.push(b']');
+        list(out, &s.events, event);
     }
     o.num(out, "droppedEventsCount", i64::from(s.dropped_events_count));
     if !s.links.is_empty() {
         o.key(out, "links");
-        out.push(b'[');
-        for (i, l) in s.links.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            link(l, out);
-        }
-        out.push(b']');
+        list(out, &s.links, link);
     }
     o.num(out, "droppedLinksCount", i64::from(s.dropped_links_count));
     o.key(out, "status");
