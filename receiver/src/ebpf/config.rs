@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use weft_pipeline::{ComponentConfig, ConfigFieldError};
 
+use super::db::{DbProtocol, TextPolicy};
+
 /// Payload bytes copied per syscall when `payload_bytes` is not set.
 pub const DEFAULT_PAYLOAD_BYTES: u32 = 1024;
 /// The probe's per-record payload limit.
@@ -40,6 +42,131 @@ impl Selector {
 
     pub fn matches_port(&self, local: u16, remote: u16) -> bool {
         self.ports.contains(&local) || self.ports.contains(&remote)
+    }
+}
+
+/// `protocols: <name>:`: whether a protocol makes spans, and where it is expected.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtocolConfig {
+    /// Make spans of this protocol.
+    pub enabled: bool,
+    /// Connections on these ports (local for a server, remote for a client) are read as
+    /// this protocol, whatever their first bytes. Unset: the protocol's usual port (none
+    /// for HTTP).
+    pub ports: Option<Vec<u16>>,
+    /// Also recognise the protocol on other ports from its first bytes.
+    pub detect: bool,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        ProtocolConfig {
+            enabled: true,
+            ports: None,
+            detect: true,
+        }
+    }
+}
+
+/// `protocols:`: one entry per protocol the receiver reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtocolsConfig {
+    /// HTTP/1.x: recognised by its first bytes; `ports` pins it.
+    pub http: ProtocolConfig,
+    pub redis: ProtocolConfig,
+    /// memcached's text protocol has no signature: it is read on its ports only.
+    pub memcached: ProtocolConfig,
+    pub postgresql: ProtocolConfig,
+    pub mysql: ProtocolConfig,
+}
+
+/// A protocol a connection is read as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Db(DbProtocol),
+}
+
+impl ProtocolsConfig {
+    pub fn get(&self, p: Protocol) -> &ProtocolConfig {
+        match p {
+            Protocol::Http => &self.http,
+            Protocol::Db(DbProtocol::Redis) => &self.redis,
+            Protocol::Db(DbProtocol::Memcached) => &self.memcached,
+            Protocol::Db(DbProtocol::Postgresql) => &self.postgresql,
+            Protocol::Db(DbProtocol::Mysql) => &self.mysql,
+        }
+    }
+
+    /// The ports a protocol is pinned to.
+    pub fn ports(&self, p: Protocol) -> &[u16] {
+        const REDIS: [u16; 1] = [DbProtocol::Redis.default_port()];
+        const MEMCACHED: [u16; 1] = [DbProtocol::Memcached.default_port()];
+        const POSTGRESQL: [u16; 1] = [DbProtocol::Postgresql.default_port()];
+        const MYSQL: [u16; 1] = [DbProtocol::Mysql.default_port()];
+        match (&self.get(p).ports, p) {
+            (Some(list), _) => list,
+            (None, Protocol::Http) => &[],
+            (None, Protocol::Db(DbProtocol::Redis)) => &REDIS,
+            (None, Protocol::Db(DbProtocol::Memcached)) => &MEMCACHED,
+            (None, Protocol::Db(DbProtocol::Postgresql)) => &POSTGRESQL,
+            (None, Protocol::Db(DbProtocol::Mysql)) => &MYSQL,
+        }
+    }
+
+    fn all(&self) -> [(Protocol, &ProtocolConfig); 5] {
+        [
+            (Protocol::Http, &self.http),
+            (Protocol::Db(DbProtocol::Redis), &self.redis),
+            (Protocol::Db(DbProtocol::Memcached), &self.memcached),
+            (Protocol::Db(DbProtocol::Postgresql), &self.postgresql),
+            (Protocol::Db(DbProtocol::Mysql), &self.mysql),
+        ]
+    }
+
+    /// The enabled protocol pinned to a port.
+    pub fn pinned(&self, port: u16) -> Option<Protocol> {
+        self.all()
+            .into_iter()
+            .find(|(p, c)| c.enabled && self.ports(*p).contains(&port))
+            .map(|(p, _)| p)
+    }
+
+    /// Whether a protocol recognised by its first bytes makes spans.
+    pub fn detected(&self, p: Protocol) -> bool {
+        let c = self.get(p);
+        c.enabled && c.detect
+    }
+}
+
+/// `query_text:`: how `db.query.text` is exported.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryTextConfig {
+    /// Replace literals with `?` (SQL) and arguments after the key with `?` (Redis).
+    pub sanitize: bool,
+    /// Longest text exported, in bytes.
+    pub max_length: usize,
+}
+
+impl Default for QueryTextConfig {
+    fn default() -> Self {
+        let d = TextPolicy::default();
+        QueryTextConfig {
+            sanitize: d.sanitize,
+            max_length: d.max_length,
+        }
+    }
+}
+
+impl QueryTextConfig {
+    pub fn policy(&self) -> TextPolicy {
+        TextPolicy {
+            sanitize: self.sanitize,
+            max_length: self.max_length,
+        }
     }
 }
 
@@ -78,6 +205,10 @@ pub struct EbpfReceiverConfig {
     pub idle_timeout: Duration,
     /// Most connections tracked at once; the least recently active is forgotten first.
     pub max_connections: usize,
+    /// Which protocols make spans, on which ports.
+    pub protocols: ProtocolsConfig,
+    /// How database query text is exported.
+    pub query_text: QueryTextConfig,
 }
 
 impl Default for EbpfReceiverConfig {
@@ -95,6 +226,8 @@ impl Default for EbpfReceiverConfig {
             flush_interval: Duration::from_millis(200),
             idle_timeout: Duration::from_secs(300),
             max_connections: 65536,
+            protocols: ProtocolsConfig::default(),
+            query_text: QueryTextConfig::default(),
         }
     }
 }
@@ -188,6 +321,38 @@ impl ComponentConfig for EbpfReceiverConfig {
             return Err(ConfigFieldError::at(
                 &["max_connections"],
                 "must be greater than zero",
+            ));
+        }
+        let mut owner: BTreeMap<u16, &str> = BTreeMap::new();
+        for (p, _) in self.protocols.all() {
+            let name = match p {
+                Protocol::Http => "http",
+                Protocol::Db(d) => d.name(),
+            };
+            for (i, port) in self.protocols.ports(p).iter().enumerate() {
+                if *port == 0 {
+                    return Err(ConfigFieldError::at(
+                        &["protocols", name, "ports", &i.to_string()],
+                        "port 0 never carries traffic",
+                    ));
+                }
+                if let Some(other) = owner.insert(*port, name) {
+                    if other != name {
+                        return Err(ConfigFieldError::at(
+                            &["protocols", name, "ports", &i.to_string()],
+                            format!("port {port} is already pinned to {other}"),
+                        ));
+                    }
+                }
+            }
+        }
+        if !(16..=65536).contains(&self.query_text.max_length) {
+            return Err(ConfigFieldError::at(
+                &["query_text", "max_length"],
+                format!(
+                    "must be between 16 and 65536, got {}",
+                    self.query_text.max_length
+                ),
             ));
         }
         Ok(())

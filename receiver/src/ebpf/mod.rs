@@ -11,6 +11,7 @@
 //! correlation facts the `autotracing` processor joins into traces.
 
 pub mod config;
+pub mod db;
 pub mod http1;
 pub mod loader;
 pub mod pairing;

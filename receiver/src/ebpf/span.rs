@@ -13,6 +13,7 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
 use super::config::EbpfReceiverConfig;
+use super::db::DbExchange;
 use super::pairing::HttpExchange;
 use super::record::Role;
 
@@ -139,6 +140,59 @@ fn host_of(host: &str) -> &str {
     }
 }
 
+/// Which end of a connection is the server's, from the process's point of view.
+struct Ends<'a> {
+    kind: SpanKind,
+    server_port: u16,
+    client: (IpAddr, u16),
+    server_text: &'a String,
+    client_text: &'a String,
+}
+
+impl<'a> Ends<'a> {
+    fn of(role: Role, conn: &'a ConnFacts) -> Option<Ends<'a>> {
+        Some(match role {
+            Role::Server => Ends {
+                kind: SpanKind::Server,
+                server_port: conn.local.1,
+                client: conn.remote,
+                server_text: &conn.local_text,
+                client_text: &conn.remote_text,
+            },
+            Role::Client => Ends {
+                kind: SpanKind::Client,
+                server_port: conn.remote.1,
+                client: conn.local,
+                server_text: &conn.remote_text,
+                client_text: &conn.local_text,
+            },
+            Role::Unknown => return None,
+        })
+    }
+
+    /// The address, network and process attributes every span carries.
+    fn push(&self, attributes: &mut Vec<KeyValue>, server_address: &str, conn: &ConnFacts) {
+        attributes.push(kv_str("server.address", server_address));
+        attributes.push(kv_int("server.port", i64::from(self.server_port)));
+        attributes.push(kv_str("client.address", self.client_text));
+        attributes.push(kv_int("client.port", i64::from(self.client.1)));
+        attributes.push(kv_str("network.peer.address", &conn.remote_text));
+        attributes.push(kv_int("network.peer.port", i64::from(conn.remote.1)));
+        attributes.push(kv_str("network.local.address", &conn.local_text));
+        attributes.push(kv_int("network.local.port", i64::from(conn.local.1)));
+        attributes.push(kv_str(
+            "network.type",
+            if conn.local.0.is_ipv4() {
+                "ipv4"
+            } else {
+                "ipv6"
+            },
+        ));
+        attributes.push(kv_str("network.transport", "tcp"));
+        attributes.push(kv_int("process.pid", i64::from(conn.pid)));
+    }
+}
+
 /// Collects spans per process until taken.
 pub struct SpanBuilder {
     config: Arc<EbpfReceiverConfig>,
@@ -178,22 +232,8 @@ impl SpanBuilder {
         conn: &ConnFacts,
         process: &ProcessFacts,
     ) -> bool {
-        let (kind, server, client, server_text, client_text) = match role {
-            Role::Server => (
-                SpanKind::Server,
-                conn.local,
-                conn.remote,
-                &conn.local_text,
-                &conn.remote_text,
-            ),
-            Role::Client => (
-                SpanKind::Client,
-                conn.remote,
-                conn.local,
-                &conn.remote_text,
-                &conn.local_text,
-            ),
-            Role::Unknown => return false,
+        let Some(ends) = Ends::of(role, conn) else {
+            return false;
         };
         let method = x.method.as_str();
         let mut attributes = Vec::with_capacity(24 + x.req_headers_of_interest.len());
@@ -206,27 +246,10 @@ impl SpanBuilder {
         }
         attributes.push(kv_int("http.response.status_code", i64::from(x.status)));
         let server_address = match x.host.as_deref().map(host_of) {
-            Some(h) if !h.is_empty() => h.to_string(),
-            _ => server_text.clone(),
+            Some(h) if !h.is_empty() => h,
+            _ => ends.server_text.as_str(),
         };
-        attributes.push(kv_str("server.address", &server_address));
-        attributes.push(kv_int("server.port", i64::from(server.1)));
-        attributes.push(kv_str("client.address", client_text));
-        attributes.push(kv_int("client.port", i64::from(client.1)));
-        attributes.push(kv_str("network.peer.address", &conn.remote_text));
-        attributes.push(kv_int("network.peer.port", i64::from(conn.remote.1)));
-        attributes.push(kv_str("network.local.address", &conn.local_text));
-        attributes.push(kv_int("network.local.port", i64::from(conn.local.1)));
-        attributes.push(kv_str(
-            "network.type",
-            if conn.local.0.is_ipv4() {
-                "ipv4"
-            } else {
-                "ipv6"
-            },
-        ));
-        attributes.push(kv_str("network.transport", "tcp"));
-        attributes.push(kv_int("process.pid", i64::from(conn.pid)));
+        ends.push(&mut attributes, server_address, conn);
         attributes.push(kv_int("thread.id", i64::from(x.req_tag.tid)));
         attributes.push(kv_int("weft.tcp.req_seq", i64::from(x.req_tcp_seq)));
         attributes.push(kv_int("weft.tcp.resp_seq", i64::from(x.resp_tcp_seq)));
@@ -251,18 +274,97 @@ impl SpanBuilder {
         if x.truncated {
             attributes.push(kv("weft.truncated", Value::BoolValue(true)));
         }
-        let error = match kind {
+        let error = match ends.kind {
             SpanKind::Server => x.status >= 500,
             _ => x.status >= 400,
         };
-        let status = if error {
-            Some(Status {
-                code: StatusCode::Error as i32,
-                message: String::new(),
-            })
-        } else {
-            None
+        let status = error.then(|| Status {
+            code: StatusCode::Error as i32,
+            message: String::new(),
+        });
+        let span = self.span(
+            method.to_string(),
+            ends.kind,
+            x.request_start_ns,
+            x.response_end_ns,
+            attributes,
+            status,
+        );
+        self.push(conn, process, span);
+        true
+    }
+
+    /// Adds the span of one database or cache command; false when the role of the
+    /// socket is unknown.
+    pub fn add_db(
+        &mut self,
+        x: &DbExchange,
+        role: Role,
+        conn: &ConnFacts,
+        process: &ProcessFacts,
+    ) -> bool {
+        let Some(ends) = Ends::of(role, conn) else {
+            return false;
         };
+        let r = &x.request;
+        let mut attributes = Vec::with_capacity(26);
+        attributes.push(kv_str("db.system.name", x.system));
+        attributes.push(kv_str("db.operation.name", &r.operation));
+        if let Some(t) = &r.text {
+            attributes.push(kv_str("db.query.text", t));
+        }
+        if let Some(ns) = &r.namespace {
+            attributes.push(kv_str("db.namespace", ns));
+        }
+        if let Some(code) = &x.response.status_code {
+            attributes.push(kv_str("db.response.status_code", code));
+        }
+        ends.push(&mut attributes, &ends.server_text, conn);
+        attributes.push(kv_int("thread.id", i64::from(x.req.tag.tid)));
+        attributes.push(kv_int("weft.tcp.req_seq", i64::from(x.req.tcp_seq)));
+        attributes.push(kv_int(
+            "weft.syscall_trace_id.req",
+            x.req.tag.syscall_id as i64,
+        ));
+        if let Some(resp) = &x.resp {
+            attributes.push(kv_int("weft.tcp.resp_seq", i64::from(resp.tcp_seq)));
+            attributes.push(kv_int(
+                "weft.syscall_trace_id.resp",
+                resp.tag.syscall_id as i64,
+            ));
+        }
+        attributes.push(kv_int("weft.socket.id", conn.sock_id as i64));
+        if let Some(tp) = &r.traceparent {
+            attributes.push(kv_str("weft.header.traceparent", tp));
+        }
+        if x.truncated || (r.replies > 0 && !x.answered) {
+            attributes.push(kv("weft.truncated", Value::BoolValue(true)));
+        }
+        let status = x.response.error.as_ref().map(|m| Status {
+            code: StatusCode::Error as i32,
+            message: m.clone(),
+        });
+        let span = self.span(
+            r.operation.clone(),
+            ends.kind,
+            x.req.ts_ns,
+            x.resp_end_ns,
+            attributes,
+            status,
+        );
+        self.push(conn, process, span);
+        true
+    }
+
+    fn span(
+        &self,
+        name: String,
+        kind: SpanKind,
+        start_ns: u64,
+        end_ns: u64,
+        attributes: Vec<KeyValue>,
+        status: Option<Status>,
+    ) -> Span {
         let mut trace_id = [0u8; 16];
         fastrand::fill(&mut trace_id);
         let mut span_id = [0u8; 8];
@@ -270,24 +372,26 @@ impl SpanBuilder {
         if span_id == [0; 8] {
             span_id[7] = 1;
         }
-        let span = Span {
+        Span {
             trace_id: trace_id.to_vec(),
             span_id: span_id.to_vec(),
-            name: method.to_string(),
+            name,
             kind: kind as i32,
-            start_time_unix_nano: self.wall(x.request_start_ns),
-            end_time_unix_nano: self.wall(x.response_end_ns.max(x.request_start_ns)),
+            start_time_unix_nano: self.wall(start_ns),
+            end_time_unix_nano: self.wall(end_ns.max(start_ns)),
             attributes,
             status,
             ..Default::default()
-        };
+        }
+    }
+
+    fn push(&mut self, conn: &ConnFacts, process: &ProcessFacts, span: Span) {
         let entry = self
             .pending
             .entry(conn.pid)
             .or_insert_with(|| (process.clone(), Vec::new()));
         entry.1.push(span);
         self.count += 1;
-        true
     }
 
     /// The spans collected so far, one `ResourceSpans` per process.

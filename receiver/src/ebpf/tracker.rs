@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
-use super::config::EbpfReceiverConfig;
+use super::config::{EbpfReceiverConfig, Protocol};
+use super::db::{DbConnection, DbExchange, DbProtocol, DbStats, Side};
 use super::http1::{Chunk, Http1Stats, ParserConfig, Tag};
 use super::pairing::{Http1Connection, HttpExchange, PairingStats};
 use super::record::{Direction, Record, Role};
@@ -38,6 +39,18 @@ pub struct TrackerStats {
     pub unpaired: u64,
     pub evicted_idle: u64,
     pub evicted_full: u64,
+    /// Connections read as each database protocol, in [`DbProtocol::ALL`] order.
+    pub db_connections: [u64; 4],
+    /// Connections given up because their bytes broke the protocol, per protocol.
+    pub db_protocol_errors: [u64; 4],
+    /// Connections not followed further (TLS and the like), per protocol.
+    pub db_not_followed: [u64; 4],
+    /// Times a connection's framing was lost in uncaptured bytes.
+    pub db_framing_lost: u64,
+}
+
+fn proto_index(p: DbProtocol) -> usize {
+    DbProtocol::ALL.iter().position(|x| *x == p).unwrap_or(0)
 }
 
 /// How a connection's bytes are read.
@@ -48,6 +61,11 @@ enum Mode {
     /// HTTP/1.x; `requests` is the direction carrying requests.
     Http {
         conn: Box<Http1Connection>,
+        requests: Direction,
+    },
+    /// A database or cache protocol; `requests` is the direction carrying requests.
+    Db {
+        conn: Box<DbConnection>,
         requests: Direction,
     },
     /// Not HTTP/1.x, or not allowed to make spans: only the syscall ids are kept.
@@ -76,6 +94,7 @@ struct Seen {
     closed_mid_message: u64,
     unpaired: u64,
     non_http: bool,
+    db: DbStats,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -123,6 +142,7 @@ pub struct Tracker {
     processes: Box<dyn ProcessSource>,
     spans: SpanBuilder,
     exchanges: Vec<HttpExchange>,
+    db_exchanges: Vec<DbExchange>,
     stats: TrackerStats,
 }
 
@@ -144,6 +164,7 @@ impl Tracker {
             next_id: (fastrand::u64(..) >> 12) | 1,
             processes,
             exchanges: Vec::new(),
+            db_exchanges: Vec::new(),
             stats: TrackerStats::default(),
         }
     }
@@ -206,20 +227,19 @@ impl Tracker {
                 cgroup_id: r.cgroup_id,
                 comm: comm.to_string(),
             };
-            let mode = if !allowed {
-                Mode::Ignored
+            let (mode, role) = if !allowed {
+                (Mode::Ignored, r.role)
             } else {
-                match r.role {
-                    Role::Server => http_mode(&self.parser, Direction::Ingress),
-                    Role::Client => http_mode(&self.parser, Direction::Egress),
-                    Role::Unknown => Mode::Undecided,
-                }
+                self.pinned_mode(r.role, r.lport, r.rport)
             };
+            if let Mode::Db { conn, .. } = &mode {
+                self.stats.db_connections[proto_index(conn.protocol())] += 1;
+            }
             self.conns.insert(
                 key,
                 Conn {
                     mode,
-                    role: r.role,
+                    role,
                     next_seq: [None, None],
                     last_dir: Direction::None,
                     last_id: 0,
@@ -239,37 +259,66 @@ impl Tracker {
         conn.capture_seq = r.capture_seq;
 
         if let Mode::Undecided = conn.mode {
-            if r.payload.is_empty() {
-                return;
-            }
-            let requests = if looks_like_request(r.payload) {
-                Some(r.direction)
-            } else if looks_like_response(r.payload) {
-                Some(match r.direction {
-                    Direction::Egress => Direction::Ingress,
-                    _ => Direction::Egress,
-                })
-            } else {
-                None
+            let protocols = &self.config.protocols;
+            let known = match conn.role {
+                Role::Server => Some(Direction::Ingress),
+                Role::Client => Some(Direction::Egress),
+                Role::Unknown => None,
             };
-            conn.mode = match requests {
-                Some(d) => {
+            let opposite = |d: Direction| match d {
+                Direction::Egress => Direction::Ingress,
+                _ => Direction::Egress,
+            };
+            // What the first bytes say: (protocol, direction of the requests).
+            let seen = if r.payload.is_empty() {
+                None
+            } else if looks_like_request(r.payload) {
+                Some((Protocol::Http, r.direction))
+            } else if looks_like_response(r.payload) {
+                Some((Protocol::Http, opposite(r.direction)))
+            } else {
+                DbProtocol::sniff(r.payload).map(|(p, is_request)| {
+                    let d = if is_request {
+                        r.direction
+                    } else {
+                        opposite(r.direction)
+                    };
+                    (Protocol::Db(p), d)
+                })
+            };
+            let text = self.config.query_text.policy();
+            conn.mode = match (seen, known) {
+                // A role the kernel told that the bytes contradict: not followed.
+                (Some((_, d)), Some(k)) if d != k => Mode::Ignored,
+                (Some((p, d)), _) if protocols.detected(p) => {
                     conn.role = if d == Direction::Ingress {
                         Role::Server
                     } else {
                         Role::Client
                     };
-                    http_mode(&self.parser, d)
+                    match p {
+                        Protocol::Http => http_mode(&self.parser, d),
+                        Protocol::Db(db) => {
+                            self.stats.db_connections[proto_index(db)] += 1;
+                            Mode::Db {
+                                conn: Box::new(DbConnection::new(db, text)),
+                                requests: d,
+                            }
+                        }
+                    }
                 }
-                None => Mode::Ignored,
+                (Some(_), _) => Mode::Ignored,
+                // No signature on a socket whose role is known: the HTTP parser has the
+                // last word (and counts the stream as not HTTP).
+                (None, Some(k)) if protocols.http.enabled => http_mode(&self.parser, k),
+                (None, Some(_)) => Mode::Ignored,
+                (None, None) if r.payload.is_empty() => return,
+                (None, None) => Mode::Ignored,
             };
         }
-        let Mode::Http {
-            conn: http,
-            requests,
-        } = &mut conn.mode
-        else {
-            return;
+        let requests = match &conn.mode {
+            Mode::Http { requests, .. } | Mode::Db { requests, .. } => *requests,
+            _ => return,
         };
 
         // Reassembly by TCP sequence: a gap (bytes never seen: a lost record, a call the
@@ -293,7 +342,14 @@ impl Tracker {
                         tid: r.tid,
                     },
                 };
-                feed(http, *requests, r.direction, &gap, &mut self.exchanges);
+                feed(
+                    &mut conn.mode,
+                    requests,
+                    r.direction,
+                    &gap,
+                    &mut self.exchanges,
+                    &mut self.db_exchanges,
+                );
             } else if ahead != 0 {
                 let behind = expected.wrapping_sub(seq) as u64;
                 self.stats.overlaps += 1;
@@ -317,7 +373,14 @@ impl Tracker {
                 tid: r.tid,
             },
         };
-        feed(http, *requests, r.direction, &chunk, &mut self.exchanges);
+        feed(
+            &mut conn.mode,
+            requests,
+            r.direction,
+            &chunk,
+            &mut self.exchanges,
+            &mut self.db_exchanges,
+        );
         self.drain(key);
     }
 
@@ -396,8 +459,10 @@ impl Tracker {
     /// A connection ended (close record, idle, eviction): bodies delimited by the close
     /// end, anything still open is counted.
     fn finish(&mut self, mut conn: Conn) {
-        if let Mode::Http { conn: http, .. } = &mut conn.mode {
-            http.close(&mut self.exchanges);
+        match &mut conn.mode {
+            Mode::Http { conn: http, .. } => http.close(&mut self.exchanges),
+            Mode::Db { conn: db, .. } => db.close(&mut self.db_exchanges),
+            _ => {}
         }
         fold_stats(&mut conn, &mut self.stats);
         self.emit((conn.facts.pid, conn.facts.sock_id), Some(&conn));
@@ -406,11 +471,12 @@ impl Tracker {
     /// Builds the spans of the pending exchanges of a connection: `ended` when it has
     /// left the table, else looked up by key.
     fn emit(&mut self, key: (u32, u64), ended: Option<&Conn>) {
-        if self.exchanges.is_empty() {
+        if self.exchanges.is_empty() && self.db_exchanges.is_empty() {
             return;
         }
         let Some(conn) = ended.or_else(|| self.conns.get(&key)) else {
             self.exchanges.clear();
+            self.db_exchanges.clear();
             return;
         };
         let process = self.processes.lookup(conn.facts.pid, &conn.facts.comm);
@@ -420,6 +486,42 @@ impl Tracker {
                 self.stats.spans += 1;
             }
         }
+        for x in self.db_exchanges.drain(..) {
+            self.stats.exchanges += 1;
+            if self.spans.add_db(&x, conn.role, &conn.facts, &process) {
+                self.stats.spans += 1;
+            }
+        }
+    }
+
+    /// The mode of a new connection from its ports: a protocol pinned to the server's
+    /// port, else undecided until its first bytes. Also the role, when a pinned port
+    /// tells which end is the server.
+    fn pinned_mode(&self, role: Role, lport: u16, rport: u16) -> (Mode, Role) {
+        let protocols = &self.config.protocols;
+        let (pinned, role) = match role {
+            Role::Server => (protocols.pinned(lport), role),
+            Role::Client => (protocols.pinned(rport), role),
+            Role::Unknown => match (protocols.pinned(rport), protocols.pinned(lport)) {
+                (Some(p), None) => (Some(p), Role::Client),
+                (None, Some(p)) => (Some(p), Role::Server),
+                _ => (None, role),
+            },
+        };
+        let requests = match role {
+            Role::Server => Direction::Ingress,
+            Role::Client => Direction::Egress,
+            Role::Unknown => return (Mode::Undecided, role),
+        };
+        let mode = match pinned {
+            Some(Protocol::Http) => http_mode(&self.parser, requests),
+            Some(Protocol::Db(p)) => Mode::Db {
+                conn: Box::new(DbConnection::new(p, self.config.query_text.policy())),
+                requests,
+            },
+            None => Mode::Undecided,
+        };
+        (mode, role)
     }
 
     /// Forgets the least recently active tenth of the connections.
@@ -479,20 +581,47 @@ fn http_mode(parser: &Arc<ParserConfig>, requests: Direction) -> Mode {
 }
 
 fn feed(
-    http: &mut Http1Connection,
+    mode: &mut Mode,
     requests: Direction,
     dir: Direction,
     chunk: &Chunk<'_>,
     out: &mut Vec<HttpExchange>,
+    db_out: &mut Vec<DbExchange>,
 ) {
-    if dir == requests {
-        http.feed_request(chunk, out);
-    } else {
-        http.feed_response(chunk, out);
+    match mode {
+        Mode::Http { conn: http, .. } => {
+            if dir == requests {
+                http.feed_request(chunk, out);
+            } else {
+                http.feed_response(chunk, out);
+            }
+        }
+        Mode::Db { conn: db, .. } => {
+            let side = if dir == requests {
+                Side::Request
+            } else {
+                Side::Response
+            };
+            db.feed(side, chunk, db_out);
+        }
+        _ => {}
     }
 }
 
 fn fold_stats(conn: &mut Conn, stats: &mut TrackerStats) {
+    if let Mode::Db { conn: db, .. } = &conn.mode {
+        let now = db.stats();
+        let seen = &mut conn.seen.db;
+        let i = proto_index(db.protocol());
+        stats.db_framing_lost += now.framing_lost.saturating_sub(seen.framing_lost);
+        stats.db_protocol_errors[i] += now.protocol_errors.saturating_sub(seen.protocol_errors);
+        stats.db_not_followed[i] += now.stopped.saturating_sub(seen.stopped);
+        let unpaired = now.unmatched_requests + now.unmatched_responses;
+        let before = seen.unmatched_requests + seen.unmatched_responses;
+        stats.unpaired += unpaired.saturating_sub(before);
+        *seen = now.clone();
+        return;
+    }
     let Mode::Http { conn: http, .. } = &conn.mode else {
         return;
     };
