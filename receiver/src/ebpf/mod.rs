@@ -103,6 +103,10 @@ struct Metrics {
     dropped_head_not_captured: Counter,
     dropped_closed_mid_message: Counter,
     dropped_unpaired: Counter,
+    db_connections: [Counter; 4],
+    db_protocol_errors: [Counter; 4],
+    db_not_followed: [Counter; 4],
+    db_framing_lost: Counter,
     connections: Gauge,
     active: Gauge,
 }
@@ -119,7 +123,32 @@ impl Metrics {
                 &[("receiver", id.as_str()), ("reason", reason)],
             )
         };
+        let per_protocol = |name: &str, help: &str| {
+            db::DbProtocol::ALL.map(|p| {
+                t.counter(
+                    name,
+                    help,
+                    &[("receiver", id.as_str()), ("protocol", p.name())],
+                )
+            })
+        };
         Metrics {
+            db_connections: per_protocol(
+                "weft_ebpf_db_connections",
+                "Connections read as a database or cache protocol",
+            ),
+            db_protocol_errors: per_protocol(
+                "weft_ebpf_db_protocol_errors",
+                "Connections given up because their bytes broke the protocol they were read as",
+            ),
+            db_not_followed: per_protocol(
+                "weft_ebpf_db_not_followed",
+                "Connections no longer followed: TLS, COPY-like modes, commands weft does not read",
+            ),
+            db_framing_lost: c(
+                "weft_ebpf_db_framing_lost",
+                "Times a database connection's framing fell in uncaptured bytes (picked up at the next request)",
+            ),
             records: c(
                 "weft_ebpf_records",
                 "Records read from the kernel ring buffer",
@@ -195,6 +224,14 @@ impl Metrics {
         self.dropped_closed_mid_message
             .add(d(now.closed_mid_message, last.closed_mid_message));
         self.dropped_unpaired.add(d(now.unpaired, last.unpaired));
+        for i in 0..db::DbProtocol::ALL.len() {
+            self.db_connections[i].add(d(now.db_connections[i], last.db_connections[i]));
+            self.db_protocol_errors[i]
+                .add(d(now.db_protocol_errors[i], last.db_protocol_errors[i]));
+            self.db_not_followed[i].add(d(now.db_not_followed[i], last.db_not_followed[i]));
+        }
+        self.db_framing_lost
+            .add(d(now.db_framing_lost, last.db_framing_lost));
         *last = now.clone();
         for (i, counter) in [
             (loader::STAT_RINGBUF_DROPS, &self.ringbuf_dropped),
@@ -288,7 +325,7 @@ impl Lifecycle for EbpfReceiver {
             receiver = %self.id,
             payload_bytes = self.config.payload_bytes,
             ring_buffer_bytes = self.config.ring_buffer_bytes,
-            "eBPF probes attached; capturing HTTP/1.x on TCP sockets"
+            "eBPF probes attached; capturing HTTP/1.x, Redis, memcached, PostgreSQL and MySQL on TCP sockets"
         );
         *running = Some(Running {
             token,

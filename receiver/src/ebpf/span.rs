@@ -319,7 +319,7 @@ impl SpanBuilder {
         if let Some(code) = &x.response.status_code {
             attributes.push(kv_str("db.response.status_code", code));
         }
-        ends.push(&mut attributes, &ends.server_text, conn);
+        ends.push(&mut attributes, ends.server_text, conn);
         attributes.push(kv_int("thread.id", i64::from(x.req.tag.tid)));
         attributes.push(kv_int("weft.tcp.req_seq", i64::from(x.req.tcp_seq)));
         attributes.push(kv_int(

@@ -316,6 +316,9 @@ impl Redis {
         if line.iter().any(|b| *b < 0x20 && *b != b'\t') {
             return Step::Bad("control bytes in an inline command");
         }
+        if line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0") {
+            return Step::Bad("an HTTP request line");
+        }
         let mut words = line
             .split(|b| *b == b' ' || *b == b'\t')
             .filter(|w| !w.is_empty());

@@ -119,36 +119,35 @@ pub fn sql(text: &[u8], dialect: Dialect, sanitize: bool, max: usize) -> String 
                 }
             }
             // Numbers (not inside identifiers, not `$1` placeholders).
-            if b.is_ascii_digit()
-                || (b == b'.' && text.get(i + 1).is_some_and(u8::is_ascii_digit) && !prev_ident)
+            if (b.is_ascii_digit()
+                || (b == b'.' && text.get(i + 1).is_some_and(u8::is_ascii_digit)))
+                && !prev_ident
             {
-                if !prev_ident {
+                i += 1;
+                let hex = b == b'0' && matches!(text.get(i), Some(b'x' | b'X'));
+                if hex {
                     i += 1;
-                    let hex = b == b'0' && matches!(text.get(i), Some(b'x' | b'X'));
-                    if hex {
-                        i += 1;
-                    }
-                    while i < n {
-                        let c = text[i];
-                        let more = if hex {
-                            c.is_ascii_hexdigit()
-                        } else {
-                            c.is_ascii_digit()
-                                || c == b'.'
-                                || ((c == b'e' || c == b'E')
-                                    && text.get(i + 1).is_some_and(|d| {
-                                        d.is_ascii_digit() || *d == b'-' || *d == b'+'
-                                    }))
-                                || ((c == b'-' || c == b'+') && matches!(text[i - 1], b'e' | b'E'))
-                        };
-                        if !more {
-                            break;
-                        }
-                        i += 1;
-                    }
-                    out.push(b'?');
-                    continue;
                 }
+                while i < n {
+                    let c = text[i];
+                    let more = if hex {
+                        c.is_ascii_hexdigit()
+                    } else {
+                        c.is_ascii_digit()
+                            || c == b'.'
+                            || ((c == b'e' || c == b'E')
+                                && text.get(i + 1).is_some_and(|d| {
+                                    d.is_ascii_digit() || *d == b'-' || *d == b'+'
+                                }))
+                            || ((c == b'-' || c == b'+') && matches!(text[i - 1], b'e' | b'E'))
+                    };
+                    if !more {
+                        break;
+                    }
+                    i += 1;
+                }
+                out.push(b'?');
+                continue;
             }
         }
         // Quoted identifiers are copied whole (a literal inside them is not one).
