@@ -217,9 +217,11 @@ class Cmd:
 
 def check_session(env: Env, spans: list[Sp], client_port: int, want: list[Cmd], *, system: str,
                   server_port: int, server_pid: int | None, window: tuple[int, int],
-                  namespace: str | None = None, truncated: set[int] = frozenset()) -> None:
+                  namespace: str | None = None, truncated: set[int] = frozenset(),
+                  pipelined: set[int] = frozenset()) -> None:
     """The CLIENT and SERVER spans of one connection are exactly `want`, in order, and
-    mirror each other."""
+    mirror each other. Each command starts once the previous one's answer was read
+    (on both ends), except those in `pipelined`, sent before it."""
     mine = sorted((s for s in spans if s.get("client.port") == client_port), key=lambda s: s.start)
     listing = "\n".join(s.short() for s in mine)
     clients = [s for s in mine if s.kind == CLIENT]
@@ -249,6 +251,11 @@ def check_session(env: Env, spans: list[Sp], client_port: int, want: list[Cmd], 
         assert c.get("weft.tcp.resp_seq") == s.get("weft.tcp.resp_seq"), (c.short(), s.short())
         # The server starts reading no earlier than the client started writing.
         assert s.start + TOLERANCE_NS >= c.start
+        if i > 0 and i not in pipelined:
+            for side in (clients, servers):
+                assert side[i].start >= side[i - 1].end, (
+                    f"command {i} starts before command {i - 1} was answered:\n"
+                    f"{side[i - 1].short()} end={side[i - 1].end}\n{side[i].short()} start={side[i].start}")
 
 
 def client_port_of(sock: socket.socket) -> int:
@@ -305,7 +312,8 @@ def test_redis_session_pipelines_transactions_and_errors(env):
     ]
     spans = env.raw.wait({port}, 2 * len(want))
     check_session(env, spans, port, want, system="redis", server_port=env.redis,
-                  server_pid=env.pids["redis"], window=(t0, t1), namespace="0")
+                  server_pid=env.pids["redis"], window=(t0, t1), namespace="0",
+                  pipelined={*range(5, 14), 15, 16, 17})
 
 
 @pytest.mark.parametrize("protocol", [2, 3], ids=["resp2", "resp3"])
@@ -380,7 +388,8 @@ def test_redis_recognised_by_its_first_bytes_on_20_pipelined_connections(env):
                 *[Cmd("SET", f"SET c{i}:k{k} ?") for k in range(n_keys)],
                 *[Cmd("GET", f"GET c{i}:k{k}") for k in range(n_keys)]]
         check_session(env, spans, port, want, system="redis", server_port=env.redis_detected,
-                      server_pid=env.pids["redis_detected"], window=(t0, t1), namespace="0")
+                      server_pid=env.pids["redis_detected"], window=(t0, t1), namespace="0",
+                      pipelined=set(range(2, per_conn)))
 
 
 # ---------------------------------------------------------------------------
@@ -493,7 +502,8 @@ def test_postgres_simple_extended_prepared_copy_and_pipeline(env):
     ]
     spans = env.raw.wait({port}, 2 * len(want))
     check_session(env, spans, port, want, system="postgresql", server_port=env.postgres,
-                  server_pid=None, window=(t0, t1), namespace="postgres", truncated={len(want) - 2})
+                  server_pid=None, window=(t0, t1), namespace="postgres", truncated={len(want) - 2},
+                  pipelined={9})
     # One backend process serves the connection.
     assert len({s["process.pid"] for s in spans if s.kind == SERVER}) == 1
 

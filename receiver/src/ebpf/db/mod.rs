@@ -329,7 +329,15 @@ impl DbConnection {
         }
         let turn = self.last_side != Some(side);
         self.last_side = Some(side);
-        self.sides[side.index()].last_ts = chunk.ts_ns;
+        let st = &mut self.sides[side.index()];
+        st.last_ts = chunk.ts_ns;
+        if turn && side == Side::Request && st.buf.is_empty() && st.skip == 0 {
+            // A client's request is written before it waits for the answer: units read
+            // before the server last spoke that made no request (a login, a Sync, a
+            // statement close) do not start the next one.
+            st.open = None;
+            st.truncated = false;
+        }
         if self.sides.iter().any(|s| s.lost) {
             if side == Side::Request && turn && !chunk.captured.is_empty() {
                 self.resync(chunk.ts_ns, out);

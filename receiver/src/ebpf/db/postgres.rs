@@ -157,6 +157,7 @@ impl Postgres {
                     CANCEL_REQUEST => return Step::Stop("cancel request"),
                     _ => self.encryption_asked = true,
                 }
+                out.push(Event::Boundary);
                 return Step::Take {
                     consumed: len,
                     skip: 0,
@@ -230,7 +231,12 @@ impl Postgres {
                 }
                 out.push(Event::Request(r));
             }
-            b'S' => self.owed.push_back(Owed::Sync),
+            b'S' => {
+                self.owed.push_back(Owed::Sync);
+                // What follows a Sync is a new batch.
+                out.push(Event::Boundary);
+            }
+            b'H' | b'p' => out.push(Event::Boundary),
             b'F' => {
                 self.owed.push_back(Owed::Simple);
                 out.push(Event::Request(DbRequest {
