@@ -231,7 +231,7 @@ impl Mysql {
                 .map(|n| n + 1)
                 .unwrap_or(0)
         };
-        at += auth_len;
+        at = at.saturating_add(auth_len);
         if caps & CLIENT_CONNECT_WITH_DB != 0 {
             if let Some(rest) = body.get(at..) {
                 let n = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
@@ -366,6 +366,7 @@ impl Mysql {
                 if seq == 1 && !self.login(body) {
                     return Step::Stop("TLS");
                 }
+                out.push(Event::Boundary);
             }
         }
         take
@@ -457,6 +458,7 @@ impl Mysql {
                 if seq == 0 && head == 10 {
                     self.greeting(body);
                     self.phase = Phase::Handshake;
+                    out.push(Event::Boundary);
                     return take;
                 }
                 return Step::Bad("a server speaks first with its greeting");
@@ -467,6 +469,8 @@ impl Mysql {
                     0xff => return Step::Stop("login refused"),
                     _ => {}
                 }
+                // Handshake packets start no answer.
+                out.push(Event::Boundary);
                 return take;
             }
             Phase::Command => {}

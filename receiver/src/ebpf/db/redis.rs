@@ -305,6 +305,14 @@ impl Redis {
     fn inline(&mut self, view: &[u8], dark: bool, out: &mut Vec<Event>) -> Step {
         let Some(end) = view.iter().take(MAX_LINE).position(|b| *b == b'\n') else {
             let _ = dark;
+            // Binary bytes are refused before the line ends.
+            if view
+                .iter()
+                .take(MAX_LINE)
+                .any(|b| *b < 0x20 && !matches!(b, b'\t' | b'\r'))
+            {
+                return Step::Bad("control bytes in an inline command");
+            }
             return if view.len() >= MAX_LINE {
                 Step::Bad("inline command too long")
             } else {
