@@ -55,8 +55,14 @@ impl DbParser for Memcached {
             return Step::Stop("memcached binary protocol");
         }
         let Some((l, consumed)) = line(view) else {
-            return if view.len() >= MAX_LINE {
-                Step::Bad("memcached line too long")
+            // A long line (a multi-get of many keys) is waited for, and lost when
+            // its end was not captured; binary bytes are refused at once.
+            return if view
+                .iter()
+                .take(MAX_LINE)
+                .any(|b| *b < 0x20 && !matches!(b, b'\t' | b'\r'))
+            {
+                Step::Bad("control bytes in a memcached line")
             } else {
                 Step::Need
             };
@@ -86,7 +92,17 @@ impl DbParser for Memcached {
                 }
                 let noreply = !meta && words.last().is_some_and(|w| *w == b"noreply");
                 if first == b"quit" {
+                    out.push(Event::Boundary);
                     return Step::Take { consumed, skip: 0 };
+                }
+                let second = words.get(1).copied().unwrap_or(b"");
+                if first == b"watch"
+                    || (first == b"stats"
+                        && second == b"detail"
+                        && words.get(2) == Some(&&b"dump"[..]))
+                    || (first == b"lru_crawler" && matches!(second, b"metadump" | b"mgdump"))
+                {
+                    return Step::Stop("a memcached command whose answer is a stream");
                 }
                 let op = String::from_utf8_lossy(first).into_owned();
                 // The line holds keys and numbers, never the stored value.

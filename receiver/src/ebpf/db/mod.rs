@@ -22,8 +22,8 @@ use std::fmt;
 
 use super::http1::{Chunk, Tag};
 
-/// Requests kept waiting for their response; beyond this the oldest is given up.
-pub const MAX_PENDING: usize = 256;
+/// Requests kept waiting for their response; beyond this the framing is given up.
+pub const MAX_PENDING: usize = 1024;
 /// Most bytes buffered for one unit whose end has not arrived yet.
 const MAX_UNIT_BUFFER: usize = 64 * 1024;
 
@@ -521,7 +521,7 @@ impl DbConnection {
                     }
                     let evs = std::mem::take(&mut events);
                     self.apply(side, evs, mark, chunk.ts_ns, out);
-                    if self.stopped.is_some() {
+                    if self.stopped.is_some() || self.sides[si].lost {
                         break;
                     }
                 }
@@ -580,8 +580,13 @@ impl DbConnection {
                         continue;
                     }
                     if self.pending.len() >= MAX_PENDING {
-                        self.pending.pop_front();
-                        self.stats.unmatched_requests += 1;
+                        // Dropping the oldest would pair its answer with the next
+                        // request: the framing is given up instead, until the client
+                        // next speaks after the server.
+                        self.stats.unmatched_requests += self.pending.len() as u64 + 1;
+                        self.pending.clear();
+                        self.lose(side);
+                        return;
                     }
                     let owed = request.replies;
                     self.pending.push_back(Pending {
@@ -601,7 +606,13 @@ impl DbConnection {
                         self.stats.unmatched_responses += 1;
                         continue;
                     };
-                    head.owed = head.owed.saturating_sub(1);
+                    // An error is the whole answer (a refused SUBSCRIBE to N channels
+                    // is one error line).
+                    head.owed = if response.error.is_some() {
+                        0
+                    } else {
+                        head.owed.saturating_sub(1)
+                    };
                     if head.response.error.is_none() {
                         head.response = response;
                     }

@@ -16,7 +16,9 @@ use super::{DbParser, DbRequest, DbResponse, Event, Side, Step, TextPolicy};
 /// Bytes of a statement read (the rest of a longer one is skipped).
 const MAX_QUERY: usize = 16 * 1024;
 /// Prepared statements remembered per connection.
-const MAX_STATEMENTS: usize = 1024;
+const MAX_STATEMENTS: usize = 256;
+/// Bytes of a remembered statement's text.
+const MAX_REMEMBERED: usize = 4096;
 /// A packet payload of this size continues in the next packet.
 const MAX_PACKET: usize = 0xFF_FFFF;
 
@@ -56,6 +58,17 @@ pub fn looks_like_greeting(p: &[u8]) -> bool {
         Some(n) => n > 0 && version[..n].iter().all(|b| (0x20..0x7f).contains(b)),
         None => false,
     }
+}
+
+/// The database a `USE db` query switches to.
+fn use_target(operation: &str, q: &[u8]) -> Option<Vec<u8>> {
+    if operation != "USE" {
+        return None;
+    }
+    let text = std::str::from_utf8(q).ok()?.trim();
+    let rest = text.get(3..)?.trim().trim_end_matches(';').trim();
+    let name = rest.trim_matches('`');
+    (!name.is_empty() && !name.contains(char::is_whitespace)).then(|| name.as_bytes().to_vec())
 }
 
 /// A length-encoded integer: (value, bytes used).
@@ -271,8 +284,14 @@ impl Mysql {
                     };
                     q = &q[used..];
                 }
-                out.push(Event::Request(self.request_of(None, q)));
-                self.owed.push_back(owe(Kind::Span, Vec::new()));
+                let r = self.request_of(None, q);
+                // `USE db` as a query changes the database like COM_INIT_DB.
+                let owed = match use_target(&r.operation, q) {
+                    Some(db) => owe(Kind::InitDb, db),
+                    None => owe(Kind::Span, Vec::new()),
+                };
+                out.push(Event::Request(r));
+                self.owed.push_back(owed);
             }
             COM_STMT_PREPARE => {
                 let mut r = self.request_of(None, rest);
@@ -311,8 +330,10 @@ impl Mysql {
                     self.statements
                         .remove(&u32::from_le_bytes([id[0], id[1], id[2], id[3]]));
                 }
+                // No answer: the next command starts at its own bytes.
+                out.push(Event::Boundary);
             }
-            COM_QUIT | COM_STMT_SEND_LONG_DATA => {}
+            COM_QUIT | COM_STMT_SEND_LONG_DATA => out.push(Event::Boundary),
             COM_STMT_RESET | COM_RESET_CONNECTION | COM_SET_OPTION => {
                 self.owed.push_back(owe(Kind::Silent, Vec::new()));
             }
@@ -343,6 +364,11 @@ impl Mysql {
             return Step::Need;
         };
         let body = &view[4..taken];
+        if taken < total && body.len() < 16 {
+            // The command's own fields were not captured: framing is lost here
+            // rather than the packet judged malformed.
+            return Step::Need;
+        }
         let continued = std::mem::replace(&mut self.continued[0], len == MAX_PACKET);
         let take = Step::Take {
             consumed: taken,
@@ -495,7 +521,8 @@ impl Mysql {
                     if self.statements.len() >= MAX_STATEMENTS {
                         self.statements.clear();
                     }
-                    let text = owed.text.clone();
+                    let mut text = owed.text.clone();
+                    text.truncate(MAX_REMEMBERED);
                     self.statements.insert(id, text);
                     next = if params == 0 && columns == 0 {
                         Err(None)
@@ -527,9 +554,11 @@ impl Mysql {
             Answer::ColumnsDone | Answer::Rows => {
                 let eof = head == 0xfe && len < 9;
                 let end = head == 0xfe && len < MAX_PACKET;
-                if answer == Answer::ColumnsDone && eof {
+                if answer == Answer::ColumnsDone && eof && self.eof_expected() {
                     next = Ok(Answer::Rows);
-                } else if answer == Answer::Rows && end {
+                } else if end {
+                    // The closing EOF, or with CLIENT_DEPRECATE_EOF the OK packet
+                    // (header FE) that ends the rows, even when there are none.
                     if Self::status_flags(body) & SERVER_MORE_RESULTS_EXISTS != 0 {
                         next = Ok(Answer::First);
                     } else {

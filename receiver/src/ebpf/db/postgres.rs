@@ -13,7 +13,9 @@ use super::sanitize::{self, Dialect};
 use super::{DbParser, DbRequest, DbResponse, Event, Side, Step, TextPolicy};
 
 /// Statements and portals remembered per connection.
-const MAX_NAMES: usize = 1024;
+const MAX_NAMES: usize = 256;
+/// Bytes of a remembered statement's text.
+const MAX_REMEMBERED: usize = 4096;
 /// Bytes of a query read (the rest of a longer one is skipped).
 const MAX_QUERY: usize = 16 * 1024;
 /// Bytes of an ErrorResponse read.
@@ -105,6 +107,8 @@ impl Postgres {
             // never closes them: start over rather than grow.
             map.clear();
         }
+        let mut v = v;
+        v.truncate(MAX_REMEMBERED);
         map.insert(k.to_vec(), v);
     }
 
@@ -355,6 +359,14 @@ impl Postgres {
                 }
                 None => out.push(Event::Boundary),
             },
+            b'G' if self.owed.front() == Some(&Owed::Execute) => {
+                // COPY FROM STDIN through Execute: the server ignores the Sync the
+                // client sent before the copy data; only the one after CopyDone is
+                // answered.
+                if let Some(i) = self.owed.iter().position(|o| *o == Owed::Sync) {
+                    self.owed.remove(i);
+                }
+            }
             b'S' | b'A' | b'N' | b'K' | b'R' if self.owed.is_empty() => {
                 // Status reports, notices and notifications between queries.
                 out.push(Event::Boundary);

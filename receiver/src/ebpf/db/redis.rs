@@ -220,6 +220,7 @@ impl Redis {
                     && self.sub_owed > 0
                 {
                     self.sub_owed -= 1;
+                    self.subscribed = true;
                     Some(Event::Response(DbResponse::default()))
                 } else if m.top == b'>'
                     || (m.top == b'*'
@@ -228,8 +229,14 @@ impl Redis {
                 {
                     Some(Event::Boundary)
                 } else {
+                    if m.error.is_some() {
+                        // A refused SUBSCRIBE is answered by one error.
+                        self.sub_owed = 0;
+                    }
                     if self.monitor == 1 {
-                        self.monitor = 2;
+                        // MONITOR answers +OK, then streams; a refusal leaves the
+                        // connection as it was.
+                        self.monitor = if m.error.is_none() { 2 } else { 0 };
                     }
                     Some(Event::Response(match &m.error {
                         Some(e) => {
@@ -282,7 +289,6 @@ impl Redis {
                 .unwrap_or(u32::MAX)
                 .max(1);
             self.sub_owed += u64::from(replies);
-            self.subscribed = true;
         }
         if op == "MONITOR" {
             self.monitor = 1;
@@ -331,6 +337,8 @@ impl Redis {
             .split(|b| *b == b' ' || *b == b'\t')
             .filter(|w| !w.is_empty());
         let Some(cmd) = words.next() else {
+            // An empty line is no command, and starts none.
+            out.push(Event::Boundary);
             return Step::Take {
                 consumed: end + 1,
                 skip: 0,
@@ -369,7 +377,7 @@ impl DbParser for Redis {
             return self.inline(view, dark, out);
         }
         let t = view[0];
-        let limit = if matches!(t, b'+' | b'-') {
+        let limit = if matches!(t, b'+' | b'-' | b',' | b'(') {
             MAX_LINE
         } else {
             24

@@ -66,6 +66,8 @@ pub fn sql(text: &[u8], dialect: Dialect, sanitize: bool, max: usize) -> String 
             // String literals, with an optional one-letter prefix (E'', N'', X'', B'').
             let quote = b == b'\'' || (dialect == Dialect::Mysql && b == b'"');
             if quote {
+                // PostgreSQL's E'' strings take backslash escapes, like MySQL's.
+                let mut escapes = dialect == Dialect::Mysql;
                 if let Some(&last) = out.last() {
                     let before = out.len().checked_sub(2).map(|k| out[k]);
                     if matches!(last.to_ascii_lowercase(), b'e' | b'n' | b'x' | b'b')
@@ -73,13 +75,14 @@ pub fn sql(text: &[u8], dialect: Dialect, sanitize: bool, max: usize) -> String 
                         && i > 0
                         && text[i - 1] == last
                     {
+                        escapes |= last.eq_ignore_ascii_case(&b'e');
                         out.pop();
                     }
                 }
                 let q = b;
                 i += 1;
                 while i < n {
-                    if text[i] == b'\\' && dialect == Dialect::Mysql {
+                    if text[i] == b'\\' && escapes {
                         i += 2;
                         continue;
                     }
@@ -330,6 +333,24 @@ mod tests {
         assert_eq!(sql_operation(b"123"), None);
         assert_eq!(sql_operation(b""), None);
         assert_eq!(sql_operation(b"/* open"), None);
+    }
+
+    #[test]
+    fn postgres_escape_strings_hide_their_whole_literal() {
+        assert_eq!(
+            sql(
+                br"SELECT E'it\'s secret', e'a\\' FROM t",
+                Dialect::Postgres,
+                true,
+                2048
+            ),
+            "SELECT ?, ? FROM t"
+        );
+        // A plain string has no backslash escapes in PostgreSQL.
+        assert_eq!(
+            sql(br"SELECT 'a\' || x", Dialect::Postgres, true, 2048),
+            "SELECT ? || x"
+        );
     }
 
     #[test]

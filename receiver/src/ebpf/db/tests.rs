@@ -881,3 +881,176 @@ fn sniffing_knows_strong_signatures_only() {
         assert_eq!(DbProtocol::sniff(other), None, "{other:?}");
     }
 }
+
+// --- Answers that are easy to mispair ----------------------------------------------
+
+#[test]
+fn mysql_deprecate_eof_empty_result_set_ends_at_its_ok() {
+    // CLIENT_DEPRECATE_EOF agreed: no EOF after the column definitions, and an OK
+    // packet with header FE ends the rows, here with no row at all.
+    let mut greeting = my_greeting("8.0.36");
+    let caps_high = greeting.len() - (1 + 10 + 13 + 22 + 2);
+    greeting[caps_high..caps_high + 2].copy_from_slice(&0x0100u16.to_le_bytes());
+    let mut login = my_login("app");
+    login[4..8].copy_from_slice(&(0x8208u32 | 0x0100_0000).to_le_bytes());
+    let ok_fe = [0xfe, 0, 0, 2, 0, 0, 0];
+    let recs = [
+        rs(greeting),
+        rq(login),
+        rs(my(2, &MY_OK)),
+        rq(my_query("SELECT c FROM t WHERE 1 = 0")),
+        rs(cat(&[
+            my(1, &[1]),
+            my(2, b"\x03def\x00\x00\x00\x01c\x00"),
+            my(3, &ok_fe),
+        ])),
+        rq(my_query("SELECT 2")),
+        rs(cat(&[
+            my(1, &[1]),
+            my(2, b"\x03def\x00\x00\x00\x01c\x00"),
+            my(3, b"\x012"),
+            my(4, &ok_fe),
+        ])),
+    ];
+    let (x, stats) = run(DbProtocol::Mysql, &recs);
+    let got: Vec<_> = x
+        .iter()
+        .map(|e| {
+            (
+                e.request.text.as_deref(),
+                e.req.ts_ns,
+                e.resp.map(|m| m.ts_ns),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Some("SELECT c FROM t WHERE ? = ?"), 3000, Some(4000)),
+            (Some("SELECT ?"), 5000, Some(6000)),
+        ]
+    );
+    assert_eq!(stats.unmatched_requests + stats.unmatched_responses, 0);
+}
+
+#[test]
+fn mysql_use_query_and_unanswered_close_keep_namespace_and_start() {
+    let recs = [
+        rs(my_greeting("8.0.36")),
+        rq(my_login("app")),
+        rs(my(2, &MY_OK)),
+        rq(my_query("USE `shop`")),
+        rs(my(1, &MY_OK)),
+        // A statement close gets no answer; the next query comes later, alone.
+        rq(my(0, &[0x19, 7, 0, 0, 0])),
+        rq(my_query("COMMIT")),
+        rs(my(1, &MY_OK)),
+    ];
+    let (x, _) = run(DbProtocol::Mysql, &recs);
+    let got: Vec<_> = x
+        .iter()
+        .map(|e| {
+            (
+                e.request.operation.as_str(),
+                e.request.namespace.as_deref(),
+                e.req.ts_ns,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![("USE", Some("app"), 3000), ("COMMIT", Some("shop"), 6000)]
+    );
+}
+
+#[test]
+fn redis_refused_subscribe_and_monitor_leave_pairing_intact() {
+    let recs = [
+        rq(resp_cmd(&["SUBSCRIBE", "a", "b"])),
+        rs(b"-NOPERM User has no permissions to access the 'a' channel\r\n"),
+        rq(resp_cmd(&["MONITOR"])),
+        rs(b"-NOPERM this user has no permissions to run the 'monitor' command\r\n"),
+        rq(resp_cmd(&["GET", "k"])),
+        rs(b"$1\r\nv\r\n"),
+        rq(resp_cmd(&["ZSCORE", "z", "m"])),
+        rs(b",-1.0000000000000001e-05\r\n"),
+    ];
+    let (x, stats) = run(DbProtocol::Redis, &recs);
+    let got: Vec<_> = x
+        .iter()
+        .map(|e| {
+            (
+                e.request.operation.as_str(),
+                e.response.status_code.as_deref(),
+                e.resp.map(|m| m.ts_ns),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("SUBSCRIBE", Some("NOPERM"), Some(1000)),
+            ("MONITOR", Some("NOPERM"), Some(3000)),
+            ("GET", None, Some(5000)),
+            ("ZSCORE", None, Some(7000)),
+        ]
+    );
+    assert_eq!(
+        stats.protocol_errors + stats.unmatched_requests + stats.unmatched_responses,
+        0
+    );
+}
+
+#[test]
+fn postgres_copy_through_execute_answers_the_later_sync() {
+    let ready = pg(b'Z', b"I");
+    let recs = [
+        rq(pg_startup(&[("user", "u")])),
+        rs(ready.clone()),
+        rq(cat(&[pg_extended("", "COPY t FROM STDIN"), pg(b'S', b"")])),
+        rs(cat(&[pg(b'1', b""), pg(b'2', b""), pg(b'G', &[0, 0, 0])])),
+        rq(cat(&[pg(b'd', b"1\n"), pg(b'c', b""), pg(b'S', b"")])),
+        rs(cat(&[pg(b'C', b"COPY 1\0"), ready.clone()])),
+        rq(pg(b'Q', b"SELECT 1\0")),
+        rs(cat(&[pg(b'C', b"SELECT 1\0"), ready.clone()])),
+    ];
+    let (x, stats) = run(DbProtocol::Postgresql, &recs);
+    let got: Vec<_> = x
+        .iter()
+        .map(|e| {
+            (
+                e.request.operation.as_str(),
+                e.req.ts_ns,
+                e.resp.map(|m| m.ts_ns),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![("COPY", 2000, Some(3000)), ("SELECT", 6000, Some(7000))]
+    );
+    assert_eq!(stats.unmatched_requests + stats.unmatched_responses, 0);
+}
+
+#[test]
+fn too_many_waiting_requests_give_up_framing_instead_of_mispairing() {
+    // More pipelined commands than are kept waiting: none of them is paired (the
+    // answers could not be told apart), and the next turn is read normally.
+    let n = MAX_PENDING + 10;
+    let mut req = Vec::new();
+    let mut resp = Vec::new();
+    for i in 0..n {
+        req.extend(resp_cmd(&["GET", &format!("k{i}")]));
+        resp.extend(format!("${}\r\nv{i}\r\n", format!("v{i}").len()).as_bytes());
+    }
+    let recs = [
+        rq(&req),
+        rs(&resp),
+        rq(resp_cmd(&["GET", "after"])),
+        rs(b"$1\r\nx\r\n"),
+    ];
+    let (x, stats) = run(DbProtocol::Redis, &recs);
+    let got: Vec<_> = x.iter().map(|e| e.request.text.as_deref()).collect();
+    assert_eq!(got, vec![Some("GET after")]);
+    assert_eq!(stats.unmatched_requests, MAX_PENDING as u64 + 1);
+}
