@@ -3,7 +3,8 @@
  * Socket capture for the weft ebpf receiver: one fixed-layout record per
  * send or receive on a TCP socket, with the correlation facts the stitcher
  * needs (tcp seq, role, 5-tuple, per-socket counter) and a prefix of the
- * payload, plus a close record when a connection ends.
+ * payload, plus a close record when a connection ends; and one per datagram
+ * on a UDP socket that talks to a DNS port (WEFT_FLAG_UDP).
  *
  * BTF tracepoints of the socket layer, not of syscalls: sock_send_length and
  * sock_recv_length fire once per send/receive on a socket (whatever the
@@ -75,6 +76,10 @@ enum weft_stat {
  * file; io_uring, splice, recvmmsg/sendmmsg): payload_len is 0, ret counts
  * them; always set together with WEFT_FLAG_TRUNCATED. */
 #define WEFT_FLAG_FROM_FILE 0x4
+/* A UDP datagram (DNS): tcp_seq is 0; on an unconnected socket rport/raddr
+ * are the destination of a send, and of the socket's last send for a
+ * receive (the source of a datagram is not known yet when it is read). */
+#define WEFT_FLAG_UDP 0x8
 
 /*
  * Wire record. Header is 120 bytes, then payload_len bytes of payload.
@@ -112,6 +117,8 @@ struct weft_event {
 #define WEFT_FILTER_EXCLUDE_PIDS 0x2
 #define WEFT_FILTER_INCLUDE_PORTS 0x4
 #define WEFT_FILTER_EXCLUDE_PORTS 0x8
+/* UDP sockets talking to a port marked WEFT_LIST_DNS are captured. */
+#define WEFT_FILTER_DNS 0x10
 
 struct weft_config {
 	__u32 payload_bytes; /* 0 = default; capped at WEFT_MAX_PAYLOAD */
@@ -123,6 +130,7 @@ struct weft_config {
 /* Values of the weft_pids and weft_ports filter maps. */
 #define WEFT_LIST_INCLUDE 0x1
 #define WEFT_LIST_EXCLUDE 0x2
+#define WEFT_LIST_DNS 0x4
 
 /* Ring buffer flags and query (UAPI enum values). */
 #define WEFT_RB_NO_WAKEUP 1
@@ -133,6 +141,7 @@ struct weft_config {
 #define WEFT_TRACED_UNDECIDED 0  /* role known, 5-tuple not read yet */
 #define WEFT_TRACED_YES 1
 #define WEFT_TRACED_NO 2         /* not inet TCP, or the port filter says no */
+#define WEFT_TRACED_WATCH 3      /* unconnected UDP: traced once it sends to a DNS port */
 
 /* What is known of one socket, by its struct sock address. Created at the
  * connection's start (with its role) or at its first traffic, removed when
@@ -347,6 +356,19 @@ static __always_inline bool tcp_socket(struct sock *sk)
 	       sk->sk_protocol == IPPROTO_TCP;
 }
 
+/* The socket's inode number: unique while it lives. */
+static __always_inline __u64 sock_ino(struct sock *sk)
+{
+	struct socket *sock = sk->sk_socket;
+	if (!sock)
+		return 0;
+	struct file *file = sock->file;
+	if (!file)
+		return 0;
+	struct inode *inode = file->f_inode;
+	return inode ? inode->i_ino : 0;
+}
+
 /* Reads the 5-tuple, inode number and the port filter's verdict into e. */
 static __always_inline void read_facts(struct weft_config *c, struct weft_sock *e, struct sock *sk)
 {
@@ -362,16 +384,7 @@ static __always_inline void read_facts(struct weft_config *c, struct weft_sock *
 		BPF_CORE_READ_INTO(&e->laddr, sk, __sk_common.skc_v6_rcv_saddr);
 		BPF_CORE_READ_INTO(&e->raddr, sk, __sk_common.skc_v6_daddr);
 	}
-	e->sock_id = 0;
-	struct socket *sock = sk->sk_socket;
-	if (sock) {
-		struct file *file = sock->file;
-		if (file) {
-			struct inode *inode = file->f_inode;
-			if (inode)
-				e->sock_id = inode->i_ino;
-		}
-	}
+	e->sock_id = sock_ino(sk);
 	e->traced = ports_traced(c, e->lport, e->rport) ? WEFT_TRACED_YES : WEFT_TRACED_NO;
 	if (e->traced == WEFT_TRACED_YES && bpf_map_lookup_elem(&weft_own_ports, &e->rport) &&
 	    loopback_peer(e))
@@ -553,6 +566,218 @@ static __always_inline bool fd_holds(struct task_struct *task, __u64 fd, struct 
 	return file == (__u64)own;
 }
 
+/* What the syscall moving the bytes was given, from its saved registers. */
+struct weft_args {
+	__u64 buf;      /* user buffer, or iovec array when iovcnt > 0 */
+	__u64 iovcnt;
+	__u64 name;     /* sendto/sendmsg: the destination address, 0 if none */
+	__u32 namelen;
+	__u8 syscall;   /* enum weft_syscall */
+	bool no_payload;
+};
+
+static __always_inline void call_args(struct task_struct *task, struct sock *sk, int msg_flags,
+				      __u8 direction, struct weft_args *a)
+{
+	/* A 32-bit task's numbers mean other calls, and an io_uring worker's
+	 * registers are its creator's. */
+	a->syscall = WEFT_SYS_OTHER;
+	if (!(task->thread_info.status & WEFT_TS_COMPAT) && !(task->flags & WEFT_PF_IO_WORKER)) {
+		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+		if (regs && fd_holds(task, regs->di, sk)) {
+			a->syscall = syscall_code(regs->orig_ax);
+			a->buf = regs->si;
+			if (a->syscall == WEFT_SYS_READV || a->syscall == WEFT_SYS_WRITEV)
+				a->iovcnt = regs->dx;
+			if (a->syscall == WEFT_SYS_SENDTO) {
+				a->name = regs->r8;
+				a->namelen = regs->r9;
+			}
+		}
+	}
+	bool egress_call = a->syscall == WEFT_SYS_WRITE || a->syscall == WEFT_SYS_SENDTO ||
+			   a->syscall == WEFT_SYS_WRITEV || a->syscall == WEFT_SYS_SENDMSG ||
+			   a->syscall == WEFT_SYS_SENDMMSG || a->syscall == WEFT_SYS_SENDFILE;
+	/* A send inside a receive call (or the reverse) is not the caller's
+	 * buffer: TCP does not do that, but a layered protocol might. */
+	if (a->syscall != WEFT_SYS_OTHER && egress_call != (direction == WEFT_DIR_EGRESS)) {
+		a->syscall = WEFT_SYS_OTHER;
+		a->name = 0;
+	}
+	if (a->syscall == WEFT_SYS_RECVMSG || a->syscall == WEFT_SYS_SENDMSG) {
+		struct weft_user_msghdr m = {};
+		if (bpf_probe_read_user(&m, sizeof(m), (void *)a->buf)) {
+			a->buf = 0;
+		} else {
+			a->buf = m.msg_iov;
+			a->iovcnt = m.msg_iovlen;
+			if (a->syscall == WEFT_SYS_SENDMSG) {
+				a->name = m.msg_name;
+				a->namelen = m.msg_namelen;
+			}
+		}
+	}
+	/* Which message of a recvmmsg/sendmmsg this is cannot be told here; with
+	 * MSG_TRUNC the bytes were dropped, not copied to the buffer. */
+	a->no_payload = a->syscall == WEFT_SYS_SENDFILE || a->syscall == WEFT_SYS_OTHER ||
+			a->syscall == WEFT_SYS_RECVMMSG || a->syscall == WEFT_SYS_SENDMMSG ||
+			!a->buf || (msg_flags & MSG_TRUNC);
+}
+
+/* The thread's name and cgroup are read when another thread takes the
+ * socket over, not per record. */
+static __always_inline void take_over(struct weft_sock *f, __u64 pid_tgid)
+{
+	if (f->tid != (__u32)pid_tgid || !f->tgid) {
+		f->tgid = pid_tgid >> 32;
+		f->tid = (__u32)pid_tgid;
+		f->cgroup_id = bpf_get_current_cgroup_id();
+		bpf_get_current_comm(f->comm, sizeof(f->comm));
+	}
+}
+
+/* Copies the payload prefix and writes the record. */
+static __always_inline void emit(struct weft_config *c, struct weft_sock *f, struct weft_call *call,
+				 bool no_payload)
+{
+	__u32 cap = WEFT_DEFAULT_PAYLOAD;
+	if (c && c->payload_bytes)
+		cap = c->payload_bytes;
+	if (cap > WEFT_MAX_PAYLOAD)
+		cap = WEFT_MAX_PAYLOAD;
+	if (no_payload)
+		cap = 0;
+	__s64 ret = call->ret;
+	__u32 n = ret < (__s64)cap ? (__u32)ret : cap;
+	if ((__u64)ret > n) {
+		call->flags |= WEFT_FLAG_TRUNCATED;
+		stat_inc(WEFT_STAT_TRUNCATED);
+	}
+	/* A plain buffer is copied straight into a ring reservation of the
+	 * smallest size class that holds it (the reservation size must be a
+	 * constant); a gathered one is assembled in the per-CPU scratch first. */
+	if (call->iovcnt)
+		emit_gathered(c, f, call, n);
+	else if (n <= 256)
+		emit_direct(c, f, call, n, 256);
+	else if (n <= 1024)
+		emit_direct(c, f, call, n, 1024);
+	else if (n <= 4096)
+		emit_direct(c, f, call, n, 4096);
+	else
+		emit_direct(c, f, call, n, WEFT_MAX_PAYLOAD);
+}
+
+static __always_inline bool dns_port(__u16 port)
+{
+	return port && (port_bits(port) & WEFT_LIST_DNS);
+}
+
+/* The destination a sendto/sendmsg names: port (host order) and address into
+ * f. False when there is none or it cannot be read. */
+static __always_inline bool read_dest(struct weft_args *a, __u16 *port, __u8 addr[16])
+{
+	if (!a->name || a->namelen < 16)
+		return false;
+	struct {
+		__u16 family;
+		__be16 port;
+		__u32 v4;     /* sockaddr_in: the address; sockaddr_in6: flowinfo */
+		__u8 rest[8];
+	} sa = {};
+	if (bpf_probe_read_user(&sa, sizeof(sa), (void *)a->name))
+		return false;
+	*port = __builtin_bswap16(sa.port);
+	if (sa.family == AF_INET) {
+		__builtin_memset(addr, 0, 16);
+		__builtin_memcpy(addr, &sa.v4, 4);
+		return true;
+	}
+	if (sa.family != AF_INET6 || a->namelen < 24)
+		return false;
+	return !bpf_probe_read_user(addr, 16, (void *)(a->name + 8));
+}
+
+/*
+ * A datagram on a UDP socket: captured only when the socket talks to a DNS
+ * port. A socket bound to one is a server; a socket connected to one, or
+ * that sent to one, a client (an unconnected socket is watched until then:
+ * one map lookup per datagram, and a 16-byte read of the destination of each
+ * send).
+ */
+static __always_inline void on_udp(struct weft_config *c, struct task_struct *task,
+				   __u64 pid_tgid, struct sock *sk, __s64 ret, int msg_flags,
+				   __u8 direction, __u64 ts_start)
+{
+	if (!c || !(c->filters & WEFT_FILTER_DNS))
+		return;
+	__u64 key = (__u64)sk;
+	struct weft_sock *f = bpf_map_lookup_elem(&weft_socks, &key);
+	/* No tracepoint tells a UDP socket's end: an entry whose inode number or
+	 * local port is not the socket's is a dead socket's, at a reused address. */
+	if (f && (f->sock_id != sock_ino(sk) || f->lport != sk->__sk_common.skc_num))
+		f = NULL;
+	if (!f) {
+		__u16 family = sk->__sk_common.skc_family;
+		if ((family != AF_INET && family != AF_INET6) || sk->sk_type != SOCK_DGRAM ||
+		    sk->sk_protocol != IPPROTO_UDP)
+			return;
+		struct weft_sock fresh = {};
+		read_facts(c, &fresh, sk);
+		if (dns_port(fresh.lport)) {
+			fresh.role = WEFT_ROLE_SERVER;
+		} else if (dns_port(fresh.rport)) {
+			fresh.role = WEFT_ROLE_CLIENT;
+		} else if (!fresh.rport) {
+			fresh.role = WEFT_ROLE_CLIENT;
+			fresh.traced = WEFT_TRACED_WATCH;
+		} else {
+			fresh.traced = WEFT_TRACED_NO;
+		}
+		if (bpf_map_update_elem(&weft_socks, &key, &fresh, BPF_ANY)) {
+			stat_inc(WEFT_STAT_SOCKETS_FULL);
+			return;
+		}
+		f = bpf_map_lookup_elem(&weft_socks, &key);
+		if (!f)
+			return;
+	}
+	if (f->traced == WEFT_TRACED_NO)
+		return;
+	struct weft_args a = {};
+	call_args(task, sk, msg_flags, direction, &a);
+	if (direction == WEFT_DIR_EGRESS && a.name) {
+		__u16 port = 0;
+		__u8 addr[16] = {};
+		if (read_dest(&a, &port, addr)) {
+			if (f->traced == WEFT_TRACED_WATCH && dns_port(port) &&
+			    ports_traced(c, f->lport, port))
+				f->traced = WEFT_TRACED_YES;
+			if (f->traced == WEFT_TRACED_YES) {
+				f->rport = port;
+				__builtin_memcpy(f->raddr, addr, 16);
+			}
+		}
+	}
+	if (f->traced != WEFT_TRACED_YES)
+		return;
+	take_over(f, pid_tgid);
+	__u64 now = bpf_ktime_get_ns();
+	struct weft_call call = {
+		.ts_enter_ns = ts_start ? ts_start : now,
+		.ts_exit_ns = now,
+		.ret = ret,
+		.buf = a.buf,
+		.iovcnt = a.iovcnt,
+		.tcp_seq = 0,
+		.capture_seq = __sync_fetch_and_add(&f->capture_seq, 1),
+		.direction = direction,
+		.syscall = a.syscall,
+		.flags = WEFT_FLAG_UDP | (a.no_payload ? WEFT_FLAG_FROM_FILE : 0),
+	};
+	emit(c, f, &call, a.no_payload);
+}
+
 /*
  * One send or receive of ret > 0 bytes on sk, from the task's own context (at
  * the end of the socket layer's sendmsg/recvmsg). The user buffer is found
@@ -574,11 +799,15 @@ static __always_inline void on_data(struct sock *sk, __s64 ret, int msg_flags, _
 	if (!process_traced(c, pid_tgid >> 32))
 		return;
 	/* kTLS and sockmap sockets: ret counts bytes that are not the ones the
-	 * TCP sequence counts. */
+	 * TCP sequence counts (and UDP encapsulation sockets are the kernel's). */
 	if (sk->sk_user_data)
 		return;
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp || tp->inet_conn.icsk_ulp_ops)
+	if (!tp) {
+		on_udp(c, task, pid_tgid, sk, ret, msg_flags, direction, ts_start);
+		return;
+	}
+	if (tp->inet_conn.icsk_ulp_ops)
 		return;
 	struct weft_sock *f = sock_entry(c, sk);
 	if (!f)
@@ -603,87 +832,23 @@ static __always_inline void on_data(struct sock *sk, __s64 ret, int msg_flags, _
 			tcp_seq -= 1;
 	}
 
-	/* The syscall's arguments; a 32-bit task's numbers mean other calls, and
-	 * an io_uring worker's registers are its creator's. */
-	__u8 syscall = WEFT_SYS_OTHER;
-	__u64 buf = 0, iovcnt = 0;
-	if (!(task->thread_info.status & WEFT_TS_COMPAT) && !(task->flags & WEFT_PF_IO_WORKER)) {
-		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-		if (regs && fd_holds(task, regs->di, sk)) {
-			syscall = syscall_code(regs->orig_ax);
-			buf = regs->si;
-			if (syscall == WEFT_SYS_READV || syscall == WEFT_SYS_WRITEV)
-				iovcnt = regs->dx;
-		}
-	}
-	bool egress_call = syscall == WEFT_SYS_WRITE || syscall == WEFT_SYS_SENDTO ||
-			   syscall == WEFT_SYS_WRITEV || syscall == WEFT_SYS_SENDMSG ||
-			   syscall == WEFT_SYS_SENDMMSG || syscall == WEFT_SYS_SENDFILE;
-	/* A send inside a receive call (or the reverse) is not the caller's
-	 * buffer: TCP does not do that, but a layered protocol might. */
-	if (syscall != WEFT_SYS_OTHER && egress_call != (direction == WEFT_DIR_EGRESS))
-		syscall = WEFT_SYS_OTHER;
-	if (syscall == WEFT_SYS_RECVMSG || syscall == WEFT_SYS_SENDMSG) {
-		struct weft_user_msghdr m = {};
-		if (bpf_probe_read_user(&m, sizeof(m), (void *)buf)) {
-			buf = 0;
-		} else {
-			buf = m.msg_iov;
-			iovcnt = m.msg_iovlen;
-		}
-	}
-	/* Which message of a recvmmsg/sendmmsg this is cannot be told here; with
-	 * MSG_TRUNC the bytes were dropped, not copied to the buffer. */
-	bool no_payload = syscall == WEFT_SYS_SENDFILE || syscall == WEFT_SYS_OTHER ||
-			  syscall == WEFT_SYS_RECVMMSG || syscall == WEFT_SYS_SENDMMSG || !buf ||
-			  (msg_flags & MSG_TRUNC);
-
-	/* The thread's name and cgroup are read when another thread takes the
-	 * socket over, not per record. */
-	if (f->tid != (__u32)pid_tgid || !f->tgid) {
-		f->tgid = pid_tgid >> 32;
-		f->tid = (__u32)pid_tgid;
-		f->cgroup_id = bpf_get_current_cgroup_id();
-		bpf_get_current_comm(f->comm, sizeof(f->comm));
-	}
+	struct weft_args a = {};
+	call_args(task, sk, msg_flags, direction, &a);
+	take_over(f, pid_tgid);
 
 	struct weft_call call = {
 		.ts_enter_ns = ts_start,
 		.ts_exit_ns = now,
 		.ret = ret,
-		.buf = buf,
-		.iovcnt = iovcnt,
+		.buf = a.buf,
+		.iovcnt = a.iovcnt,
 		.tcp_seq = tcp_seq,
 		.capture_seq = __sync_fetch_and_add(&f->capture_seq, 1),
 		.direction = direction,
-		.syscall = syscall,
-		.flags = no_payload ? WEFT_FLAG_FROM_FILE : 0,
+		.syscall = a.syscall,
+		.flags = a.no_payload ? WEFT_FLAG_FROM_FILE : 0,
 	};
-	__u32 cap = WEFT_DEFAULT_PAYLOAD;
-	if (c && c->payload_bytes)
-		cap = c->payload_bytes;
-	if (cap > WEFT_MAX_PAYLOAD)
-		cap = WEFT_MAX_PAYLOAD;
-	if (no_payload)
-		cap = 0;
-	__u32 n = ret < (__s64)cap ? (__u32)ret : cap;
-	if ((__u64)ret > n) {
-		call.flags |= WEFT_FLAG_TRUNCATED;
-		stat_inc(WEFT_STAT_TRUNCATED);
-	}
-	/* A plain buffer is copied straight into a ring reservation of the
-	 * smallest size class that holds it (the reservation size must be a
-	 * constant); a gathered one is assembled in the per-CPU scratch first. */
-	if (iovcnt)
-		emit_gathered(c, f, &call, n);
-	else if (n <= 256)
-		emit_direct(c, f, &call, n, 256);
-	else if (n <= 1024)
-		emit_direct(c, f, &call, n, 1024);
-	else if (n <= 4096)
-		emit_direct(c, f, &call, n, 4096);
-	else
-		emit_direct(c, f, &call, n, WEFT_MAX_PAYLOAD);
+	emit(c, f, &call, a.no_payload);
 }
 
 SEC("tp_btf/sock_send_length")

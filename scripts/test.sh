@@ -45,12 +45,13 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
 # The autotracing end-to-end tests run an event-loop service on Node.js.
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
-# The ebpf receiver's DB span tests run real database servers (never the system
-# services: each test starts its own on a loopback port, in a scratch directory).
+# The ebpf receiver's DB and DNS span tests run real database and DNS servers (never the
+# system services: each test starts its own on a loopback port, in a scratch directory).
 [[ -x /usr/bin/redis-server ]] || need_apt+=(redis-server)
 [[ -x /usr/bin/memcached ]] || need_apt+=(memcached)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 [[ -x /usr/sbin/mariadbd ]] || need_apt+=(mariadb-server)
+[[ -x /usr/sbin/dnsmasq ]] || need_apt+=(dnsmasq-base)
 if ((${#need_apt[@]})); then
     step "installing system packages: ${need_apt[*]}"
     [[ $(id -u) -eq 0 ]] || fail "need root to apt-get install ${need_apt[*]}"

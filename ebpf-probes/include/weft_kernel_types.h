@@ -42,7 +42,9 @@ enum bpf_map_type {
 #define AF_INET 2
 #define AF_INET6 10
 #define SOCK_STREAM 1
+#define SOCK_DGRAM 2
 #define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
 #define MSG_OOB 0x1
 #define MSG_PEEK 0x2
 #define MSG_TRUNC 0x20
@@ -96,6 +98,8 @@ struct task_struct {
 /* x86-64 saved user registers: the syscall number is in orig_ax, its
  * arguments in di, si, dx, r10, r8, r9, all still there at sys_exit. */
 struct pt_regs {
+	unsigned long r9;
+	unsigned long r8;
 	unsigned long r10;
 	unsigned long dx;
 	unsigned long si;

@@ -98,6 +98,18 @@ class Servers:
                                        "--skip-grant-tables", "--skip-log-bin", "--innodb-buffer-pool-size=16M",
                                        f"--pid-file={data / 'pid'}"], port)
 
+    def dnsmasq(self, port: int) -> subprocess.Popen:
+        """A DNS server on 127.0.0.1:port (UDP, and TCP, which tells it is up) that
+        knows `svc.test` (A 10.1.2.3, no AAAA), `db.test` (A 10.0.0.7 and 10.0.0.8),
+        answers NXDOMAIN for other names under `test.` and REFUSED elsewhere."""
+        return self._start("dnsmasq", [_which("dnsmasq", "/usr/sbin/dnsmasq"), "--keep-in-foreground",
+                                       "--conf-file=/dev/null", f"--port={port}", "--listen-address=127.0.0.1",
+                                       "--bind-interfaces", "--no-resolv", "--no-hosts", "--no-poll",
+                                       "--user=root", "--pid-file=", "--local=/test/",
+                                       "--host-record=svc.test,10.1.2.3",
+                                       "--host-record=db.test,10.0.0.7", "--host-record=db.test,10.0.0.8",
+                                       "--cache-size=0"], port)
+
     def stop(self) -> None:
         for _, proc in reversed(self.procs):
             if proc.poll() is None:

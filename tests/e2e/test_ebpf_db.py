@@ -36,7 +36,8 @@ import pytest
 
 from db_servers import Servers
 from harness import E2E_DIR, Weft, ebpf_unavailable, free_port, otlp_receiver, wait_until, weft_binary
-from otlp_support import metric_sum, read_jsonl_traces
+from ebpf_spans import CLIENT, SERVER, Output, Sp  # noqa: F401
+from otlp_support import metric_sum
 
 if ebpf_unavailable():
     pytest.skip(ebpf_unavailable(), allow_module_level=True)
@@ -47,81 +48,9 @@ import pymemcache.exceptions  # noqa: E402
 import pymysql  # noqa: E402
 import redis  # noqa: E402
 
-SERVER, CLIENT = 2, 3
 UNSET, ERROR = 0, 2
 TOLERANCE_NS = 5_000_000
 SETTLE = 0.8
-
-
-@dataclass
-class Sp:
-    kind: int
-    name: str
-    start: int
-    end: int
-    status: int
-    message: str
-    attrs: dict
-    resource: dict
-    trace_id: bytes
-    span_id: bytes
-    parent: bytes
-
-    def __getitem__(self, key):
-        return self.attrs[key]
-
-    def get(self, key, default=None):
-        return self.attrs.get(key, default)
-
-    def short(self) -> str:
-        a = self.attrs
-        kind = {SERVER: "SERVER", CLIENT: "CLIENT"}.get(self.kind, str(self.kind))
-        return (f"{kind} {self.name} {a.get('db.query.text')!r} status={self.status} "
-                f"code={a.get('db.response.status_code')} pid={a.get('process.pid')} "
-                f"local={a.get('network.local.port')} peer={a.get('network.peer.port')}")
-
-
-def _value(v):
-    kind = v.WhichOneof("value")
-    return getattr(v, kind) if kind else None
-
-
-def _kv(kvs) -> dict:
-    return {kv.key: _value(kv.value) for kv in kvs}
-
-
-class Output:
-    """The file exporter's lines, read incrementally."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._offset = 0
-        self._spans: list[Sp] = []
-
-    def spans(self) -> list[Sp]:
-        self._offset, reqs = read_jsonl_traces(self.path, self._offset)
-        for req in reqs:
-            for rs in req.resource_spans:
-                res = _kv(rs.resource.attributes)
-                for ss in rs.scope_spans:
-                    for s in ss.spans:
-                        self._spans.append(Sp(s.kind, s.name, s.start_time_unix_nano, s.end_time_unix_nano,
-                                              s.status.code, s.status.message, _kv(s.attributes), res,
-                                              s.trace_id, s.span_id, s.parent_span_id))
-        return list(self._spans)
-
-    def of_clients(self, ports: set[int]) -> list[Sp]:
-        """Spans of the connections whose client end is on one of `ports`."""
-        return [s for s in self.spans()
-                if s.get("db.system.name") and s.get("client.port") in ports]
-
-    def wait(self, ports: set[int], count: int, timeout: float = 20.0) -> list[Sp]:
-        wait_until(lambda: len(self.of_clients(ports)) >= count, timeout, 0.1)
-        time.sleep(SETTLE)
-        got = self.of_clients(ports)
-        assert len(got) == count, (f"{len(got)} spans for client ports {sorted(ports)}, want {count}:\n"
-                                   + "\n".join(s.short() for s in sorted(got, key=lambda s: s.start)))
-        return got
 
 
 # ---------------------------------------------------------------------------

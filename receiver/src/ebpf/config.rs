@@ -80,6 +80,9 @@ pub struct ProtocolsConfig {
     pub memcached: ProtocolConfig,
     pub postgresql: ProtocolConfig,
     pub mysql: ProtocolConfig,
+    /// DNS over UDP: datagrams to and from these ports (default 53) are captured in
+    /// the kernel; nothing else of UDP is. `detect` does not apply.
+    pub dns: ProtocolConfig,
 }
 
 /// A protocol a connection is read as.
@@ -114,6 +117,12 @@ impl ProtocolsConfig {
             (None, Protocol::Db(DbProtocol::Postgresql)) => &POSTGRESQL,
             (None, Protocol::Db(DbProtocol::Mysql)) => &MYSQL,
         }
+    }
+
+    /// The UDP ports DNS is read on.
+    pub fn dns_ports(&self) -> &[u16] {
+        const DNS: [u16; 1] = [53];
+        self.dns.ports.as_deref().unwrap_or(&DNS)
     }
 
     fn all(&self) -> [(Protocol, &ProtocolConfig); 5] {
@@ -344,6 +353,14 @@ impl ComponentConfig for EbpfReceiverConfig {
                         ));
                     }
                 }
+            }
+        }
+        for (i, port) in self.protocols.dns_ports().iter().enumerate() {
+            if *port == 0 {
+                return Err(ConfigFieldError::at(
+                    &["protocols", "dns", "ports", &i.to_string()],
+                    "port 0 never carries traffic",
+                ));
             }
         }
         if !(16..=65536).contains(&self.query_text.max_length) {

@@ -151,9 +151,11 @@ const FILTER_INCLUDE_PIDS: u32 = 0x1;
 const FILTER_EXCLUDE_PIDS: u32 = 0x2;
 const FILTER_INCLUDE_PORTS: u32 = 0x4;
 const FILTER_EXCLUDE_PORTS: u32 = 0x8;
+const FILTER_DNS: u32 = 0x10;
 /// Values of the pid and port filter maps (`WEFT_LIST_*`).
 const LIST_INCLUDE: u32 = 0x1;
 const LIST_EXCLUDE: u32 = 0x2;
+const LIST_DNS: u32 = 0x4;
 /// Entries of each filter map (`max_entries` in the probe).
 pub const MAX_FILTER_ENTRIES: usize = 4096;
 /// Entries of `weft_own_ports`.
@@ -273,6 +275,13 @@ impl KernelFilters {
             f.bits |= FILTER_EXCLUDE_PORTS;
             for p in &config.exclude.ports {
                 *f.ports.entry(*p).or_default() |= LIST_EXCLUDE;
+            }
+        }
+        // UDP is captured only for sockets that talk to a DNS port.
+        if config.protocols.dns.enabled && !config.protocols.dns_ports().is_empty() {
+            f.bits |= FILTER_DNS;
+            for p in config.protocols.dns_ports() {
+                *f.ports.entry(*p).or_default() |= LIST_DNS;
             }
         }
         f

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod db;
+pub mod dns;
 pub mod http1;
 pub mod loader;
 pub mod pairing;
@@ -107,6 +108,8 @@ struct Metrics {
     db_protocol_errors: [Counter; 4],
     db_not_followed: [Counter; 4],
     db_framing_lost: Counter,
+    dns_bad_messages: Counter,
+    dns_ambiguous: Counter,
     connections: Gauge,
     active: Gauge,
 }
@@ -148,6 +151,14 @@ impl Metrics {
             db_framing_lost: c(
                 "weft_ebpf_db_framing_lost",
                 "Times a database connection's framing fell in uncaptured bytes (picked up at the next request)",
+            ),
+            dns_bad_messages: c(
+                "weft_ebpf_dns_bad_messages",
+                "Datagrams on DNS ports that were not a DNS message with one question",
+            ),
+            dns_ambiguous: c(
+                "weft_ebpf_dns_ambiguous",
+                "DNS answers that two waiting queries (same id, name and type) could own: neither was paired",
             ),
             records: c(
                 "weft_ebpf_records",
@@ -232,6 +243,10 @@ impl Metrics {
         }
         self.db_framing_lost
             .add(d(now.db_framing_lost, last.db_framing_lost));
+        self.dns_bad_messages
+            .add(d(now.dns_bad_messages, last.dns_bad_messages));
+        self.dns_ambiguous
+            .add(d(now.dns_ambiguous, last.dns_ambiguous));
         *last = now.clone();
         for (i, counter) in [
             (loader::STAT_RINGBUF_DROPS, &self.ringbuf_dropped),

@@ -17,6 +17,9 @@ pub const FLAG_TRUNCATED: u8 = 0x1;
 pub const FLAG_PAYLOAD_FAULT: u8 = 0x2;
 /// Record flag: the bytes came from a file (sendfile); none were copied.
 pub const FLAG_FROM_FILE: u8 = 0x4;
+/// A UDP datagram (DNS): `tcp_seq` is 0; on an unconnected socket the remote end is a
+/// send's destination, or for a receive the socket's last destination.
+pub const FLAG_UDP: u8 = 0x8;
 
 /// Syscall code of the close record: the socket's last event.
 pub const SYSCALL_CLOSE: u8 = 7;

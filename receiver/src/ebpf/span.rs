@@ -14,6 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 
 use super::config::EbpfReceiverConfig;
 use super::db::DbExchange;
+use super::dns::{self, DnsExchange};
 use super::pairing::HttpExchange;
 use super::record::Role;
 
@@ -354,6 +355,81 @@ impl SpanBuilder {
         );
         self.push(conn, process, span);
         true
+    }
+
+    /// Adds the span of one DNS query and its answer: CLIENT on the socket that sent
+    /// the query, SERVER on the one that received it.
+    pub fn add_dns(&mut self, x: &DnsExchange, conn: &ConnFacts, process: &ProcessFacts) {
+        let (peer, peer_port) = x.peer.unwrap_or(conn.remote);
+        let peer_text = peer.to_string();
+        let local_text = &conn.local_text;
+        let (kind, server, server_port, client, client_port) = if x.client {
+            (
+                SpanKind::Client,
+                &peer_text,
+                peer_port,
+                local_text,
+                conn.local.1,
+            )
+        } else {
+            (
+                SpanKind::Server,
+                local_text,
+                conn.local.1,
+                &peer_text,
+                peer_port,
+            )
+        };
+        let qtype = dns::type_name(x.query.qtype);
+        let rcode = dns::rcode_name(x.rcode);
+        let mut attributes = Vec::with_capacity(20);
+        attributes.push(kv_str("dns.question.name", &x.query.name));
+        attributes.push(kv_str("dns.question.type", &qtype));
+        attributes.push(kv_str("dns.response_code", &rcode));
+        attributes.push(kv_int("dns.answer.count", i64::from(x.answers)));
+        attributes.push(kv_str("server.address", server));
+        attributes.push(kv_int("server.port", i64::from(server_port)));
+        attributes.push(kv_str("client.address", client));
+        attributes.push(kv_int("client.port", i64::from(client_port)));
+        attributes.push(kv_str("network.peer.address", &peer_text));
+        attributes.push(kv_int("network.peer.port", i64::from(peer_port)));
+        attributes.push(kv_str("network.local.address", local_text));
+        attributes.push(kv_int("network.local.port", i64::from(conn.local.1)));
+        attributes.push(kv_str(
+            "network.type",
+            if conn.local.0.is_ipv4() {
+                "ipv4"
+            } else {
+                "ipv6"
+            },
+        ));
+        attributes.push(kv_str("network.transport", "udp"));
+        attributes.push(kv_int("process.pid", i64::from(conn.pid)));
+        attributes.push(kv_int("thread.id", i64::from(x.req_tag.tid)));
+        attributes.push(kv_int(
+            "weft.syscall_trace_id.req",
+            x.req_tag.syscall_id as i64,
+        ));
+        attributes.push(kv_int(
+            "weft.syscall_trace_id.resp",
+            x.resp_tag.syscall_id as i64,
+        ));
+        attributes.push(kv_int("weft.dns.id", i64::from(x.query.id)));
+        attributes.push(kv_int("weft.socket.id", conn.sock_id as i64));
+        // NXDOMAIN and the like are answers; a server that could not answer is not.
+        let status = matches!(x.rcode, 1 | 2 | 4 | 5).then(|| Status {
+            code: StatusCode::Error as i32,
+            message: rcode.clone(),
+        });
+        let span = self.span(
+            format!("DNS {qtype}"),
+            kind,
+            x.req_ts_ns,
+            x.resp_end_ns,
+            attributes,
+            status,
+        );
+        self.push(conn, process, span);
     }
 
     fn span(

@@ -14,9 +14,10 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 use super::config::{EbpfReceiverConfig, Protocol};
 use super::db::{DbConnection, DbExchange, DbProtocol, DbStats, Side};
+use super::dns::{Datagram, DnsExchange, DnsSocket, DnsStats};
 use super::http1::{Chunk, Http1Stats, ParserConfig, Tag};
 use super::pairing::{Http1Connection, HttpExchange, PairingStats};
-use super::record::{Direction, Record, Role};
+use super::record::{Direction, Record, Role, FLAG_UDP};
 use super::span::{self, ConnFacts, ProcessFacts, SpanBuilder};
 
 /// Looks up what the resource of a process says (name, container).
@@ -47,6 +48,10 @@ pub struct TrackerStats {
     pub db_not_followed: [u64; 4],
     /// Times a connection's framing was lost in uncaptured bytes.
     pub db_framing_lost: u64,
+    /// DNS datagrams that were not messages weft reads.
+    pub dns_bad_messages: u64,
+    /// DNS answers two waiting queries could own: none was paired.
+    pub dns_ambiguous: u64,
 }
 
 fn proto_index(p: DbProtocol) -> usize {
@@ -68,6 +73,8 @@ enum Mode {
         conn: Box<DbConnection>,
         requests: Direction,
     },
+    /// A UDP socket talking DNS: one message per datagram.
+    Dns(Box<DnsSocket>),
     /// Not HTTP/1.x, or not allowed to make spans: only the syscall ids are kept.
     Ignored,
 }
@@ -95,6 +102,7 @@ struct Seen {
     unpaired: u64,
     non_http: bool,
     db: DbStats,
+    dns: DnsStats,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -143,6 +151,7 @@ pub struct Tracker {
     spans: SpanBuilder,
     exchanges: Vec<HttpExchange>,
     db_exchanges: Vec<DbExchange>,
+    dns_exchanges: Vec<DnsExchange>,
     stats: TrackerStats,
 }
 
@@ -165,6 +174,7 @@ impl Tracker {
             processes,
             exchanges: Vec::new(),
             db_exchanges: Vec::new(),
+            dns_exchanges: Vec::new(),
             stats: TrackerStats::default(),
         }
     }
@@ -194,6 +204,10 @@ impl Tracker {
         self.stats.records += 1;
         let comm = r.comm();
         if !self.process_allowed(r.pid, comm) {
+            return;
+        }
+        if r.flags & FLAG_UDP != 0 {
+            self.push_datagram(r);
             return;
         }
         let key = (r.pid, r.sock_id);
@@ -384,6 +398,81 @@ impl Tracker {
         self.drain(key);
     }
 
+    /// A UDP datagram (the kernel sends only those of sockets talking to a DNS port).
+    /// A socket is forgotten once nothing waits on it: clients often use a socket per
+    /// lookup, and no close is reported for UDP.
+    fn push_datagram(&mut self, r: &Record<'_>) {
+        if !self.config.protocols.dns.enabled || r.direction == Direction::None {
+            return;
+        }
+        let key = (r.pid, r.sock_id);
+        if !self.conns.contains_key(&key) {
+            if self.conns.len() >= self.config.max_connections {
+                self.evict_oldest();
+            }
+            let allowed = self.config.ports_allowed(r.lport, r.rport);
+            self.conns.insert(
+                key,
+                Conn {
+                    mode: if allowed {
+                        Mode::Dns(Box::default())
+                    } else {
+                        Mode::Ignored
+                    },
+                    role: r.role,
+                    next_seq: [None, None],
+                    last_dir: Direction::None,
+                    last_id: 0,
+                    last_seen_ns: 0,
+                    capture_seq: r.capture_seq,
+                    facts: ConnFacts {
+                        pid: r.pid,
+                        sock_id: r.sock_id,
+                        local: (r.laddr, r.lport),
+                        remote: (r.raddr, r.rport),
+                        local_text: r.laddr.to_string(),
+                        remote_text: r.raddr.to_string(),
+                        cgroup_id: r.cgroup_id,
+                        comm: r.comm().to_string(),
+                    },
+                    seen: Seen::default(),
+                },
+            );
+        }
+        let ts = r.ts_ns();
+        let id = self.syscall_id(key, r.tid, r.direction, ts);
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        conn.last_seen_ns = ts;
+        conn.capture_seq = r.capture_seq;
+        let Mode::Dns(sock) = &mut conn.mode else {
+            return;
+        };
+        let sent = r.direction == Direction::Egress;
+        let d = Datagram {
+            payload: r.payload,
+            sent,
+            ts_ns: ts,
+            end_ns: r.ts_exit_ns,
+            tag: Tag {
+                syscall_id: id,
+                tid: r.tid,
+            },
+            peer: sent.then_some((r.raddr, r.rport)),
+        };
+        sock.feed(&d, &mut self.dns_exchanges);
+        let idle = sock.waiting() == 0;
+        fold_stats(conn, &mut self.stats);
+        if idle {
+            if let Some(conn) = self.conns.remove(&key) {
+                self.finish(conn);
+            }
+        } else {
+            self.emit(key, None);
+        }
+    }
+
     /// Process filters match the process's name (a thread may have renamed itself), read
     /// once per pid and kept until the next [`Tracker::expire`].
     fn process_allowed(&mut self, pid: u32, comm: &str) -> bool {
@@ -462,6 +551,7 @@ impl Tracker {
         match &mut conn.mode {
             Mode::Http { conn: http, .. } => http.close(&mut self.exchanges),
             Mode::Db { conn: db, .. } => db.close(&mut self.db_exchanges),
+            Mode::Dns(dns) => dns.close(),
             _ => {}
         }
         fold_stats(&mut conn, &mut self.stats);
@@ -471,12 +561,16 @@ impl Tracker {
     /// Builds the spans of the pending exchanges of a connection: `ended` when it has
     /// left the table, else looked up by key.
     fn emit(&mut self, key: (u32, u64), ended: Option<&Conn>) {
-        if self.exchanges.is_empty() && self.db_exchanges.is_empty() {
+        if self.exchanges.is_empty()
+            && self.db_exchanges.is_empty()
+            && self.dns_exchanges.is_empty()
+        {
             return;
         }
         let Some(conn) = ended.or_else(|| self.conns.get(&key)) else {
             self.exchanges.clear();
             self.db_exchanges.clear();
+            self.dns_exchanges.clear();
             return;
         };
         let process = self.processes.lookup(conn.facts.pid, &conn.facts.comm);
@@ -491,6 +585,11 @@ impl Tracker {
             if self.spans.add_db(&x, conn.role, &conn.facts, &process) {
                 self.stats.spans += 1;
             }
+        }
+        for x in self.dns_exchanges.drain(..) {
+            self.stats.exchanges += 1;
+            self.spans.add_dns(&x, &conn.facts, &process);
+            self.stats.spans += 1;
         }
     }
 
@@ -609,6 +708,17 @@ fn feed(
 }
 
 fn fold_stats(conn: &mut Conn, stats: &mut TrackerStats) {
+    if let Mode::Dns(dns) = &conn.mode {
+        let now = &dns.stats;
+        let seen = &mut conn.seen.dns;
+        stats.dns_bad_messages += now.bad_messages.saturating_sub(seen.bad_messages);
+        stats.dns_ambiguous += now.ambiguous.saturating_sub(seen.ambiguous);
+        let unpaired = now.unmatched_queries + now.unmatched_responses;
+        stats.unpaired +=
+            unpaired.saturating_sub(seen.unmatched_queries + seen.unmatched_responses);
+        *seen = now.clone();
+        return;
+    }
     if let Mode::Db { conn: db, .. } = &conn.mode {
         let now = db.stats();
         let seen = &mut conn.seen.db;
