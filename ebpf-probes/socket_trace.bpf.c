@@ -701,9 +701,9 @@ static __always_inline bool read_dest(struct weft_args *a, __u16 *port, __u8 add
 /*
  * A datagram on a UDP socket: captured only when the socket talks to a DNS
  * port. A socket bound to one is a server; a socket connected to one, or
- * that sent to one, a client (an unconnected socket is watched until then:
- * one map lookup per datagram, and a 16-byte read of the destination of each
- * send).
+ * whose first datagram is sent to one, a client. Any other socket costs one
+ * map lookup per datagram once decided (an unconnected one is decided at its
+ * first datagram, reading the destination of a send).
  */
 static __always_inline void on_udp(struct weft_config *c, struct task_struct *task,
 				   __u64 pid_tgid, struct sock *sk, __s64 ret, int msg_flags,
@@ -744,15 +744,23 @@ static __always_inline void on_udp(struct weft_config *c, struct task_struct *ta
 	}
 	if (f->traced == WEFT_TRACED_NO)
 		return;
+	/* A watched socket is decided once: a client asks first, so a datagram
+	 * received before any was sent (a server of some other protocol) or a
+	 * first send elsewhere than a DNS port leaves it alone for good. */
+	if (f->traced == WEFT_TRACED_WATCH && direction == WEFT_DIR_INGRESS) {
+		f->traced = WEFT_TRACED_NO;
+		return;
+	}
 	struct weft_args a = {};
 	call_args(task, sk, msg_flags, direction, &a);
 	if (direction == WEFT_DIR_EGRESS && a.name) {
 		__u16 port = 0;
 		__u8 addr[16] = {};
 		if (read_dest(&a, &port, addr)) {
-			if (f->traced == WEFT_TRACED_WATCH && dns_port(port) &&
-			    ports_traced(c, f->lport, port))
-				f->traced = WEFT_TRACED_YES;
+			if (f->traced == WEFT_TRACED_WATCH)
+				f->traced = dns_port(port) && ports_traced(c, f->lport, port) ?
+						    WEFT_TRACED_YES :
+						    WEFT_TRACED_NO;
 			if (f->traced == WEFT_TRACED_YES) {
 				f->rport = port;
 				__builtin_memcpy(f->raddr, addr, 16);
