@@ -78,6 +78,30 @@ impl Sim {
         self.t.push(&r);
     }
 
+    /// One UDP datagram (flag 0x8, no TCP sequence).
+    fn datagram(&mut self, s: Side, dir: u8, bytes: &[u8]) {
+        self.ts += 1_000;
+        let mut b = encode(
+            s.pid,
+            s.tid,
+            s.sock,
+            s.role,
+            dir,
+            0,
+            self.cap,
+            self.ts,
+            s.local,
+            s.remote,
+            bytes.len() as u64,
+            bytes,
+            s.comm,
+        );
+        b[69] |= super::record::FLAG_UDP;
+        self.cap += 1;
+        let r = Record::parse(&b).expect("test record decodes");
+        self.t.push(&r);
+    }
+
     fn close(&mut self, s: Side) {
         self.ts += 1_000;
         let b = encode(
@@ -730,4 +754,109 @@ fn request_ids_are_recorded_with_the_side_they_came_from() {
         assert!(attr(x, "weft.x_request_id.req").is_none());
         assert_eq!(string(x, "weft.x_request_id.resp"), "gen-7");
     }
+}
+
+/// A DNS message with one question (`flags`: 0x0100 a query, 0x8180 an answer).
+fn dns_message(id: u16, flags: u16, name: &str, answers: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&id.to_be_bytes());
+    v.extend_from_slice(&flags.to_be_bytes());
+    v.extend_from_slice(&[0, 1]);
+    v.extend_from_slice(&answers.to_be_bytes());
+    v.extend_from_slice(&[0, 0, 0, 0]);
+    for label in name.split('.') {
+        v.push(label.len() as u8);
+        v.extend_from_slice(label.as_bytes());
+    }
+    v.extend_from_slice(&[0, 0, 1, 0, 1]);
+    v
+}
+
+#[test]
+fn a_lookup_inside_a_handler_is_a_client_span_on_the_handler_chain() {
+    let (server, client) = pair();
+    // The handler's thread looks a name up on an unconnected UDP socket; the DNS
+    // server answers on its own socket.
+    let resolver = Side {
+        pid: 100,
+        tid: 101,
+        sock: 33,
+        role: CLIENT,
+        local: (v4(1), 50000),
+        remote: (v4(53), 53),
+        comm: "server",
+    };
+    let dns_server = Side {
+        pid: 300,
+        tid: 301,
+        sock: 44,
+        role: SERVER,
+        local: (v4(53), 53),
+        remote: (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        comm: "dnsmasq",
+    };
+    let mut sim = Sim::new(EbpfReceiverConfig::default());
+    sim.io(client, EGRESS, 1000, REQ);
+    sim.io(server, INGRESS, 1000, REQ);
+    let query = dns_message(0x1234, 0x0100, "db.internal", 0);
+    let answer = dns_message(0x1234, 0x8183, "db.internal", 0);
+    sim.datagram(resolver, EGRESS, &query);
+    sim.datagram(dns_server, INGRESS, &query);
+    // A send carries its destination.
+    let reply = Side {
+        remote: (v4(1), 50000),
+        ..dns_server
+    };
+    sim.datagram(reply, EGRESS, &answer);
+    sim.datagram(resolver, INGRESS, &answer);
+    sim.io(server, EGRESS, 7000, RESP);
+    sim.io(client, INGRESS, 7000, RESP);
+    let spans = sim.spans();
+    let dns: Vec<_> = spans.iter().filter(|(_, s)| s.name == "DNS A").collect();
+    assert_eq!(dns.len(), 2, "{spans:?}");
+    let (_, c) = dns
+        .iter()
+        .find(|(pid, _)| *pid == 100)
+        .expect("client span");
+    let (_, d) = dns
+        .iter()
+        .find(|(pid, _)| *pid == 300)
+        .expect("server span");
+    assert_eq!((c.kind, d.kind), (3, 2));
+    for x in [c, d] {
+        assert_eq!(string(x, "dns.question.name"), "db.internal");
+        assert_eq!(string(x, "dns.question.type"), "A");
+        assert_eq!(string(x, "dns.response_code"), "NXDOMAIN");
+        assert_eq!(int(x, "dns.answer.count"), 0);
+        assert_eq!(int(x, "weft.dns.id"), 0x1234);
+        assert_eq!(string(x, "network.transport"), "udp");
+        assert_eq!(int(x, "server.port"), 53);
+        assert!(attr(x, "weft.tcp.req_seq").is_none());
+        assert!(x.status.is_none(), "NXDOMAIN is an answer");
+    }
+    assert_eq!(
+        (int(c, "client.port"), int(c, "network.peer.port")),
+        (50000, 53)
+    );
+    assert_eq!(string(c, "network.peer.address"), "127.0.0.53");
+    // The server learns the client's address from the answer it sends.
+    assert_eq!(
+        (string(d, "client.address"), int(d, "client.port")),
+        ("127.0.0.1".into(), 50000)
+    );
+    // The lookup took the id the handler's read opened: the chain T2 follows.
+    let (_, h) = spans
+        .iter()
+        .find(|(pid, s)| *pid == 100 && s.kind == 2)
+        .expect("handler span");
+    assert_eq!(
+        int(c, "weft.syscall_trace_id.req"),
+        int(h, "weft.syscall_trace_id.req")
+    );
+    assert_eq!(
+        int(c, "weft.syscall_trace_id.resp"),
+        int(h, "weft.syscall_trace_id.resp")
+    );
+    // Nothing waits: both UDP sockets are forgotten (the TCP ones stay).
+    assert_eq!(sim.t.connections(), 2);
 }
