@@ -91,19 +91,21 @@ class Lookup:
     client_port: int
     msg_id: int
     window: tuple[int, int]
+    transport: str = "udp"
 
 
-def lookup(env: Env, name: str, qtype: str) -> Lookup:
-    """One query from a fresh UDP socket on a port of our choosing (dnspython's own
-    sockets are unconnected: sendto, recvfrom)."""
+def lookup(env: Env, name: str, qtype: str, transport: str = "udp") -> Lookup:
+    """One query from a fresh socket on a port of our choosing (dnspython's own UDP
+    sockets are unconnected: sendto, recvfrom; over TCP it connects)."""
     q = dns.message.make_query(name, qtype)
     q.flags &= ~dns.flags.RD
     sport = free_port()
+    query = dns.query.udp if transport == "udp" else dns.query.tcp
     t0 = time.time_ns()
-    r = dns.query.udp(q, "127.0.0.1", port=env.dns, source="127.0.0.1", source_port=sport, timeout=5)
+    r = query(q, "127.0.0.1", port=env.dns, source="127.0.0.1", source_port=sport, timeout=5)
     t1 = time.time_ns()
     answers = sum(len(rrset) for rrset in r.answer)
-    return Lookup(name, qtype, dns.rcode.to_text(r.rcode()), answers, sport, q.id, (t0, t1))
+    return Lookup(name, qtype, dns.rcode.to_text(r.rcode()), answers, sport, q.id, (t0, t1), transport)
 
 
 def check(env: Env, spans: list[Sp], want: Lookup) -> None:
@@ -118,7 +120,7 @@ def check(env: Env, spans: list[Sp], want: Lookup) -> None:
         assert s["dns.response_code"] == want.rcode, listing
         assert s["dns.answer.count"] == want.answers, listing
         assert s["weft.dns.id"] == want.msg_id, listing
-        assert s["network.transport"] == "udp"
+        assert s["network.transport"] == want.transport
         assert s["server.port"] == env.dns and s["server.address"] == "127.0.0.1", listing
         assert s["client.address"] == "127.0.0.1", listing
         assert s.status == status, listing
@@ -127,7 +129,12 @@ def check(env: Env, spans: list[Sp], want: Lookup) -> None:
         assert want.window[0] - TOLERANCE_NS <= s.start <= s.end <= want.window[1] + TOLERANCE_NS, s.short()
     c = next(s for s in mine if s.kind == CLIENT)
     sv = next(s for s in mine if s.kind == SERVER)
-    assert c["process.pid"] == os.getpid() and sv["process.pid"] == env.dns_pid, listing
+    assert c["process.pid"] == os.getpid(), listing
+    if want.transport == "udp":
+        assert sv["process.pid"] == env.dns_pid, listing
+    else:
+        # dnsmasq answers each TCP connection in a child process of its own.
+        assert sv["process.pid"] not in (os.getpid(), env.dns_pid), listing
     assert c["network.local.port"] == want.client_port and c["network.peer.port"] == env.dns
     assert sv["network.local.port"] == env.dns and sv["network.peer.port"] == want.client_port
     # The server read the query after the client sent it and answered before the
@@ -227,3 +234,16 @@ def test_datagrams_that_are_not_dns_make_no_span_and_are_counted(env):
     assert env.raw.of_clients({sport}, MARK) == []
     x = lookup(env, "db.test.", "A")
     check(env, env.raw.wait({x.client_port}, 2, marker=MARK), x)
+
+
+def test_lookups_over_tcp_are_framed_by_their_length(env):
+    """DNS over TCP on the same port: each connection's messages are framed by their
+    2-byte length; the spans say `tcp`."""
+    session = [
+        lookup(env, "db.test.", "A", "tcp"),
+        lookup(env, "nothing.test.", "AAAA", "tcp"),
+    ]
+    assert [(x.rcode, x.answers) for x in session] == [("NOERROR", 2), ("NXDOMAIN", 0)]
+    spans = env.raw.wait({x.client_port for x in session}, 2 * len(session), marker=MARK)
+    for x in session:
+        check(env, spans, x)

@@ -80,8 +80,9 @@ pub struct ProtocolsConfig {
     pub memcached: ProtocolConfig,
     pub postgresql: ProtocolConfig,
     pub mysql: ProtocolConfig,
-    /// DNS over UDP: datagrams to and from these ports (default 53) are captured in
-    /// the kernel; nothing else of UDP is. `detect` does not apply.
+    /// DNS: UDP datagrams to and from these ports (default 53) are captured in the
+    /// kernel (nothing else of UDP is), and TCP connections to them are read as DNS
+    /// over TCP. `detect` does not apply.
     pub dns: ProtocolConfig,
 }
 

@@ -285,6 +285,113 @@ impl DnsSocket {
     }
 }
 
+/// One direction of DNS over TCP: each message is preceded by its 2-byte length.
+/// Bytes past the captured prefix are skipped by count (a message's question is at its
+/// start); a length that falls in uncaptured bytes loses the framing for good.
+#[derive(Debug, Default)]
+pub struct TcpFramer {
+    buf: Vec<u8>,
+    /// When and by which syscall the buffered message's first byte moved.
+    first: Option<(u64, Tag)>,
+    skip: u64,
+    lost: bool,
+}
+
+/// A message cut out of a TCP stream: its bytes (maybe only a prefix), when its
+/// first byte moved and when its last did.
+pub struct Framed {
+    pub bytes: Vec<u8>,
+    pub ts_ns: u64,
+    pub end_ns: u64,
+    pub tag: Tag,
+}
+
+/// Longest message buffered while waiting for its end (the most a length can say).
+const MAX_TCP_MESSAGE: usize = 2 + 65535;
+
+impl TcpFramer {
+    /// Whether the framing was lost.
+    pub fn lost(&self) -> bool {
+        self.lost
+    }
+
+    /// Takes one chunk (captured bytes, then `dark` bytes not seen).
+    pub fn push(
+        &mut self,
+        captured: &[u8],
+        dark: u64,
+        ts_ns: u64,
+        tag: Tag,
+        out: &mut Vec<Framed>,
+    ) {
+        if self.lost {
+            return;
+        }
+        let mut data = captured;
+        let mut dark = dark;
+        if self.skip > 0 {
+            let n = (self.skip.min(data.len() as u64)) as usize;
+            data = &data[n..];
+            self.skip -= n as u64;
+            let m = self.skip.min(dark);
+            self.skip -= m;
+            dark -= m;
+            if self.skip > 0 {
+                return;
+            }
+        }
+        if self.buf.is_empty() && !data.is_empty() {
+            self.first = Some((ts_ns, tag));
+        }
+        self.buf.extend_from_slice(data);
+        loop {
+            if self.buf.len() < 2 {
+                if dark > 0 {
+                    self.lost = true;
+                }
+                return;
+            }
+            let need = 2 + usize::from(u16::from_be_bytes([self.buf[0], self.buf[1]]));
+            let (ts, tg) = self.first.unwrap_or((ts_ns, tag));
+            if self.buf.len() >= need {
+                out.push(Framed {
+                    bytes: self.buf[2..need].to_vec(),
+                    ts_ns: ts,
+                    end_ns: ts_ns,
+                    tag: tg,
+                });
+                self.buf.drain(..need);
+                self.first = (!self.buf.is_empty()).then_some((ts_ns, tag));
+                continue;
+            }
+            if dark > 0 {
+                // The rest of this message was not captured: its start is enough.
+                let missing = (need - self.buf.len()) as u64;
+                out.push(Framed {
+                    bytes: self.buf[2..].to_vec(),
+                    ts_ns: ts,
+                    end_ns: ts_ns,
+                    tag: tg,
+                });
+                self.buf.clear();
+                self.first = None;
+                let m = missing.min(dark);
+                self.skip = missing - m;
+                if dark > m {
+                    // The next length is in bytes nobody saw.
+                    self.lost = true;
+                }
+                return;
+            }
+            if self.buf.len() > MAX_TCP_MESSAGE {
+                self.lost = true;
+                self.buf.clear();
+            }
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,5 +547,49 @@ mod tests {
             (2, 10, 30)
         );
         assert_eq!(out[0].peer, Some(("127.0.0.1".parse().unwrap(), 53)));
+    }
+
+    #[test]
+    fn tcp_framing_any_cut_and_dark_bodies() {
+        let q = message(1, 0x0100, "a.test", 1, 0);
+        let r = message(1, 0x8180, "a.test", 1, 1);
+        let mut stream = Vec::new();
+        for m in [&q, &r] {
+            stream.extend_from_slice(&(m.len() as u16).to_be_bytes());
+            stream.extend_from_slice(m);
+        }
+        for cut in 0..=stream.len() {
+            let mut f = TcpFramer::default();
+            let mut out = Vec::new();
+            f.push(&stream[..cut], 0, 1, Tag::default(), &mut out);
+            f.push(&stream[cut..], 0, 2, Tag::default(), &mut out);
+            let got: Vec<_> = out.iter().map(|m| (m.bytes.clone(), m.ts_ns)).collect();
+            let first_ts = if cut == 0 { 2 } else { 1 };
+            let second_ts = if cut <= q.len() + 2 { 2 } else { 1 };
+            assert_eq!(
+                got,
+                vec![(q.clone(), first_ts), (r.clone(), second_ts)],
+                "cut {cut}"
+            );
+        }
+        // A long answer whose tail was not captured: its start is read, the tail
+        // skipped, and the next message framed.
+        let mut big = r.clone();
+        big.extend(std::iter::repeat_n(0u8, 3000));
+        let mut f = TcpFramer::default();
+        let mut out = Vec::new();
+        let mut head = (big.len() as u16).to_be_bytes().to_vec();
+        head.extend_from_slice(&big[..100]);
+        f.push(&head, (big.len() - 100) as u64, 5, Tag::default(), &mut out);
+        let mut next = (q.len() as u16).to_be_bytes().to_vec();
+        next.extend_from_slice(&q);
+        f.push(&next, 0, 6, Tag::default(), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(parse(&out[0].bytes).unwrap().answers, 1);
+        assert_eq!(out[1].bytes, q);
+        assert!(!f.lost());
+        // A length in bytes nobody saw: lost for good.
+        f.push(&[0], 5, 7, Tag::default(), &mut out);
+        assert!(f.lost());
     }
 }

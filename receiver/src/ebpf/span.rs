@@ -358,8 +358,14 @@ impl SpanBuilder {
     }
 
     /// Adds the span of one DNS query and its answer: CLIENT on the socket that sent
-    /// the query, SERVER on the one that received it.
-    pub fn add_dns(&mut self, x: &DnsExchange, conn: &ConnFacts, process: &ProcessFacts) {
+    /// the query, SERVER on the one that received it; `transport` is `udp` or `tcp`.
+    pub fn add_dns(
+        &mut self,
+        x: &DnsExchange,
+        conn: &ConnFacts,
+        process: &ProcessFacts,
+        transport: &str,
+    ) {
         let (peer, peer_port) = x.peer.unwrap_or(conn.remote);
         let peer_text = peer.to_string();
         let local_text = &conn.local_text;
@@ -403,7 +409,7 @@ impl SpanBuilder {
                 "ipv6"
             },
         ));
-        attributes.push(kv_str("network.transport", "udp"));
+        attributes.push(kv_str("network.transport", transport));
         attributes.push(kv_int("process.pid", i64::from(conn.pid)));
         attributes.push(kv_int("thread.id", i64::from(x.req_tag.tid)));
         attributes.push(kv_int(

@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 use super::config::{EbpfReceiverConfig, Protocol};
 use super::db::{DbConnection, DbExchange, DbProtocol, DbStats, Side};
-use super::dns::{Datagram, DnsExchange, DnsSocket, DnsStats};
+use super::dns::{Datagram, DnsExchange, DnsSocket, DnsStats, TcpFramer};
 use super::http1::{Chunk, Http1Stats, ParserConfig, Tag};
 use super::pairing::{Http1Connection, HttpExchange, PairingStats};
 use super::record::{Direction, Record, Role, FLAG_UDP};
@@ -75,6 +75,12 @@ enum Mode {
     },
     /// A UDP socket talking DNS: one message per datagram.
     Dns(Box<DnsSocket>),
+    /// DNS over TCP: messages framed by their length, per direction (egress, ingress).
+    DnsTcp {
+        framers: Box<[TcpFramer; 2]>,
+        sock: Box<DnsSocket>,
+        requests: Direction,
+    },
     /// Not HTTP/1.x, or not allowed to make spans: only the syscall ids are kept.
     Ignored,
 }
@@ -331,7 +337,9 @@ impl Tracker {
             };
         }
         let requests = match &conn.mode {
-            Mode::Http { requests, .. } | Mode::Db { requests, .. } => *requests,
+            Mode::Http { requests, .. }
+            | Mode::Db { requests, .. }
+            | Mode::DnsTcp { requests, .. } => *requests,
             _ => return,
         };
 
@@ -363,6 +371,7 @@ impl Tracker {
                     &gap,
                     &mut self.exchanges,
                     &mut self.db_exchanges,
+                    &mut self.dns_exchanges,
                 );
             } else if ahead != 0 {
                 let behind = expected.wrapping_sub(seq) as u64;
@@ -394,6 +403,7 @@ impl Tracker {
             &chunk,
             &mut self.exchanges,
             &mut self.db_exchanges,
+            &mut self.dns_exchanges,
         );
         self.drain(key);
     }
@@ -551,7 +561,7 @@ impl Tracker {
         match &mut conn.mode {
             Mode::Http { conn: http, .. } => http.close(&mut self.exchanges),
             Mode::Db { conn: db, .. } => db.close(&mut self.db_exchanges),
-            Mode::Dns(dns) => dns.close(),
+            Mode::Dns(dns) | Mode::DnsTcp { sock: dns, .. } => dns.close(),
             _ => {}
         }
         fold_stats(&mut conn, &mut self.stats);
@@ -586,9 +596,14 @@ impl Tracker {
                 self.stats.spans += 1;
             }
         }
+        let transport = if matches!(conn.mode, Mode::DnsTcp { .. }) {
+            "tcp"
+        } else {
+            "udp"
+        };
         for x in self.dns_exchanges.drain(..) {
             self.stats.exchanges += 1;
-            self.spans.add_dns(&x, &conn.facts, &process);
+            self.spans.add_dns(&x, &conn.facts, &process, transport);
             self.stats.spans += 1;
         }
     }
@@ -612,6 +627,16 @@ impl Tracker {
             Role::Client => Direction::Egress,
             Role::Unknown => return (Mode::Undecided, role),
         };
+        // DNS ports carry DNS over TCP too.
+        let server_port = if role == Role::Server { lport } else { rport };
+        if protocols.dns.enabled && protocols.dns_ports().contains(&server_port) {
+            let mode = Mode::DnsTcp {
+                framers: Box::default(),
+                sock: Box::default(),
+                requests,
+            };
+            return (mode, role);
+        }
         let mode = match pinned {
             Some(Protocol::Http) => http_mode(&self.parser, requests),
             Some(Protocol::Db(p)) => Mode::Db {
@@ -686,6 +711,7 @@ fn feed(
     chunk: &Chunk<'_>,
     out: &mut Vec<HttpExchange>,
     db_out: &mut Vec<DbExchange>,
+    dns_out: &mut Vec<DnsExchange>,
 ) {
     match mode {
         Mode::Http { conn: http, .. } => {
@@ -703,12 +729,32 @@ fn feed(
             };
             db.feed(side, chunk, db_out);
         }
+        Mode::DnsTcp { framers, sock, .. } => {
+            let sent = dir == Direction::Egress;
+            let framer = &mut framers[usize::from(!sent)];
+            let dark = (chunk.total_len as u64).saturating_sub(chunk.captured.len() as u64);
+            let mut messages = Vec::new();
+            framer.push(chunk.captured, dark, chunk.ts_ns, chunk.tag, &mut messages);
+            for m in messages {
+                sock.feed(
+                    &Datagram {
+                        payload: &m.bytes,
+                        sent,
+                        ts_ns: m.ts_ns,
+                        end_ns: m.end_ns,
+                        tag: m.tag,
+                        peer: None,
+                    },
+                    dns_out,
+                );
+            }
+        }
         _ => {}
     }
 }
 
 fn fold_stats(conn: &mut Conn, stats: &mut TrackerStats) {
-    if let Mode::Dns(dns) = &conn.mode {
+    if let Mode::Dns(dns) | Mode::DnsTcp { sock: dns, .. } = &conn.mode {
         let now = &dns.stats;
         let seen = &mut conn.seen.dns;
         stats.dns_bad_messages += now.bad_messages.saturating_sub(seen.bad_messages);
