@@ -941,8 +941,16 @@ fn kernel_filters_from_the_config() {
     use super::config::{EbpfReceiverConfig, Selector};
     use super::loader::KernelFilters;
 
-    let none = KernelFilters::of(&EbpfReceiverConfig::default());
-    assert_eq!(none, KernelFilters::default());
+    // By default only DNS's port is marked (0x4) and UDP capture is on (0x10).
+    let dns_only = KernelFilters::of(&EbpfReceiverConfig::default());
+    assert_eq!(dns_only.bits, 0x10);
+    assert_eq!(
+        dns_only.ports.into_iter().collect::<Vec<_>>(),
+        vec![(53, 0x4)]
+    );
+    let mut no_dns = EbpfReceiverConfig::default();
+    no_dns.protocols.dns.enabled = false;
+    assert_eq!(KernelFilters::of(&no_dns), KernelFilters::default());
 
     let cfg = EbpfReceiverConfig {
         include: Selector {
@@ -958,14 +966,14 @@ fn kernel_filters_from_the_config() {
         ..EbpfReceiverConfig::default()
     };
     let f = KernelFilters::of(&cfg);
-    assert_eq!(f.bits, 0x1 | 0x2 | 0x4 | 0x8);
+    assert_eq!(f.bits, 0x1 | 0x2 | 0x4 | 0x8 | 0x10);
     assert_eq!(
         f.pids.into_iter().collect::<Vec<_>>(),
         vec![(10, 0x1), (11, 0x1 | 0x2)]
     );
     assert_eq!(
         f.ports.into_iter().collect::<Vec<_>>(),
-        vec![(80, 0x1), (443, 0x1 | 0x2), (9000, 0x2)]
+        vec![(53, 0x4), (80, 0x1), (443, 0x1 | 0x2), (9000, 0x2)]
     );
 
     let named = EbpfReceiverConfig {
@@ -977,7 +985,7 @@ fn kernel_filters_from_the_config() {
         ..EbpfReceiverConfig::default()
     };
     let f = KernelFilters::of(&named);
-    assert_eq!(f.bits, 0);
+    assert_eq!(f.bits, 0x10);
     assert!(f.pids.is_empty());
 }
 
