@@ -21,6 +21,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh"
 WEFT_BIN="${WEFT_BIN:-$ROOT/target/release/weft}"
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10}"
@@ -93,19 +95,9 @@ weft_config "{enabled: false}" >"$WORK/weft-dns-off.yaml"
 weft_config "{ports: [$PORT]}" >"$WORK/weft-on.yaml"
 weft_config "{ports: [53]}" >"$WORK/weft-other.yaml"
 
-cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"; }
 metric() { # sum of a metric family's samples
     curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" |
         awk -v m="$1" '$1 ~ "^"m"[{ ]" || $1 == m { s += $2 } END { print s + 0 }'
-}
-probe_stats() { # "run_time_ns run_cnt" summed over the bpf programs weft holds
-    local t=0 c=0 f
-    for f in /proc/"$1"/fdinfo/*; do
-        grep -q '^prog_type' "$f" 2>/dev/null || continue
-        t=$((t + $(awk '/^run_time_ns/ { print $2 }' "$f")))
-        c=$((c + $(awk '/^run_cnt/ { print $2 }' "$f")))
-    done
-    echo "$t $c"
 }
 run_dnsperf() { # prints "qps avg_latency_us"
     dnsperf -s 127.0.0.1 -p "$PORT" -d "$WORK/queries" -l "$DURATION" -c "$CLIENTS" -q 64 2>&1 |

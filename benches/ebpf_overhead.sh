@@ -22,6 +22,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh"
 WEFT_BIN="${WEFT_BIN:-$ROOT/target/release/weft}"
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10}"
@@ -121,20 +123,8 @@ cat >"$WORK/paced.lua" <<'EOF'
 function delay() return 1 end
 EOF
 
-cpu_seconds() { # utime + stime of a pid, in seconds
-    awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
-}
 metric() { # first sample of a metric family from weft's self-metrics
     curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" | awk -v m="$1" '$1 ~ "^"m"[{ ]" || $1 == m { print $2; exit }'
-}
-probe_stats() { # "run_time_ns run_cnt" summed over the bpf programs weft holds
-    local t=0 c=0 f
-    for f in /proc/"$1"/fdinfo/*; do
-        grep -q '^prog_type' "$f" 2>/dev/null || continue
-        t=$((t + $(awk '/^run_time_ns/ { print $2 }' "$f")))
-        c=$((c + $(awk '/^run_cnt/ { print $2 }' "$f")))
-    done
-    echo "$t $c"
 }
 run_wrk() { # $1: connections, $2: extra wrk args; prints "req/s p50_ms p99_ms"
     # shellcheck disable=SC2086

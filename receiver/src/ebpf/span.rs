@@ -181,16 +181,18 @@ impl<'a> Ends<'a> {
         attributes.push(kv_int("network.peer.port", i64::from(conn.remote.1)));
         attributes.push(kv_str("network.local.address", &conn.local_text));
         attributes.push(kv_int("network.local.port", i64::from(conn.local.1)));
-        attributes.push(kv_str(
-            "network.type",
-            if conn.local.0.is_ipv4() {
-                "ipv4"
-            } else {
-                "ipv6"
-            },
-        ));
+        attributes.push(kv_str("network.type", network_type(conn)));
         attributes.push(kv_str("network.transport", "tcp"));
         attributes.push(kv_int("process.pid", i64::from(conn.pid)));
+    }
+}
+
+/// `network.type` of a connection.
+fn network_type(conn: &ConnFacts) -> &'static str {
+    if conn.local.0.is_ipv4() {
+        "ipv4"
+    } else {
+        "ipv6"
     }
 }
 
@@ -401,14 +403,7 @@ impl SpanBuilder {
         attributes.push(kv_int("network.peer.port", i64::from(peer_port)));
         attributes.push(kv_str("network.local.address", local_text));
         attributes.push(kv_int("network.local.port", i64::from(conn.local.1)));
-        attributes.push(kv_str(
-            "network.type",
-            if conn.local.0.is_ipv4() {
-                "ipv4"
-            } else {
-                "ipv6"
-            },
-        ));
+        attributes.push(kv_str("network.type", network_type(conn)));
         attributes.push(kv_str("network.transport", transport));
         attributes.push(kv_int("process.pid", i64::from(conn.pid)));
         attributes.push(kv_int("thread.id", i64::from(x.req_tag.tid)));

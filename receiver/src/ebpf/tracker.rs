@@ -100,6 +100,32 @@ struct Conn {
     seen: Seen,
 }
 
+impl Conn {
+    /// A connection first seen in record `r`.
+    fn new(mode: Mode, role: Role, r: &Record<'_>) -> Conn {
+        Conn {
+            mode,
+            role,
+            next_seq: [None, None],
+            last_dir: Direction::None,
+            last_id: 0,
+            last_seen_ns: 0,
+            capture_seq: r.capture_seq,
+            facts: ConnFacts {
+                pid: r.pid,
+                sock_id: r.sock_id,
+                local: (r.laddr, r.lport),
+                remote: (r.raddr, r.rport),
+                local_text: r.laddr.to_string(),
+                remote_text: r.raddr.to_string(),
+                cgroup_id: r.cgroup_id,
+                comm: r.comm().to_string(),
+            },
+            seen: Seen::default(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Seen {
     line_too_long: u64,
@@ -237,16 +263,6 @@ impl Tracker {
                 self.evict_oldest();
             }
             let allowed = self.config.ports_allowed(r.lport, r.rport);
-            let facts = ConnFacts {
-                pid: r.pid,
-                sock_id: r.sock_id,
-                local: (r.laddr, r.lport),
-                remote: (r.raddr, r.rport),
-                local_text: r.laddr.to_string(),
-                remote_text: r.raddr.to_string(),
-                cgroup_id: r.cgroup_id,
-                comm: comm.to_string(),
-            };
             let (mode, role) = if !allowed {
                 (Mode::Ignored, r.role)
             } else {
@@ -255,20 +271,7 @@ impl Tracker {
             if let Mode::Db { conn, .. } = &mode {
                 self.stats.db_connections[proto_index(conn.protocol())] += 1;
             }
-            self.conns.insert(
-                key,
-                Conn {
-                    mode,
-                    role,
-                    next_seq: [None, None],
-                    last_dir: Direction::None,
-                    last_id: 0,
-                    last_seen_ns: 0,
-                    capture_seq: r.capture_seq,
-                    facts,
-                    seen: Seen::default(),
-                },
-            );
+            self.conns.insert(key, Conn::new(mode, role, r));
         }
         let ts = r.ts_ns();
         let id = self.syscall_id(key, r.tid, r.direction, ts);
@@ -421,33 +424,12 @@ impl Tracker {
                 self.evict_oldest();
             }
             let allowed = self.config.ports_allowed(r.lport, r.rport);
-            self.conns.insert(
-                key,
-                Conn {
-                    mode: if allowed {
-                        Mode::Dns(Box::default())
-                    } else {
-                        Mode::Ignored
-                    },
-                    role: r.role,
-                    next_seq: [None, None],
-                    last_dir: Direction::None,
-                    last_id: 0,
-                    last_seen_ns: 0,
-                    capture_seq: r.capture_seq,
-                    facts: ConnFacts {
-                        pid: r.pid,
-                        sock_id: r.sock_id,
-                        local: (r.laddr, r.lport),
-                        remote: (r.raddr, r.rport),
-                        local_text: r.laddr.to_string(),
-                        remote_text: r.raddr.to_string(),
-                        cgroup_id: r.cgroup_id,
-                        comm: r.comm().to_string(),
-                    },
-                    seen: Seen::default(),
-                },
-            );
+            let mode = if allowed {
+                Mode::Dns(Box::default())
+            } else {
+                Mode::Ignored
+            };
+            self.conns.insert(key, Conn::new(mode, r.role, r));
         }
         let ts = r.ts_ns();
         let id = self.syscall_id(key, r.tid, r.direction, ts);
