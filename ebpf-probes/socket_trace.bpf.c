@@ -576,8 +576,11 @@ struct weft_args {
 	bool no_payload;
 };
 
+/* sendmmsg messages looked at for the one being sent. */
+#define WEFT_MAX_MMSG 8
+
 static __always_inline void call_args(struct task_struct *task, struct sock *sk, int msg_flags,
-				      __u8 direction, struct weft_args *a)
+				      __u8 direction, bool dgram, struct weft_args *a)
 {
 	/* A 32-bit task's numbers mean other calls, and an io_uring worker's
 	 * registers are its creator's. */
@@ -604,6 +607,29 @@ static __always_inline void call_args(struct task_struct *task, struct sock *sk,
 		a->syscall = WEFT_SYS_OTHER;
 		a->name = 0;
 	}
+	/* A datagram of a sendmmsg: the kernel sends the vector's messages in
+	 * order and writes each one's msg_len after it is sent, so the one being
+	 * sent is the first whose msg_len is still 0 (glibc's resolver, sending
+	 * A and AAAA at once, starts them at 0). Every message's buffer was
+	 * filled before the call, so a vector reused without clearing msg_len
+	 * gives another message of this same call, never stale bytes. Not for
+	 * recvmmsg: there the buffers after the current one hold old data. */
+	bool mmsg = false;
+	if (dgram && a->syscall == WEFT_SYS_SENDMMSG && a->buf) {
+		for (int i = 0; i < WEFT_MAX_MMSG; i++) {
+			__u32 len = 1;
+			__u64 entry = a->buf + i * sizeof(struct weft_user_mmsghdr);
+			if (bpf_probe_read_user(&len, sizeof(len),
+						(void *)(entry + offsetof(struct weft_user_mmsghdr, msg_len))))
+				break;
+			if (len == 0) {
+				a->buf = entry;
+				a->syscall = WEFT_SYS_SENDMSG;
+				mmsg = true;
+				break;
+			}
+		}
+	}
 	if (a->syscall == WEFT_SYS_RECVMSG || a->syscall == WEFT_SYS_SENDMSG) {
 		struct weft_user_msghdr m = {};
 		if (bpf_probe_read_user(&m, sizeof(m), (void *)a->buf)) {
@@ -619,9 +645,11 @@ static __always_inline void call_args(struct task_struct *task, struct sock *sk,
 	}
 	/* Which message of a recvmmsg/sendmmsg this is cannot be told here; with
 	 * MSG_TRUNC the bytes were dropped, not copied to the buffer. */
-	a->no_payload = a->syscall == WEFT_SYS_SENDFILE || a->syscall == WEFT_SYS_OTHER ||
-			a->syscall == WEFT_SYS_RECVMMSG || a->syscall == WEFT_SYS_SENDMMSG ||
-			!a->buf || (msg_flags & MSG_TRUNC);
+	if (mmsg)
+		a->syscall = WEFT_SYS_SENDMMSG;
+	a->no_payload = (a->syscall == WEFT_SYS_SENDMMSG && !mmsg) ||
+			a->syscall == WEFT_SYS_SENDFILE || a->syscall == WEFT_SYS_OTHER ||
+			a->syscall == WEFT_SYS_RECVMMSG || !a->buf || (msg_flags & MSG_TRUNC);
 }
 
 /* The thread's name and cgroup are read when another thread takes the
@@ -752,7 +780,7 @@ static __always_inline void on_udp(struct weft_config *c, struct task_struct *ta
 		return;
 	}
 	struct weft_args a = {};
-	call_args(task, sk, msg_flags, direction, &a);
+	call_args(task, sk, msg_flags, direction, true, &a);
 	if (direction == WEFT_DIR_EGRESS && a.name) {
 		__u16 port = 0;
 		__u8 addr[16] = {};
@@ -841,7 +869,7 @@ static __always_inline void on_data(struct sock *sk, __s64 ret, int msg_flags, _
 	}
 
 	struct weft_args a = {};
-	call_args(task, sk, msg_flags, direction, &a);
+	call_args(task, sk, msg_flags, direction, false, &a);
 	take_over(f, pid_tgid);
 
 	struct weft_call call = {

@@ -6,25 +6,31 @@ process) and one SERVER span (dnsmasq).
 Every lookup is checked on both ends: question name and type, response code, answer
 count, status, the ports and processes of both ends, the message id, and times inside
 the wall time around it. Then 20 threads look up at once, two identical queries on one
-socket are left unpaired (either answer could be either's), and datagrams that are not
-DNS make no span and are counted.
+socket are left unpaired (either answer could be either's), datagrams that are not
+DNS make no span and are counted, lookups over TCP are framed by their length, and a
+lookup made inside an HTTP handler (apps/dns_service.py) is, through `autotracing`, a
+child of the handler's server span.
 
 Needs root and BTF like test_ebpf.py (the module skips with one line otherwise).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 
 import pytest
 
 from db_servers import Servers
 from ebpf_spans import CLIENT, SERVER, SETTLE, Output, Sp
-from harness import Weft, ebpf_unavailable, free_port, wait_until, weft_binary
+from harness import E2E_DIR, Weft, ebpf_unavailable, free_port, wait_until, weft_binary
 from otlp_support import metric_sum
 
 if ebpf_unavailable():
@@ -44,8 +50,10 @@ MARK = "dns.question.name"
 class Env:
     weft: Weft
     raw: Output
+    stitched: Output
     dns: int
     dns_pid: int
+    http: int
 
     def metric(self, name: str) -> float:
         return metric_sum(self.weft.metrics(), name, receiver="ebpf")
@@ -55,8 +63,8 @@ class Env:
 def env(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("ebpf-dns")
     servers = Servers(workdir)
-    port = free_port()
-    raw = workdir / "raw.jsonl"
+    port, http = free_port(), free_port()
+    raw, stitched = workdir / "raw.jsonl", workdir / "stitched.jsonl"
     config = {
         "receivers": {
             "ebpf": {
@@ -64,15 +72,23 @@ def env(tmp_path_factory):
                 "protocols": {"dns": {"ports": [port]}},
             },
         },
-        "exporters": {"file/raw": {"path": str(raw), "flush_interval": "100ms"}},
-        "service": {"pipelines": {"traces/raw": {"receivers": ["ebpf"], "exporters": ["file/raw"]}}},
+        "processors": {"autotracing": {"window": "2s", "grace": "2s", "max_hold": "30s"}},
+        "exporters": {
+            "file/raw": {"path": str(raw), "flush_interval": "100ms"},
+            "file/stitched": {"path": str(stitched), "flush_interval": "100ms"},
+        },
+        "service": {"pipelines": {
+            "traces/raw": {"receivers": ["ebpf"], "exporters": ["file/raw"]},
+            "traces/stitched": {"receivers": ["ebpf"], "processors": ["autotracing"],
+                                "exporters": ["file/stitched"]},
+        }},
     }
     w = Weft(weft_binary(), workdir, "weft-ebpf-dns")
     try:
         pid = servers.dnsmasq(port).pid
         w.start(config)
         assert wait_until(lambda: w.health_status() == 200, 30), w.log_tail()
-        yield Env(w, Output(raw), port, pid)
+        yield Env(w, Output(raw), Output(stitched), port, pid, http)
         code = w.stop()
         assert code == 0, f"weft exited with {code}\n{w.log_tail()}"
     finally:
@@ -247,3 +263,86 @@ def test_lookups_over_tcp_are_framed_by_their_length(env):
     spans = env.raw.wait({x.client_port for x in session}, 2 * len(session), marker=MARK)
     for x in session:
         check(env, spans, x)
+
+
+def test_a_lookup_inside_a_handler_is_a_child_of_the_handler_span(env, tmp_path):
+    """Through `autotracing`: the service's DNS client span is a child of its HTTP
+    server span (same thread: the syscall trace id, T2)."""
+    log = open(tmp_path / "dns_service.log", "wb")
+    app = subprocess.Popen([sys.executable, str(E2E_DIR / "apps" / "dns_service.py"), str(env.http),
+                            str(env.dns)], stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+    log.close()
+    try:
+        assert app.stdout.readline().decode().strip() == "ready", (tmp_path / "dns_service.log").read_text()
+        for name in ("svc.test", "gone.test"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{env.http}/lookup/{name}", timeout=10) as resp:
+                assert json.loads(resp.read())["rcode"] == ("NOERROR" if name == "svc.test" else "NXDOMAIN")
+    finally:
+        app.terminate()
+        app.wait(10)
+
+    def tree(name: str):
+        spans = env.stitched.spans()
+        roots = [s for s in spans if s.kind == SERVER and s.get("url.path") == f"/lookup/{name}"
+                 and s["process.pid"] == app.pid]
+        lookups = [s for s in spans if s.kind == CLIENT and s.get(MARK) == name
+                   and s["process.pid"] == app.pid]
+        if len(roots) != 1 or len(lookups) != 1:
+            return None
+        return roots[0], lookups[0]
+
+    for name in ("svc.test", "gone.test"):
+        assert wait_until(lambda: tree(name) is not None, 30, 0.2), [
+            s.short() for s in env.stitched.spans() if s.get(MARK) == name or s.get("url.path")]
+        root, lookup_span = tree(name)
+        assert lookup_span.trace_id == root.trace_id, (root.short(), lookup_span.short())
+        assert lookup_span.parent == root.span_id, (root.short(), lookup_span.short())
+        assert root.start <= lookup_span.start and lookup_span.end <= root.end
+
+
+def test_queries_sent_together_with_sendmmsg(env):
+    """glibc's resolver sends a name's A and AAAA queries in one sendmmsg on a connected
+    socket; each message is read (the one being sent is the first whose msg_len the
+    kernel has not filled yet)."""
+    import ctypes
+
+    class Iovec(ctypes.Structure):
+        _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+    class Msghdr(ctypes.Structure):
+        _fields_ = [("msg_name", ctypes.c_void_p), ("msg_namelen", ctypes.c_uint32),
+                    ("msg_iov", ctypes.POINTER(Iovec)), ("msg_iovlen", ctypes.c_size_t),
+                    ("msg_control", ctypes.c_void_p), ("msg_controllen", ctypes.c_size_t),
+                    ("msg_flags", ctypes.c_int)]
+
+    class Mmsghdr(ctypes.Structure):
+        _fields_ = [("msg_hdr", Msghdr), ("msg_len", ctypes.c_uint)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    queries = [dns.message.make_query("db.test.", t) for t in ("A", "AAAA")]
+    wires = [ctypes.create_string_buffer(q.to_wire(), len(q.to_wire())) for q in queries]
+    iovs = (Iovec * 2)(*[Iovec(ctypes.cast(w, ctypes.c_void_p), len(w.raw)) for w in wires])
+    vec = (Mmsghdr * 2)()
+    for i in range(2):
+        vec[i].msg_hdr.msg_iov = ctypes.pointer(iovs[i])
+        vec[i].msg_hdr.msg_iovlen = 1
+    sport = free_port()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", sport))
+    s.connect(("127.0.0.1", env.dns))
+    s.settimeout(5)
+    t0 = time.time_ns()
+    try:
+        sent = libc.sendmmsg(s.fileno(), vec, 2, 0)
+        assert sent == 2, os.strerror(ctypes.get_errno())
+        answers = [dns.message.from_wire(s.recv(4096)) for _ in range(2)]
+    finally:
+        s.close()
+    t1 = time.time_ns()
+    by_type = {a.question[0].rdtype: a for a in answers}
+    assert len(by_type) == 2
+    want = [Lookup("db.test.", "A", "NOERROR", 2, sport, queries[0].id, (t0, t1)),
+            Lookup("db.test.", "AAAA", "NOERROR", 0, sport, queries[1].id, (t0, t1))]
+    spans = env.raw.wait({sport}, 4, marker=MARK)
+    for x in want:
+        check(env, [sp for sp in spans if sp["dns.question.type"] == x.qtype], x)
