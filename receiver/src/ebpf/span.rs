@@ -390,33 +390,28 @@ impl SpanBuilder {
         };
         let qtype = dns::type_name(x.query.qtype);
         let rcode = dns::rcode_name(x.rcode);
-        let mut attributes = Vec::with_capacity(20);
-        attributes.push(kv_str("dns.question.name", &x.query.name));
-        attributes.push(kv_str("dns.question.type", &qtype));
-        attributes.push(kv_str("dns.response_code", &rcode));
-        attributes.push(kv_int("dns.answer.count", i64::from(x.answers)));
-        attributes.push(kv_str("server.address", server));
-        attributes.push(kv_int("server.port", i64::from(server_port)));
-        attributes.push(kv_str("client.address", client));
-        attributes.push(kv_int("client.port", i64::from(client_port)));
-        attributes.push(kv_str("network.peer.address", &peer_text));
-        attributes.push(kv_int("network.peer.port", i64::from(peer_port)));
-        attributes.push(kv_str("network.local.address", local_text));
-        attributes.push(kv_int("network.local.port", i64::from(conn.local.1)));
-        attributes.push(kv_str("network.type", network_type(conn)));
-        attributes.push(kv_str("network.transport", transport));
-        attributes.push(kv_int("process.pid", i64::from(conn.pid)));
-        attributes.push(kv_int("thread.id", i64::from(x.req_tag.tid)));
-        attributes.push(kv_int(
-            "weft.syscall_trace_id.req",
-            x.req_tag.syscall_id as i64,
-        ));
-        attributes.push(kv_int(
-            "weft.syscall_trace_id.resp",
-            x.resp_tag.syscall_id as i64,
-        ));
-        attributes.push(kv_int("weft.dns.id", i64::from(x.query.id)));
-        attributes.push(kv_int("weft.socket.id", conn.sock_id as i64));
+        let attributes = vec![
+            kv_str("dns.question.name", &x.query.name),
+            kv_str("dns.question.type", &qtype),
+            kv_str("dns.response_code", &rcode),
+            kv_int("dns.answer.count", i64::from(x.answers)),
+            kv_str("server.address", server),
+            kv_int("server.port", i64::from(server_port)),
+            kv_str("client.address", client),
+            kv_int("client.port", i64::from(client_port)),
+            kv_str("network.peer.address", &peer_text),
+            kv_int("network.peer.port", i64::from(peer_port)),
+            kv_str("network.local.address", local_text),
+            kv_int("network.local.port", i64::from(conn.local.1)),
+            kv_str("network.type", network_type(conn)),
+            kv_str("network.transport", transport),
+            kv_int("process.pid", i64::from(conn.pid)),
+            kv_int("thread.id", i64::from(x.req_tag.tid)),
+            kv_int("weft.syscall_trace_id.req", x.req_tag.syscall_id as i64),
+            kv_int("weft.syscall_trace_id.resp", x.resp_tag.syscall_id as i64),
+            kv_int("weft.dns.id", i64::from(x.query.id)),
+            kv_int("weft.socket.id", conn.sock_id as i64),
+        ];
         // NXDOMAIN and the like are answers; a server that could not answer is not.
         let status = matches!(x.rcode, 1 | 2 | 4 | 5).then(|| Status {
             code: StatusCode::Error as i32,
