@@ -124,7 +124,7 @@ function delay() return 1 end
 EOF
 
 metric() { # first sample of a metric family from weft's self-metrics
-    curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" | awk -v m="$1" '$1 ~ "^"m"[{ ]" || $1 == m { print $2; exit }'
+    curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" | awk -v m="$1" '!done && ($1 ~ "^"m"[{ ]" || $1 == m) { print $2; done = 1 }'
 }
 run_wrk() { # $1: connections, $2: extra wrk args; prints "req/s p50_ms p99_ms"
     # shellcheck disable=SC2086
