@@ -647,6 +647,8 @@ def test_late_parent_missing_hop_and_killed_connection(env, procs):
         assert nodes["L"].links == [(nodes["L->B"].trace_id, nodes["L->B"].span_id)]
     assert env.metric("weft_autotracing_late_spans", kind="linked") - late_before == n
 
+    roots_before = {kind: env.metric("weft_autotracing_root_spans", kind=kind)
+                    for kind in ("ebpf_server", "ebpf_client")}
     cpid, statuses = run_client(a, "mh", 20, 5)
     assert set(statuses.values()) == {200}
     roles[cpid] = "client"
@@ -664,9 +666,17 @@ def test_late_parent_missing_hop_and_killed_connection(env, procs):
     for path in statuses:
         nodes = {name_of(s): s for s in spans if s.path == path}
         assert nodes["A"].trace_id != nodes["C"].trace_id
+    # The gap is counted: per request two client spans left without a parent (the load
+    # client's, which has none, and M's call to C, whose caller was not seen).
+    roots = {kind: env.metric("weft_autotracing_root_spans", kind=kind) - before
+             for kind, before in roots_before.items()}
+    print(f"missing middle hop, roots left: {roots}")
+    assert roots == {"ebpf_server": 0, "ebpf_client": 2 * 20}, roots
 
     pid["A3"] = procs.service(a3, "--call", f"127.0.0.1:{k}", name="A3")
     roles[pid["A3"]] = "A3"
+    dropped_before = {r: metric_sum(env.weft.metrics(), "weft_ebpf_messages_dropped", reason=r)
+                      for r in ("closed_mid_message", "unpaired")}
     cpid, statuses = run_client(a3, "kl", 10, 2)
     assert set(statuses.values()) == {502}
     roles[cpid] = "client"
@@ -675,3 +685,10 @@ def test_late_parent_missing_hop_and_killed_connection(env, procs):
     res = judge(spans, list(statuses), {"client->A3": None, "A3": "client->A3"}, name_of)
     report(env, "killed connection (K closes instead of answering)", res)
     assert res.wrong == 0 and res.complete == 10, res.problems
+    # The exchanges K never answered make no span on either end, and are counted: A3
+    # tries twice per request (a fresh connection after the first is dropped), each
+    # attempt unanswered on A3's end and on K's.
+    dropped = {r: metric_sum(env.weft.metrics(), "weft_ebpf_messages_dropped", reason=r) - before
+               for r, before in dropped_before.items()}
+    print(f"killed connection, requests counted as dropped: {dropped}")
+    assert dropped == {"closed_mid_message": 0, "unpaired": 2 * 2 * 10}, dropped

@@ -744,6 +744,65 @@ fn in_flight_spans_stay_under_the_cap_in_a_storm() {
 }
 
 #[test]
+fn a_flood_of_never_ending_server_spans_and_ever_growing_traces_stays_bounded() {
+    // Server spans that never end in the window (long polls, streams), a new batch every
+    // 250 ms, and a stream of calls joining the oldest one by request id, so its trace
+    // grows for the whole run: held and remembered spans stay under the caps at every
+    // step, and every span still leaves.
+    const CAP: usize = 100;
+    let mut r = Run::new(AutotracingConfig {
+        max_spans_in_flight: CAP,
+        window: Duration::from_millis(500),
+        grace: Duration::from_millis(200),
+        max_hold: Duration::from_secs(2),
+        ..Default::default()
+    });
+    const RIDS: [&str; 4] = ["r0", "r1", "r2", "r3"];
+    let mut sent = 0usize;
+    for step in 0..60u64 {
+        let t = step * 250;
+        let mut spans: Vec<E> = (0..10u32)
+            .map(|k| {
+                e("stream", true, 1 + k % 5, t, 1_000_000_000).rid(Some(RIDS[k as usize % 4]), None)
+            })
+            .collect();
+        if step == 0 {
+            spans.push(e("root", true, 99, 0, 1_000_000_000).rid(Some("grow"), None));
+        }
+        spans.extend(
+            (0..50u64).map(|k| e("call", false, 99, t + k, t + k + 1).rid(Some("grow"), None)),
+        );
+        sent += spans.len();
+        r.st.ingest(ebpf_batch(&spans), r.t);
+        assert!(
+            r.st.held_spans() <= CAP,
+            "step {step}: held {}",
+            r.st.held_spans()
+        );
+        assert!(
+            r.st.known_spans() <= 2 * CAP + 64,
+            "step {step}: known {}",
+            r.st.known_spans()
+        );
+        r.t += Duration::from_millis(250);
+        drop(r.st.tick(r.t));
+        assert!(
+            r.st.held_spans() <= CAP,
+            "step {step}: held {}",
+            r.st.held_spans()
+        );
+        assert!(
+            r.st.known_spans() <= 2 * CAP + 64,
+            "step {step}: known {}",
+            r.st.known_spans()
+        );
+    }
+    drop(r.st.flush_all(r.t));
+    assert_eq!(r.stats.spans_out.get() as usize, sent);
+    assert!(r.stats.cut_in_flight.get() > 0, "the cap was reached");
+}
+
+#[test]
 fn one_connection_reused_by_thousands_of_requests_stays_separate() {
     let mut r = Run::default();
     let mut spans = Vec::new();
