@@ -393,3 +393,100 @@ fn xray_go_contrib_sampling() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The rule upstream states for every style ("any context of another trace becomes a
+/// link", dd-trace-go textmap_test.go, TestSpanLinks), checked beyond the three styles
+/// its cases use: eight styles each naming a different trace; whichever is first is
+/// the primary, and each of the other seven becomes exactly one link carrying the
+/// ids that style alone extracts, its name in `context_headers` and reason
+/// `terminated_context`.
+#[test]
+fn every_diverging_style_becomes_a_link() {
+    let h: &[(&str, &str)] = &[
+        (
+            "traceparent",
+            "00-00000000000000000000000000000002-0000000000000002-01",
+        ),
+        ("x-datadog-trace-id", "1"),
+        ("x-datadog-parent-id", "1"),
+        ("b3", "00000000000000000000000000000004-0000000000000004-1"),
+        ("x-b3-traceid", "0000000000000003"),
+        ("x-b3-spanid", "0000000000000003"),
+        ("uber-trace-id", "5:5:0:1"),
+        ("ot-tracer-traceid", "0000000000000006"),
+        ("ot-tracer-spanid", "0000000000000006"),
+        ("ot-tracer-sampled", "true"),
+        (
+            "x-amzn-trace-id",
+            "Root=1-00000000-000000000000000000000007;Parent=0000000000000007;Sampled=1",
+        ),
+        (
+            "sw8",
+            "1-NGJmOTJmMzU3N2IzNGRhNmEzY2U5MjlkMGUwZTQ3MzY=-MDBmMDY3YWEwYmE5MDJiNw==-123-c2VydmljZQ==-aW5zdGFuY2U=-ZW5kcG9pbnQ=-dGFyZ2V0",
+        ),
+    ];
+    // B3 single falls back to the multi headers only when `b3` is absent: here the
+    // two B3 styles read different headers and name different traces.
+    let styles = [
+        Style::TraceContext,
+        Style::Datadog,
+        Style::B3,
+        Style::B3Multi,
+        Style::Jaeger,
+        Style::OtTrace,
+        Style::Xray,
+        Style::Sw8,
+    ];
+    let alone: Vec<(String, String)> = styles
+        .iter()
+        .map(|s| {
+            let c = run(&[*s], h)
+                .context
+                .unwrap_or_else(|| panic!("{} alone extracts a context", s.name()));
+            (c.trace_id.to_hex(), c.span_id.to_hex())
+        })
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = alone.iter().map(|(t, _)| t).collect();
+    assert_eq!(
+        distinct.len(),
+        styles.len(),
+        "eight different traces: {alone:?}"
+    );
+    for first in 0..styles.len() {
+        let mut order = styles.to_vec();
+        order.rotate_left(first);
+        let e = run(&order, h);
+        let case = styles[first].name();
+        let c = e.context.as_ref().expect("a primary context");
+        assert_eq!(c.trace_id.to_hex(), alone[first].0, "{case} first: primary");
+        assert_eq!(
+            e.links.len(),
+            styles.len() - 1,
+            "{case} first: {:?}",
+            e.links
+        );
+        for (i, s) in styles.iter().enumerate().filter(|(i, _)| *i != first) {
+            let found: Vec<&SpanLink> = e
+                .links
+                .iter()
+                .filter(|l| l.attributes.get("context_headers") == Some(s.name()))
+                .collect();
+            assert_eq!(found.len(), 1, "{case} first: one {} link", s.name());
+            let l = found[0];
+            assert_eq!(
+                (
+                    l.trace_id.to_hex(),
+                    l.span_id.to_hex(),
+                    l.attributes.get("reason")
+                ),
+                (
+                    alone[i].0.clone(),
+                    alone[i].1.clone(),
+                    Some("terminated_context")
+                ),
+                "{case} first: the {} link",
+                s.name()
+            );
+        }
+    }
+}
