@@ -76,9 +76,9 @@ enum weft_stat {
  * file; io_uring, splice, recvmmsg/sendmmsg): payload_len is 0, ret counts
  * them; always set together with WEFT_FLAG_TRUNCATED. */
 #define WEFT_FLAG_FROM_FILE 0x4
-/* A UDP datagram (DNS): tcp_seq is 0; on an unconnected socket rport/raddr
- * are the destination of a send, and of the socket's last send for a
- * receive (the source of a datagram is not known yet when it is read). */
+/* A UDP datagram (DNS): tcp_seq is 0; rport/raddr are a send's destination,
+ * and for a receive the connected peer (0 on an unconnected socket: the
+ * source of a datagram is not known yet when it is read). */
 #define WEFT_FLAG_UDP 0x8
 
 /*
@@ -481,6 +481,9 @@ struct weft_call {
 	__u8 direction;
 	__u8 syscall;
 	__u8 flags;
+	__u8 has_peer; /* a datagram's own destination, over the socket's remote end */
+	__u16 rport;
+	__u8 raddr[16];
 };
 
 static __always_inline void fill_record(struct weft_event *e, struct weft_sock *f,
@@ -495,6 +498,10 @@ static __always_inline void fill_record(struct weft_event *e, struct weft_sock *
 	e->direction = call->direction;
 	e->syscall = call->syscall;
 	e->flags = call->flags;
+	if (call->has_peer) {
+		e->rport = call->rport;
+		__builtin_memcpy(e->raddr, call->raddr, sizeof(e->raddr));
+	}
 }
 
 /* n bytes of a plain user buffer, read straight into a ring reservation with
@@ -571,6 +578,7 @@ struct weft_args {
 	__u64 buf;      /* user buffer, or iovec array when iovcnt > 0 */
 	__u64 iovcnt;
 	__u64 name;     /* sendto/sendmsg: the destination address, 0 if none */
+	__u64 vlen;     /* sendmmsg: messages in the vector */
 	__u32 namelen;
 	__u8 syscall;   /* enum weft_syscall */
 	bool no_payload;
@@ -592,6 +600,8 @@ static __always_inline void call_args(struct task_struct *task, struct sock *sk,
 			a->buf = regs->si;
 			if (a->syscall == WEFT_SYS_READV || a->syscall == WEFT_SYS_WRITEV)
 				a->iovcnt = regs->dx;
+			if (a->syscall == WEFT_SYS_SENDMMSG)
+				a->vlen = regs->dx;
 			if (a->syscall == WEFT_SYS_SENDTO) {
 				a->name = regs->r8;
 				a->namelen = regs->r9;
@@ -617,6 +627,8 @@ static __always_inline void call_args(struct task_struct *task, struct sock *sk,
 	bool mmsg = false;
 	if (dgram && a->syscall == WEFT_SYS_SENDMMSG && a->buf) {
 		for (int i = 0; i < WEFT_MAX_MMSG; i++) {
+			if (i >= a->vlen)
+				break;
 			__u32 len = 1;
 			__u64 entry = a->buf + i * sizeof(struct weft_user_mmsghdr);
 			if (bpf_probe_read_user(&len, sizeof(len),
@@ -703,7 +715,8 @@ static __always_inline bool dns_port(__u16 port)
 
 /* The destination a sendto/sendmsg names: port (host order) and address into
  * f. False when there is none or it cannot be read. */
-static __always_inline bool read_dest(struct weft_args *a, __u16 *port, __u8 addr[16])
+static __always_inline bool read_dest(struct weft_args *a, __u16 family, __u16 *port,
+				      __u8 addr[16])
 {
 	if (!a->name || a->namelen < 16)
 		return false;
@@ -718,7 +731,14 @@ static __always_inline bool read_dest(struct weft_args *a, __u16 *port, __u8 add
 	*port = __builtin_bswap16(sa.port);
 	if (sa.family == AF_INET) {
 		__builtin_memset(addr, 0, 16);
-		__builtin_memcpy(addr, &sa.v4, 4);
+		if (family == AF_INET6) {
+			/* An IPv4 destination of a dual-stack socket: v4-mapped. */
+			addr[10] = 0xff;
+			addr[11] = 0xff;
+			__builtin_memcpy(addr + 12, &sa.v4, 4);
+		} else {
+			__builtin_memcpy(addr, &sa.v4, 4);
+		}
 		return true;
 	}
 	if (sa.family != AF_INET6 || a->namelen < 24)
@@ -743,7 +763,9 @@ static __always_inline void on_udp(struct weft_config *c, struct task_struct *ta
 	struct weft_sock *f = bpf_map_lookup_elem(&weft_socks, &key);
 	/* No tracepoint tells a UDP socket's end: an entry whose inode number or
 	 * local port is not the socket's is a dead socket's, at a reused address. */
-	if (f && (f->sock_id != sock_ino(sk) || f->lport != sk->__sk_common.skc_num))
+	__u16 dport = __builtin_bswap16(sk->__sk_common.skc_dport);
+	if (f && (f->sock_id != sock_ino(sk) || f->lport != sk->__sk_common.skc_num ||
+		  (dport && dport != f->rport)))
 		f = NULL;
 	if (!f) {
 		__u16 family = sk->__sk_common.skc_family;
@@ -772,6 +794,9 @@ static __always_inline void on_udp(struct weft_config *c, struct task_struct *ta
 	}
 	if (f->traced == WEFT_TRACED_NO)
 		return;
+	/* A peek is read again for real (and with MSG_TRUNC copies nothing). */
+	if (msg_flags & MSG_PEEK)
+		return;
 	/* A watched socket is decided once: a client asks first, so a datagram
 	 * received before any was sent (a server of some other protocol) or a
 	 * first send elsewhere than a DNS port leaves it alone for good. */
@@ -781,36 +806,31 @@ static __always_inline void on_udp(struct weft_config *c, struct task_struct *ta
 	}
 	struct weft_args a = {};
 	call_args(task, sk, msg_flags, direction, true, &a);
-	if (direction == WEFT_DIR_EGRESS && a.name) {
-		__u16 port = 0;
-		__u8 addr[16] = {};
-		if (read_dest(&a, &port, addr)) {
-			if (f->traced == WEFT_TRACED_WATCH)
-				f->traced = dns_port(port) && ports_traced(c, f->lport, port) ?
-						    WEFT_TRACED_YES :
-						    WEFT_TRACED_NO;
-			if (f->traced == WEFT_TRACED_YES) {
-				f->rport = port;
-				__builtin_memcpy(f->raddr, addr, 16);
-			}
-		}
+	struct weft_call call = {};
+	if (direction == WEFT_DIR_EGRESS && a.name &&
+	    read_dest(&a, f->family, &call.rport, call.raddr)) {
+		if (f->traced == WEFT_TRACED_WATCH)
+			f->traced = dns_port(call.rport) && ports_traced(c, f->lport, call.rport) ?
+					    WEFT_TRACED_YES :
+					    WEFT_TRACED_NO;
+		/* The datagram's own destination goes into its record (threads
+		 * sharing a socket must not write each other's peers). */
+		call.has_peer = 1;
 	}
 	if (f->traced != WEFT_TRACED_YES)
 		return;
 	take_over(f, pid_tgid);
 	__u64 now = bpf_ktime_get_ns();
-	struct weft_call call = {
-		.ts_enter_ns = ts_start ? ts_start : now,
-		.ts_exit_ns = now,
-		.ret = ret,
-		.buf = a.buf,
-		.iovcnt = a.iovcnt,
-		.tcp_seq = 0,
-		.capture_seq = __sync_fetch_and_add(&f->capture_seq, 1),
-		.direction = direction,
-		.syscall = a.syscall,
-		.flags = WEFT_FLAG_UDP | (a.no_payload ? WEFT_FLAG_FROM_FILE : 0),
-	};
+	call.ts_enter_ns = ts_start ? ts_start : now;
+	call.ts_exit_ns = now;
+	call.ret = ret;
+	call.buf = a.buf;
+	call.iovcnt = a.iovcnt;
+	call.tcp_seq = 0;
+	call.capture_seq = __sync_fetch_and_add(&f->capture_seq, 1);
+	call.direction = direction;
+	call.syscall = a.syscall;
+	call.flags = WEFT_FLAG_UDP | (a.no_payload ? WEFT_FLAG_FROM_FILE : 0);
 	emit(c, f, &call, a.no_payload);
 }
 

@@ -1,6 +1,7 @@
 //! Arbitrary datagrams through the eBPF receiver's DNS parser and per-socket pairing:
-//! no panic, every exchange pairs a query with an answer of the same id, name and
-//! type travelling the other way, and nothing is left waiting past the cap.
+//! no panic, every exchange pairs a query with an answer of the same id (and name and
+//! type, when the answer repeats its question) travelling the other way, and nothing
+//! is left waiting past the cap.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -38,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
         if let Some(x) = out.get(before) {
             let answer = dns::parse(payload).expect("an exchange ends at a parsed answer");
             assert!(answer.response && !x.query.response);
-            assert_eq!((answer.id, answer.qtype, &answer.name), (x.query.id, x.query.qtype, &x.query.name));
+            assert_eq!(answer.id, x.query.id);
+            if !answer.name.is_empty() {
+                assert_eq!((answer.qtype, &answer.name), (x.query.qtype, &x.query.name));
+            }
             assert_eq!(x.client, !sent);
             assert!(x.req_ts_ns <= x.resp_ts_ns);
         }

@@ -31,7 +31,8 @@ pub struct DnsMessage {
     pub response: bool,
     pub opcode: u8,
     pub rcode: u8,
-    /// The question's name, lower-cased, without the final dot (`.` for the root).
+    /// The question's name, lower-cased, without the final dot (`.` for the root);
+    /// empty, with `qtype` 0, for an answer that came back without its question.
     pub name: String,
     pub qtype: u16,
     pub answers: u16,
@@ -46,11 +47,27 @@ pub fn parse(p: &[u8]) -> Result<DnsMessage, DnsError> {
     let flags = u16::from_be_bytes([p[2], p[3]]);
     let qdcount = u16::from_be_bytes([p[4], p[5]]);
     let answers = u16::from_be_bytes([p[6], p[7]]);
+    let response = flags & 0x8000 != 0;
+    // An error answer may come back without the question (FORMERR, NOTIMP): it is
+    // paired by its id alone.
+    if qdcount == 0 && response {
+        return Ok(DnsMessage {
+            id,
+            response,
+            opcode: ((flags >> 11) & 0xf) as u8,
+            rcode: (flags & 0xf) as u8,
+            name: String::new(),
+            qtype: 0,
+            answers,
+        });
+    }
     if qdcount != 1 {
         return Err(DnsError::Questions);
     }
     let mut at = 12;
     let mut name = String::new();
+    // Octets of the name on the wire (the text escapes some, so is longer).
+    let mut wire = 1usize;
     loop {
         let Some(&len) = p.get(at) else {
             return Err(DnsError::Truncated);
@@ -68,7 +85,8 @@ pub fn parse(p: &[u8]) -> Result<DnsMessage, DnsError> {
             .get(at..at + usize::from(len))
             .ok_or(DnsError::Truncated)?;
         at += usize::from(len);
-        if name.len() + label.len() + 1 > MAX_NAME {
+        wire += label.len() + 1;
+        if wire > MAX_NAME {
             return Err(DnsError::Name);
         }
         if !name.is_empty() {
@@ -91,7 +109,7 @@ pub fn parse(p: &[u8]) -> Result<DnsMessage, DnsError> {
     let q = p.get(at..at + 4).ok_or(DnsError::Truncated)?;
     Ok(DnsMessage {
         id,
-        response: flags & 0x8000 != 0,
+        response,
         opcode: ((flags >> 11) & 0xf) as u8,
         rcode: (flags & 0xf) as u8,
         name,
@@ -238,11 +256,11 @@ impl DnsSocket {
             return;
         }
         // An answer travels the other way from its query.
+        let questionless = m.qtype == 0 && m.name.is_empty();
         let owns = |w: &Waiting| {
             w.sent != d.sent
                 && w.query.id == m.id
-                && w.query.qtype == m.qtype
-                && w.query.name == m.name
+                && (questionless || (w.query.qtype == m.qtype && w.query.name == m.name))
         };
         let matching = self.waiting.iter().filter(|w| owns(w)).count();
         match matching {
@@ -591,5 +609,42 @@ mod tests {
         // A length in bytes nobody saw: lost for good.
         f.push(&[0], 5, 7, Tag::default(), &mut out);
         assert!(f.lost());
+    }
+
+    #[test]
+    fn an_error_answer_without_its_question_pairs_by_id() {
+        let mut s = DnsSocket::default();
+        let mut out = Vec::new();
+        s.feed(
+            &dgram(&message(7, 0x0100, "x.test", 16, 0), true, 10),
+            &mut out,
+        );
+        let mut formerr = message(7, 0x8181, "x.test", 16, 0);
+        formerr.truncate(12);
+        formerr[5] = 0; // no question
+        s.feed(&dgram(&formerr, false, 20), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].query.name.as_str(), out[0].query.qtype, out[0].rcode),
+            ("x.test", 16, 1)
+        );
+        // A question-less query is still refused.
+        let mut q = message(8, 0x0100, "x.test", 1, 0);
+        q.truncate(12);
+        q[5] = 0;
+        assert_eq!(parse(&q), Err(DnsError::Questions));
+    }
+
+    #[test]
+    fn names_are_measured_on_the_wire_not_in_their_escaped_text() {
+        // 60 bytes that each print as a 4-character escape: 240 characters of text,
+        // 61 octets on the wire.
+        let mut p = message(1, 0, "a", 1, 0);
+        let label = vec![0x01u8; 60];
+        let mut name = vec![60u8];
+        name.extend(&label);
+        p.splice(12..12, name);
+        let m = parse(&p).unwrap();
+        assert_eq!(m.name.len(), 60 * 4 + 2);
     }
 }

@@ -17,8 +17,8 @@ pub const FLAG_TRUNCATED: u8 = 0x1;
 pub const FLAG_PAYLOAD_FAULT: u8 = 0x2;
 /// Record flag: the bytes came from a file (sendfile); none were copied.
 pub const FLAG_FROM_FILE: u8 = 0x4;
-/// A UDP datagram (DNS): `tcp_seq` is 0; on an unconnected socket the remote end is a
-/// send's destination, or for a receive the socket's last destination.
+/// A UDP datagram (DNS): `tcp_seq` is 0; the remote end is a send's destination, and
+/// for a receive the connected peer (unspecified on an unconnected socket).
 pub const FLAG_UDP: u8 = 0x8;
 
 /// Syscall code of the close record: the socket's last event.
