@@ -1,11 +1,12 @@
 //! weft's exporters: `otlp_grpc` (alias `otlp`), `otlp_http` (alias
-//! `otlphttp`), `zipkin`, `jaeger`, `debug` and `file`, built on the
+//! `otlphttp`), `zipkin`, `jaeger`, `debug`, `file` and `nop`, built on the
 //! pipeline's exporter helper.
 
 pub mod common;
 pub mod debug;
 pub mod file;
 pub mod jaeger;
+pub mod nop;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod otlp_json;
@@ -23,6 +24,7 @@ pub fn register(r: &mut weft_pipeline::Registry) {
     r.add_exporter(Arc::new(debug::DebugFactory));
     r.add_exporter(Arc::new(file::FileFactory));
     r.add_exporter(Arc::new(jaeger::JaegerFactory));
+    r.add_exporter(Arc::new(nop::NopFactory));
     r.add_exporter(Arc::new(otlp_grpc::OtlpGrpcFactory));
     r.add_exporter(Arc::new(otlp_http::OtlpHttpFactory));
     r.add_exporter(Arc::new(zipkin::ZipkinFactory));
