@@ -34,6 +34,12 @@ SCENARIOS = {
         GRPC,
         True,
     ),
+    "grpc-uncompressed-export": (
+        "OTLP gRPC as fast as answered, both exporters without compression (the pipeline without deflate)",
+        ["--protocol", "otlp-grpc", "--rate", "0"],
+        GRPC,
+        True,
+    ),
     "grpc-gzip": (
         "OTLP gRPC with gzip requests, as fast as answered",
         ["--protocol", "otlp-grpc", "--rate", "0", "--compression", "gzip"],
@@ -72,8 +78,13 @@ SCENARIOS = {
 FIXED_RATE_SECONDS = 30
 
 
+def plain_export(scenario):
+    return scenario == "grpc-uncompressed-export"
+
+
 def weft_config(scenario):
     datadog = scenario == "datadog-v05"
+    compression = "none" if plain_export(scenario) else "gzip"
     receivers = "[datadog]" if datadog else "[otlp]"
     processors = "[propagation_merge, batch]" if datadog else "[batch]"
     return f"""receivers:
@@ -90,6 +101,10 @@ exporters:
   otlp:
     endpoint: 127.0.0.1:{SINK}
     tls: {{insecure: true}}
+    compression: {compression}
+    # Bounded by spans, waiting for room when full (rotel's channels also push
+    # back): the default, 1000 batches, holds up to 8M spans behind an 8192 batch.
+    sending_queue: {{sizer: items, queue_size: 32768, block_on_overflow: true}}
 service:
   telemetry:
     metrics: {{address: 127.0.0.1:{METRICS}}}
@@ -161,6 +176,7 @@ def run_once(args, work, scenario, collector, rnd):
                 "--exporter", "otlp",
                 "--otlp-exporter-endpoint", f"http://127.0.0.1:{SINK}",
                 "--batch-max-size", "8192", "--batch-timeout", "200ms",
+                "--otlp-exporter-compression", "none" if plain_export(scenario) else "gzip",
                 "--pid-file", os.path.join(work, "rotel.pid"),
                 "--log-file", os.path.join(work, "rotel.log"),
             ]

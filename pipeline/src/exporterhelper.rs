@@ -49,7 +49,8 @@ pub struct QueueSettings {
     /// Make `consume` wait until the queued batch was sent (or dropped) and
     /// return that outcome to the caller.
     pub wait_for_result: bool,
-    /// What `queue_size` counts. Only `requests` (batches) is supported.
+    /// What `queue_size` counts: `requests` (batches) or `items` (spans,
+    /// data points, log records), which bounds the queue's memory by its data.
     pub sizer: QueueSizer,
     /// Persistent queue storage (a storage extension id) is not supported;
     /// any value is rejected.
@@ -77,6 +78,7 @@ impl Default for QueueSettings {
 pub enum QueueSizer {
     #[default]
     Requests,
+    Items,
 }
 
 fn reject_storage<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -277,6 +279,10 @@ pub trait ExportClient: Send + Sync + 'static {
 struct Item {
     batch: Batch,
     items: u64,
+    /// What this batch counts for in `queue_size` (1, or its items).
+    units: i64,
+    /// Room held in an items-sized queue until the batch is sent or dropped.
+    _room: Option<tokio::sync::OwnedSemaphorePermit>,
     done: Option<oneshot::Sender<Result<(), ConsumeError>>>,
 }
 
@@ -439,6 +445,8 @@ fn random_unit() -> f64 {
 /// the end of the queue once it is empty.
 struct Queue {
     settings: QueueSettings,
+    /// For `sizer: items`: one permit per item of room.
+    room: Option<Arc<tokio::sync::Semaphore>>,
     tx: Mutex<Option<mpsc::Sender<Item>>>,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Item>>>,
 }
@@ -489,7 +497,13 @@ impl QueuedExporter {
         let queue = if queue.enabled {
             metrics.queue_capacity.set(queue.queue_size as i64);
             let (tx, rx) = mpsc::channel(queue.queue_size.max(1));
+            let room = (queue.sizer == QueueSizer::Items).then(|| {
+                Arc::new(tokio::sync::Semaphore::new(
+                    queue.queue_size.min(tokio::sync::Semaphore::MAX_PERMITS),
+                ))
+            });
             Some(Queue {
+                room,
                 settings: queue,
                 tx: Mutex::new(Some(tx)),
                 rx: Arc::new(tokio::sync::Mutex::new(rx)),
@@ -534,7 +548,7 @@ impl QueuedExporter {
         let mut rx = queue.rx.lock().await;
         let mut dropped = 0u64;
         while let Ok(item) = rx.try_recv() {
-            self.core.metrics.queue_size.sub(1);
+            self.core.metrics.queue_size.sub(item.units);
             let signal = item.batch.signal();
             self.core.metrics.send_failed(signal).add(item.items);
             dropped += item.items;
@@ -562,7 +576,7 @@ async fn run_consumer(core: Arc<Core>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver
             rx.recv().await
         };
         let Some(item) = next else { break };
-        core.metrics.queue_size.sub(1);
+        core.metrics.queue_size.sub(item.units);
         let result = if *core.abort.borrow() {
             Err(core.drop_batch(
                 item.batch.signal(),
@@ -678,13 +692,48 @@ impl Consumer for QueuedExporter {
         } else {
             (None, None)
         };
+        // An items-sized queue holds room for the batch's items (all of the
+        // queue for a batch larger than it) until the batch leaves.
+        let mut room = None;
+        let mut units = 1i64;
+        if let Some(sem) = &queue.room {
+            let want = items.clamp(1, queue.settings.queue_size as u64) as u32;
+            units = i64::from(want);
+            let got = if queue.settings.block_on_overflow {
+                tokio::select! {
+                    r = sem.clone().acquire_many_owned(want) => r.ok(),
+                    _ = aborted(self.core.abort.subscribe()) => None,
+                }
+            } else {
+                match sem.clone().try_acquire_many_owned(want) {
+                    Ok(p) => Some(p),
+                    Err(tokio::sync::TryAcquireError::NoPermits) => {
+                        self.core.metrics.enqueue_failed(signal).add(items);
+                        tracing::warn!(
+                            exporter = %self.core.id,
+                            signal = %signal,
+                            dropped_items = items,
+                            "Sending queue is full; refusing data"
+                        );
+                        return Err(ConsumeError::retryable("sending queue is full"));
+                    }
+                    Err(tokio::sync::TryAcquireError::Closed) => None,
+                }
+            };
+            match got {
+                Some(p) => room = Some(p),
+                None => return Err(self.refuse_after_shutdown(signal, items)),
+            }
+        }
         let item = Item {
             batch,
             items,
+            units,
+            _room: room,
             done: done_tx,
         };
         // Counted before the send so a consumer's decrement never runs first.
-        self.core.metrics.queue_size.add(1);
+        self.core.metrics.queue_size.add(units);
         let sent = if queue.settings.block_on_overflow {
             tokio::select! {
                 r = tx.send(item) => r.map_err(|_| false),
@@ -698,7 +747,7 @@ impl Consumer for QueuedExporter {
         match sent {
             Ok(()) => {}
             Err(full) => {
-                self.core.metrics.queue_size.sub(1);
+                self.core.metrics.queue_size.sub(units);
                 if !full {
                     return Err(self.refuse_after_shutdown(signal, items));
                 }
@@ -944,8 +993,16 @@ mod tests {
         assert_eq!(err.path, vec!["retry_on_failure", "multiplier"]);
         let err = parse("retry_on_failure: {max_elapsed_time: 10s}").unwrap_err();
         assert_eq!(err.path, vec!["retry_on_failure", "max_elapsed_time"]);
-        let err = parse("sending_queue: {sizer: items}").unwrap_err();
+        let err = parse("sending_queue: {sizer: bytes}").unwrap_err();
         assert_eq!(err.path, vec!["sending_queue", "sizer"]);
+        assert!(err.message.contains("items"), "{}", err.message);
+        assert_eq!(
+            parse("sending_queue: {sizer: items, queue_size: 50000}")
+                .unwrap()
+                .sending_queue
+                .sizer,
+            QueueSizer::Items
+        );
         let err = parse("sending_queue: {queue_sise: 3}").unwrap_err();
         assert!(err.message.contains("queue_sise"), "{}", err.message);
         // a disabled queue is not checked
@@ -1311,5 +1368,64 @@ mod tests {
         assert_eq!(client.delivered().len(), 5);
         assert_eq!(value(&t, "otelcol_exporter_enqueue_failed_spans"), 0);
         assert_eq!(value(&t, "otelcol_exporter_sent_spans"), 5);
+    }
+
+    #[tokio::test]
+    async fn items_sizer_counts_spans_and_refuses_past_them() {
+        let t = Telemetry::new();
+        let client = Arc::new(ScriptedClient::default());
+        let exp = QueuedExporter::new(
+            &settings(&t),
+            QueueSettings {
+                sizer: QueueSizer::Items,
+                ..queue(1, 5)
+            },
+            fast_retry(),
+            TimeoutSettings::default(),
+            client.clone(),
+        );
+        // not started: nothing drains the queue
+        exp.consume(batch(&["a", "b"])).await.unwrap();
+        exp.consume(batch(&["c", "d", "e"])).await.unwrap();
+        assert_eq!(value(&t, "otelcol_exporter_queue_size"), 5);
+        let err = exp.consume(batch(&["f"])).await.unwrap_err();
+        assert_eq!(err, ConsumeError::retryable("sending queue is full"));
+        assert_eq!(value(&t, "otelcol_exporter_enqueue_failed_spans"), 1);
+        exp.shutdown().await.unwrap();
+        assert_eq!(value(&t, "otelcol_exporter_send_failed_spans"), 5);
+        assert_eq!(value(&t, "otelcol_exporter_queue_size"), 0);
+    }
+
+    #[tokio::test]
+    async fn items_sizer_blocks_until_sent_and_takes_oversized_batches() {
+        let t = Telemetry::new();
+        let client = Arc::new(ScriptedClient {
+            delay: Duration::from_millis(5),
+            ..ScriptedClient::default()
+        });
+        let exp = QueuedExporter::new(
+            &settings(&t),
+            QueueSettings {
+                sizer: QueueSizer::Items,
+                block_on_overflow: true,
+                ..queue(2, 3)
+            },
+            fast_retry(),
+            TimeoutSettings::default(),
+            client.clone(),
+        );
+        exp.start().await.unwrap();
+        for i in 0..6 {
+            exp.consume(batch(&[&i.to_string(), "x"])).await.unwrap();
+        }
+        // Larger than the whole queue: it waits for all the room, then goes.
+        exp.consume(batch(&["p", "q", "r", "s", "t"]))
+            .await
+            .unwrap();
+        exp.shutdown().await.unwrap();
+        assert_eq!(client.delivered().len(), 7);
+        assert_eq!(value(&t, "otelcol_exporter_enqueue_failed_spans"), 0);
+        assert_eq!(value(&t, "otelcol_exporter_sent_spans"), 17);
+        assert_eq!(value(&t, "otelcol_exporter_queue_size"), 0);
     }
 }
