@@ -40,6 +40,12 @@ SCENARIOS = {
         GRPC,
         True,
     ),
+    "grpc-nop": (
+        "OTLP gRPC as fast as answered into a batch and no export (weft nop, rotel blackhole)",
+        ["--protocol", "otlp-grpc", "--rate", "0"],
+        GRPC,
+        True,
+    ),
     "grpc-gzip": (
         "OTLP gRPC with gzip requests, as fast as answered",
         ["--protocol", "otlp-grpc", "--rate", "0", "--compression", "gzip"],
@@ -82,6 +88,10 @@ def plain_export(scenario):
     return scenario == "grpc-uncompressed-export"
 
 
+def no_export(scenario):
+    return scenario == "grpc-nop"
+
+
 def weft_config(scenario):
     datadog = scenario == "datadog-v05"
     compression = "none" if plain_export(scenario) else "gzip"
@@ -98,6 +108,7 @@ processors:
   batch: {{send_batch_size: 8192, timeout: 200ms}}
   propagation_merge: {{}}
 exporters:
+  nop:
   otlp:
     endpoint: 127.0.0.1:{SINK}
     tls: {{insecure: true}}
@@ -112,7 +123,7 @@ service:
     traces:
       receivers: {receivers}
       processors: {processors}
-      exporters: [otlp]
+      exporters: [{"nop" if no_export(scenario) else "otlp"}]
 """
 
 
@@ -173,7 +184,7 @@ def run_once(args, work, scenario, collector, rnd):
                 args.rotel, "start",
                 "--otlp-grpc-endpoint", f"127.0.0.1:{GRPC}",
                 "--otlp-http-endpoint", f"127.0.0.1:{HTTP}",
-                "--exporter", "otlp",
+                "--exporter", "blackhole" if no_export(scenario) else "otlp",
                 "--otlp-exporter-endpoint", f"http://127.0.0.1:{SINK}",
                 "--batch-max-size", "8192", "--batch-timeout", "200ms",
                 "--otlp-exporter-compression", "none" if plain_export(scenario) else "gzip",
@@ -192,8 +203,10 @@ def run_once(args, work, scenario, collector, rnd):
                     args.loadgen, "send", *load,
                     "--endpoint", f"http://127.0.0.1:{port}",
                     "--duration", f"{duration}s",
-                    "--sink-stats", f"http://127.0.0.1:{SINK}/stats",
-                    "--settle", "60s", "--json",
+                    *([] if no_export(scenario) else [
+                        "--sink-stats", f"http://127.0.0.1:{SINK}/stats", "--settle", "60s",
+                    ]),
+                    "--json",
                 ],
                 capture_output=True, text=True, timeout=duration + 120,
             )
@@ -224,7 +237,9 @@ def run_once(args, work, scenario, collector, rnd):
         "spans_per_cpu_s": acked / cpu if cpu > 0 else None,
         "cpu_pct": 100.0 * cpu / rep["elapsed_s"],
         "peak_rss_mib": hwm / 1024.0,
-        "lossless": rep["delivered_spans"] == acked and rep["failed_spans"] == 0,
+        # Without an export there is nothing to count at the sink.
+        "lossless": (no_export(scenario) or rep["delivered_spans"] == acked)
+        and rep["failed_spans"] == 0,
     }
 
 

@@ -333,6 +333,7 @@ fn components_lists_every_type() {
             "debug",
             "file",
             "jaeger",
+            "nop",
             "otlp",
             "otlp_grpc",
             "otlp_http",

@@ -5,8 +5,10 @@
 //! only when the payload is still shared.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
+
+use crate::otlp_wire::EncodedTraces;
 
 use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use opentelemetry_proto::tonic::metrics::v1::{metric, ResourceMetrics};
@@ -137,10 +139,21 @@ pub struct ClientMetadata {
     pub headers: Vec<(String, String)>,
 }
 
+/// A batch's data: decoded, or traces still in their wire form and decoded
+/// (once, shared by every clone) the first time a consumer asks for them.
+#[derive(Debug, Clone)]
+enum Content {
+    Decoded(Arc<Payload>),
+    Encoded {
+        wire: Arc<EncodedTraces>,
+        decoded: Arc<OnceLock<Arc<Payload>>>,
+    },
+}
+
 /// The envelope every consumer receives.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    payload: Arc<Payload>,
+    content: Content,
     /// When the first byte of this data entered weft.
     pub received_at: Instant,
     /// The receiver id that accepted the data (`otlp`, `otlp/2`).
@@ -151,32 +164,103 @@ pub struct Batch {
 impl Batch {
     pub fn new(payload: Payload, origin: Arc<str>) -> Batch {
         Batch {
-            payload: Arc::new(payload),
+            content: Content::Decoded(Arc::new(payload)),
             received_at: Instant::now(),
             origin,
             metadata: None,
         }
     }
 
-    pub fn payload(&self) -> &Payload {
-        &self.payload
+    /// Traces kept encoded until a consumer needs the spans.
+    pub fn encoded(wire: EncodedTraces, origin: Arc<str>) -> Batch {
+        Batch {
+            content: Content::Encoded {
+                wire: Arc::new(wire),
+                decoded: Arc::new(OnceLock::new()),
+            },
+            received_at: Instant::now(),
+            origin,
+            metadata: None,
+        }
     }
 
-    /// Mutable access; copies the payload only if another consumer still shares it.
+    /// The data as prost types; an encoded batch is decoded on first use.
+    pub fn payload(&self) -> &Payload {
+        match &self.content {
+            Content::Decoded(p) => p,
+            Content::Encoded { wire, decoded } => decoded.get_or_init(|| decode(wire)),
+        }
+    }
+
+    /// The encoded form, while nothing has changed the data.
+    pub fn encoded_traces(&self) -> Option<&EncodedTraces> {
+        match &self.content {
+            Content::Encoded { wire, .. } => Some(wire),
+            Content::Decoded(_) => None,
+        }
+    }
+
+    /// Mutable access; copies the payload only if another consumer still
+    /// shares it. An encoded batch is decoded and stops being encoded.
     pub fn payload_mut(&mut self) -> &mut Payload {
-        Arc::make_mut(&mut self.payload)
+        if let Content::Encoded { wire, decoded } = &self.content {
+            let p = decoded.get_or_init(|| decode(wire)).clone();
+            self.content = Content::Decoded(p);
+        }
+        match &mut self.content {
+            Content::Decoded(p) => Arc::make_mut(p),
+            Content::Encoded { .. } => unreachable!("replaced above"),
+        }
     }
 
     /// Takes the payload out, copying only if it is shared.
     pub fn into_payload(self) -> Payload {
-        Arc::try_unwrap(self.payload).unwrap_or_else(|shared| (*shared).clone())
+        let p = match self.content {
+            Content::Decoded(p) => p,
+            Content::Encoded { wire, decoded } => match Arc::try_unwrap(decoded) {
+                Ok(cell) => cell.into_inner().unwrap_or_else(|| decode(&wire)),
+                Err(shared) => shared.get_or_init(|| decode(&wire)).clone(),
+            },
+        };
+        Arc::try_unwrap(p).unwrap_or_else(|shared| (*shared).clone())
     }
 
     pub fn signal(&self) -> Signal {
-        self.payload.signal()
+        match &self.content {
+            Content::Decoded(p) => p.signal(),
+            Content::Encoded { .. } => Signal::Traces,
+        }
     }
 
     pub fn item_count(&self) -> usize {
-        self.payload.item_count()
+        match &self.content {
+            Content::Decoded(p) => p.item_count(),
+            Content::Encoded { wire, .. } => wire.span_count(),
+        }
+    }
+
+    /// No resource entries at all (counted without decoding).
+    pub fn is_empty(&self) -> bool {
+        match &self.content {
+            Content::Decoded(p) => p.is_empty(),
+            Content::Encoded { wire, .. } => wire.resource_count() == 0,
+        }
+    }
+}
+
+/// Decodes a checked request. The check accepts only what decodes, so the
+/// error arm is for a broken invariant: logged loudly, and the batch is empty
+/// rather than a panic in the data path.
+fn decode(wire: &EncodedTraces) -> Arc<Payload> {
+    match wire.decode() {
+        Ok(rs) => Arc::new(Payload::Traces(rs)),
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                spans = wire.span_count(),
+                "a checked OTLP request failed to decode; its spans are lost"
+            );
+            Arc::new(Payload::Traces(Vec::new()))
+        }
     }
 }

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::component::{ComponentError, ConfigFieldError, Exporter, Lifecycle, Settings};
 use crate::consumer::{ConsumeError, Consumer};
 use crate::data::{Batch, Payload, Signal};
+use crate::otlp_wire::EncodedTraces;
 use crate::telemetry::ExporterMetrics;
 
 /// The longest a shutdown waits for the sending queue to drain.
@@ -269,6 +270,20 @@ pub trait ExportClient: Send + Sync + 'static {
     /// Sends one payload. Called concurrently from several queue consumers.
     async fn export(&self, payload: &Payload) -> Result<(), ExportError>;
 
+    /// Whether [`ExportClient::export_encoded`] sends traces in their OTLP
+    /// wire form. When false (the default), encoded traces are decoded and
+    /// go through `export`.
+    fn sends_encoded_traces(&self) -> bool {
+        false
+    }
+
+    /// Sends traces still in their OTLP wire form, without decoding them.
+    async fn export_encoded(&self, _traces: &EncodedTraces) -> Result<(), ExportError> {
+        Err(ExportError::Permanent(
+            "this exporter does not send encoded traces".into(),
+        ))
+    }
+
     /// Called once after the queue drained: flush and close.
     async fn shutdown(&self) -> Result<(), ComponentError> {
         Ok(())
@@ -305,11 +320,19 @@ async fn aborted(mut rx: watch::Receiver<bool>) {
 }
 
 impl Core {
-    async fn attempt(&self, payload: &Payload) -> Result<(), ExportError> {
+    async fn attempt(&self, batch: &Batch) -> Result<(), ExportError> {
+        let export = async {
+            match batch.encoded_traces() {
+                Some(wire) if self.client.sends_encoded_traces() => {
+                    self.client.export_encoded(wire).await
+                }
+                _ => self.client.export(batch.payload()).await,
+            }
+        };
         if self.timeout.is_zero() {
-            return self.client.export(payload).await;
+            return export.await;
         }
-        match tokio::time::timeout(self.timeout, self.client.export(payload)).await {
+        match tokio::time::timeout(self.timeout, export).await {
             Ok(r) => r,
             Err(_) => Err(ExportError::retryable(format!(
                 "request timed out after {}",
@@ -333,12 +356,11 @@ impl Core {
     /// retry time, or the drain deadline aborts it. Updates the counters.
     async fn send(&self, batch: &Batch, items: u64) -> Result<(), ConsumeError> {
         let signal = batch.signal();
-        let payload = batch.payload();
         let first_attempt = Instant::now();
         let mut backoff = Backoff::new(&self.retry);
         loop {
             let result = tokio::select! {
-                r = self.attempt(payload) => r,
+                r = self.attempt(batch) => r,
                 _ = aborted(self.abort.subscribe()) => {
                     return Err(self.drop_batch(signal, items, "the shutdown drain deadline passed"));
                 }
@@ -668,7 +690,7 @@ impl Lifecycle for QueuedExporter {
 impl Consumer for QueuedExporter {
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
         let signal = batch.signal();
-        if batch.payload().is_empty() {
+        if batch.is_empty() {
             return Ok(());
         }
         let items = batch.item_count() as u64;

@@ -9,6 +9,7 @@ pub mod exporterhelper;
 pub mod extensions;
 pub mod graph;
 pub mod host;
+pub mod otlp_wire;
 pub mod telemetry;
 
 pub use component::{

@@ -2,19 +2,19 @@
 //! lazily connecting channel, behind the shared sending queue and retries.
 
 pub mod config;
+pub mod raw;
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use rustls::pki_types::ServerName;
 use serde_yaml_ng::Value;
 use tokio::sync::OnceCell;
@@ -24,6 +24,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 use weft_pipeline::exporterhelper::{ExportClient, ExportError, QueuedExporter};
+use weft_pipeline::otlp_wire::{encode_resource_spans, EncodedTraces};
 use weft_pipeline::{
     parse_config, ComponentError, ConfigFieldError, Exporter, ExporterFactory, Payload, Settings,
     Signal,
@@ -65,9 +66,12 @@ impl ExporterFactory for OtlpGrpcFactory {
     }
 }
 
-/// The three generated service clients over one channel.
+/// The service clients over one channel.
 struct Clients {
-    traces: TraceServiceClient<Channel>,
+    /// Trace requests go out through this one, already encoded (no copy of
+    /// the spans into a request message, and none at all for traces that
+    /// arrived encoded).
+    raw_traces: tonic::client::Grpc<Channel>,
     metrics: MetricsServiceClient<Channel>,
     logs: LogsServiceClient<Channel>,
 }
@@ -178,7 +182,7 @@ impl GrpcClient {
     /// Builds the clients on first use.
     fn build(&self) -> Result<Clients, String> {
         let channel = self.channel()?;
-        let mut traces = TraceServiceClient::new(channel.clone());
+        let mut raw_traces = tonic::client::Grpc::new(channel.clone());
         let mut metrics = MetricsServiceClient::new(channel.clone());
         let mut logs = LogsServiceClient::new(channel);
         let encoding = match self.cfg.compression {
@@ -187,17 +191,17 @@ impl GrpcClient {
             Compression::None => None,
         };
         if let Some(enc) = encoding {
-            traces = traces.send_compressed(enc);
+            raw_traces = raw_traces.send_compressed(enc);
             metrics = metrics.send_compressed(enc);
             logs = logs.send_compressed(enc);
         }
         for enc in [CompressionEncoding::Gzip, CompressionEncoding::Zstd] {
-            traces = traces.accept_compressed(enc);
+            raw_traces = raw_traces.accept_compressed(enc);
             metrics = metrics.accept_compressed(enc);
             logs = logs.accept_compressed(enc);
         }
         Ok(Clients {
-            traces,
+            raw_traces,
             metrics,
             logs,
         })
@@ -230,6 +234,25 @@ impl GrpcClient {
                 "Partial success response from the OTLP gRPC server"
             );
         }
+    }
+}
+
+impl GrpcClient {
+    /// One trace export call with an encoded `ExportTraceServiceRequest`.
+    async fn export_trace_bytes(&self, clients: &Clients, body: Bytes) -> Result<(), ExportError> {
+        let mut grpc = clients.raw_traces.clone();
+        grpc.ready().await.map_err(|e| {
+            classify_status(&Status::unknown(format!("Service was not ready: {e}")))
+        })?;
+        let path = http::uri::PathAndQuery::from_static(raw::TRACE_EXPORT_PATH);
+        let resp = grpc
+            .unary(self.request(body), path, raw::RawTraceCodec)
+            .await
+            .map_err(|s| classify_status(&s))?;
+        if let Some(p) = resp.into_inner().partial_success {
+            self.partial_success(Signal::Traces, p.rejected_spans, &p.error_message);
+        }
+        Ok(())
     }
 }
 
@@ -271,22 +294,22 @@ impl ExportClient for GrpcClient {
             .map_err(|e| ComponentError::new(format!("exporter {}: {e}", self.id)))
     }
 
+    fn sends_encoded_traces(&self) -> bool {
+        true
+    }
+
+    async fn export_encoded(&self, traces: &EncodedTraces) -> Result<(), ExportError> {
+        let clients = self.clients().await?;
+        self.export_trace_bytes(clients, traces.bytes().clone())
+            .await
+    }
+
     async fn export(&self, payload: &Payload) -> Result<(), ExportError> {
         let clients = self.clients().await?;
         match payload {
             Payload::Traces(rs) => {
-                let req = self.request(ExportTraceServiceRequest {
-                    resource_spans: rs.clone(),
-                });
-                let resp = clients
-                    .traces
-                    .clone()
-                    .export(req)
-                    .await
-                    .map_err(|s| classify_status(&s))?;
-                if let Some(p) = resp.into_inner().partial_success {
-                    self.partial_success(Signal::Traces, p.rejected_spans, &p.error_message);
-                }
+                self.export_trace_bytes(clients, encode_resource_spans(rs))
+                    .await?;
             }
             Payload::Metrics(rm) => {
                 let req = self.request(ExportMetricsServiceRequest {

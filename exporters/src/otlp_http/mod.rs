@@ -14,6 +14,7 @@ use http::StatusCode;
 use prost::Message;
 use serde_yaml_ng::Value;
 use weft_pipeline::exporterhelper::{ExportClient, ExportError, QueuedExporter};
+use weft_pipeline::otlp_wire::EncodedTraces;
 use weft_pipeline::{
     parse_config, ComponentError, ConfigFieldError, Exporter, ExporterFactory, Payload, Settings,
     Signal,
@@ -236,8 +237,27 @@ pub fn is_retryable_status(code: StatusCode) -> bool {
 
 #[async_trait]
 impl ExportClient for HttpClient {
+    fn sends_encoded_traces(&self) -> bool {
+        self.cfg.encoding == Encoding::Proto
+    }
+
+    async fn export_encoded(&self, traces: &EncodedTraces) -> Result<(), ExportError> {
+        self.post(Signal::Traces, || Ok(traces.bytes().to_vec()))
+            .await
+    }
+
     async fn export(&self, payload: &Payload) -> Result<(), ExportError> {
-        let signal = payload.signal();
+        self.post(payload.signal(), || self.encode(payload)).await
+    }
+}
+
+impl HttpClient {
+    /// Encodes (on a blocking-capable thread), compresses and sends one request.
+    async fn post(
+        &self,
+        signal: Signal,
+        encode: impl FnOnce() -> Result<Vec<u8>, ExportError>,
+    ) -> Result<(), ExportError> {
         let Some(url) = &self.urls[signal_index(signal)] else {
             return Err(ExportError::permanent(format!(
                 "no endpoint for {signal}: set `endpoint` or `{signal}_endpoint`"
@@ -246,7 +266,7 @@ impl ExportClient for HttpClient {
         let compression = self.cfg.compression;
         let level = self.cfg.compression_params.as_ref().and_then(|p| p.level);
         let body = cpu_bound(|| {
-            let body = self.encode(payload)?;
+            let body = encode()?;
             compression
                 .compress(body, level)
                 .map_err(|e| ExportError::permanent(format!("cannot compress the request: {e}")))

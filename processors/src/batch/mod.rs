@@ -14,6 +14,7 @@ use serde_yaml_ng::Value;
 use tokio::sync::{mpsc, Mutex, RwLock};
 use tokio::task::JoinHandle;
 use tracing::warn;
+use weft_pipeline::otlp_wire::EncodedTraces;
 use weft_pipeline::{
     parse_config, Batch, ComponentError, ConfigFieldError, ConsumeError, Consumer, Counter,
     DynConsumer, Lifecycle, Payload, Processor, ProcessorFactory, Settings, Signal,
@@ -120,6 +121,9 @@ struct Worker {
     next: DynConsumer,
     stats: Arc<Stats>,
     pending: Payload,
+    /// Traces that arrived encoded, kept encoded while nothing decoded is
+    /// pending: sent as one concatenated request when no split is needed.
+    wire: Vec<EncodedTraces>,
     pending_items: usize,
     origin: Option<Arc<str>>,
     first_at: Option<Instant>,
@@ -127,28 +131,77 @@ struct Worker {
 
 impl Worker {
     fn add(&mut self, batch: Batch) {
+        if batch.encoded_traces().is_some_and(|w| w.span_count() == 0) && self.pending.is_empty() {
+            // Resources without spans: dropped, as a flush of decoded data drops them.
+            return;
+        }
         if self.origin.is_none() {
             self.origin = Some(batch.origin.clone());
         }
         let first = batch.received_at;
         self.first_at = Some(self.first_at.map_or(first, |f| f.min(first)));
         self.pending_items += batch.item_count();
+        if let Some(w) = batch.encoded_traces() {
+            if self.pending.is_empty() {
+                self.wire.push(w.clone());
+                return;
+            }
+        }
+        self.unwire();
         split::append(&mut self.pending, batch.into_payload());
+    }
+
+    fn nothing_pending(&self) -> bool {
+        self.pending.is_empty() && self.wire.is_empty()
+    }
+
+    /// Decodes the encoded part into the decoded one (a split is needed, or
+    /// decoded data arrived).
+    fn unwire(&mut self) {
+        for w in std::mem::take(&mut self.wire) {
+            let b = Batch::encoded(w, Arc::from("batch"));
+            split::append(&mut self.pending, b.into_payload());
+        }
+    }
+
+    /// Sends the encoded part as one batch when it fits in `max` items;
+    /// otherwise decodes it so the split can happen. True when sent.
+    async fn send_wire(&mut self, max: usize, trigger: Trigger) -> bool {
+        if self.wire.is_empty() {
+            return false;
+        }
+        let items: usize = self.wire.iter().map(|w| w.span_count()).sum();
+        if items > max {
+            self.unwire();
+            return false;
+        }
+        let joined = EncodedTraces::concat(&std::mem::take(&mut self.wire));
+        self.pending_items = self.pending.item_count();
+        let b = Batch::encoded(
+            joined,
+            self.origin.clone().unwrap_or_else(|| Arc::from("batch")),
+        );
+        self.send_batch(b, trigger).await;
+        true
     }
 
     async fn send(&mut self, payload: Payload, trigger: Trigger) {
         if payload.is_empty() {
             return;
         }
+        let b = Batch::new(
+            payload,
+            self.origin.clone().unwrap_or_else(|| Arc::from("batch")),
+        );
+        self.send_batch(b, trigger).await;
+    }
+
+    async fn send_batch(&mut self, mut b: Batch, trigger: Trigger) {
         match trigger {
             Trigger::Size => self.stats.by_size.inc(),
             Trigger::Timeout => self.stats.by_timeout.inc(),
         }
-        let items = payload.item_count();
-        let mut b = Batch::new(
-            payload,
-            self.origin.clone().unwrap_or_else(|| Arc::from("batch")),
-        );
+        let items = b.item_count();
         if let Some(at) = self.first_at {
             b.received_at = at;
         }
@@ -171,6 +224,10 @@ impl Worker {
             } else {
                 self.pending_items
             };
+            if self.send_wire(max, Trigger::Size).await {
+                sent = true;
+                continue;
+            }
             let piece = split::take_front(&mut self.pending, max);
             self.pending_items = self.pending.item_count();
             self.send(piece, Trigger::Size).await;
@@ -185,12 +242,15 @@ impl Worker {
 
     /// Sends everything pending, split at `send_batch_max_size`.
     async fn flush(&mut self) {
-        while self.pending_items > 0 || !self.pending.is_empty() {
+        while self.pending_items > 0 || !self.nothing_pending() {
             let max = if self.config.send_batch_max_size > 0 {
                 self.config.send_batch_max_size
             } else {
                 usize::MAX
             };
+            if self.send_wire(max, Trigger::Timeout).await {
+                continue;
+            }
             let piece = split::take_front(&mut self.pending, max);
             let nothing_taken = piece.is_empty();
             self.pending_items = self.pending.item_count();
@@ -225,7 +285,7 @@ impl Worker {
                 self.flush().await;
                 return;
             };
-            let was_empty = self.pending.is_empty();
+            let was_empty = self.nothing_pending();
             self.add(batch);
             if timeout.is_zero() {
                 self.flush().await;
@@ -233,7 +293,7 @@ impl Worker {
             }
             let sent = self.send_full().await;
             // The timer starts with the first pending item and restarts after a send.
-            deadline = if self.pending.is_empty() {
+            deadline = if self.nothing_pending() {
                 None
             } else if was_empty || sent {
                 Some(tokio::time::Instant::now() + timeout)
@@ -254,6 +314,7 @@ impl Lifecycle for BatchProcessor {
             next: self.next.clone(),
             stats: self.stats.clone(),
             pending: Payload::empty(self.signal),
+            wire: Vec::new(),
             pending_items: 0,
             origin: None,
             first_at: None,
@@ -347,6 +408,112 @@ mod tests {
             host: Arc::new(Host::new()),
         };
         BatchProcessor::new(settings, cfg, Signal::Traces, next)
+    }
+
+    /// Records, per batch received, whether it was still encoded and its span names.
+    #[derive(Default)]
+    struct CollectWire(std::sync::Mutex<Vec<(bool, Vec<String>)>>);
+
+    #[async_trait]
+    impl Consumer for CollectWire {
+        async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+            let encoded = batch.encoded_traces().is_some();
+            let names = match batch.payload() {
+                Payload::Traces(rs) => rs
+                    .iter()
+                    .flat_map(|r| &r.scope_spans)
+                    .flat_map(|s| &s.spans)
+                    .map(|s| s.name.clone())
+                    .collect(),
+                _ => vec![],
+            };
+            self.0.lock().unwrap().push((encoded, names));
+            Ok(())
+        }
+    }
+
+    fn encoded_of(names: &[&str]) -> Batch {
+        let Payload::Traces(rs) = batch_of(names).into_payload() else {
+            unreachable!()
+        };
+        let wire =
+            EncodedTraces::new(weft_pipeline::otlp_wire::encode_resource_spans(&rs)).unwrap();
+        Batch::encoded(wire, Arc::from("test"))
+    }
+
+    fn wire_processor(cfg: BatchConfig, next: Arc<CollectWire>) -> BatchProcessor {
+        let settings = Settings {
+            id: ComponentId::new("batch"),
+            kind: Kind::Processor,
+            telemetry: Telemetry::new(),
+            host: Arc::new(Host::new()),
+        };
+        BatchProcessor::new(settings, cfg, Signal::Traces, next)
+    }
+
+    fn owned(got: &[(bool, Vec<&str>)]) -> Vec<(bool, Vec<String>)> {
+        got.iter()
+            .map(|(e, n)| (*e, n.iter().map(|s| s.to_string()).collect()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn encoded_batches_are_joined_without_decoding() {
+        let sink = Arc::new(CollectWire::default());
+        let p = wire_processor(
+            BatchConfig {
+                send_batch_size: 4,
+                timeout: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            sink.clone(),
+        );
+        p.start().await.unwrap();
+        p.consume(encoded_of(&["a", "b"])).await.unwrap();
+        p.consume(encoded_of(&["c", "d", "e"])).await.unwrap();
+        p.consume(encoded_of(&["f"])).await.unwrap();
+        p.consume(encoded_of(&[])).await.unwrap();
+        p.shutdown().await.unwrap();
+        let got = sink.0.lock().unwrap().clone();
+        assert_eq!(
+            got,
+            owned(&[(true, vec!["a", "b", "c", "d", "e"]), (true, vec!["f"])])
+        );
+    }
+
+    #[tokio::test]
+    async fn encoded_and_decoded_mix_in_order_and_split_at_max() {
+        let sink = Arc::new(CollectWire::default());
+        let p = wire_processor(
+            BatchConfig {
+                send_batch_size: 3,
+                send_batch_max_size: 4,
+                timeout: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            sink.clone(),
+        );
+        p.start().await.unwrap();
+        // Fits under the max: stays encoded.
+        p.consume(encoded_of(&["a", "b", "c"])).await.unwrap();
+        // Encoded, then decoded data: the encoded part is decoded and joined.
+        p.consume(encoded_of(&["d"])).await.unwrap();
+        p.consume(batch_of(&["e", "f"])).await.unwrap();
+        // Over the max: decoded to be split.
+        p.consume(encoded_of(&["g", "h", "i", "j", "k"]))
+            .await
+            .unwrap();
+        p.shutdown().await.unwrap();
+        let got = sink.0.lock().unwrap().clone();
+        assert_eq!(
+            got,
+            owned(&[
+                (true, vec!["a", "b", "c"]),
+                (false, vec!["d", "e", "f"]),
+                (false, vec!["g", "h", "i", "j"]),
+                (false, vec!["k"]),
+            ])
+        );
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use weft_pipeline::otlp_wire::EncodedTraces;
 use weft_pipeline::{
     Batch, ClientMetadata, ConsumeError, Payload, ReceiverMetrics, ReceiverOutputs, Settings,
 };
@@ -42,9 +43,32 @@ impl Ingest {
         if payload.is_empty() {
             return Ok(());
         }
-        let signal = payload.signal();
-        let items = payload.item_count() as u64;
-        let mut batch = Batch::new(payload, self.origin.clone());
+        let batch = Batch::new(payload, self.origin.clone());
+        self.consume_batch(batch, metadata, received_at).await
+    }
+
+    /// As [`Ingest::consume`], for traces that stay encoded.
+    pub(crate) async fn consume_encoded(
+        &self,
+        traces: EncodedTraces,
+        metadata: Option<ClientMetadata>,
+        received_at: Instant,
+    ) -> Result<(), ConsumeError> {
+        if traces.resource_count() == 0 {
+            return Ok(());
+        }
+        let batch = Batch::encoded(traces, self.origin.clone());
+        self.consume_batch(batch, metadata, received_at).await
+    }
+
+    async fn consume_batch(
+        &self,
+        mut batch: Batch,
+        metadata: Option<ClientMetadata>,
+        received_at: Instant,
+    ) -> Result<(), ConsumeError> {
+        let signal = batch.signal();
+        let items = batch.item_count() as u64;
         batch.received_at = received_at;
         batch.metadata = metadata.map(Arc::new);
         let result = self.outputs.for_signal(signal).consume(batch).await;

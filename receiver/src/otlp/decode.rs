@@ -139,6 +139,52 @@ pub fn decode_request(
     Ok(payload)
 }
 
+/// A request body as it goes to the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Payload(Payload),
+    /// Protobuf traces, checked and kept encoded.
+    Traces(weft_pipeline::otlp_wire::EncodedTraces),
+}
+
+/// As [`decode_request`], but protobuf traces stay encoded (checked by the
+/// same acceptance as decoding them, ids included).
+pub fn decode_request_wire(
+    signal: Signal,
+    content_type: &str,
+    content_encoding: Option<&str>,
+    body: bytes::Bytes,
+    limit: usize,
+) -> Result<Decoded, DecodeError> {
+    let format = Format::from_content_type(content_type)
+        .ok_or_else(|| DecodeError::UnsupportedContentType(content_type.to_string()))?;
+    if signal != Signal::Traces || format != Format::Protobuf {
+        return decode_request(signal, content_type, content_encoding, &body, limit)
+            .map(Decoded::Payload);
+    }
+    let encoding = match content_encoding {
+        None => Encoding::Identity,
+        Some(v) => {
+            Encoding::parse(v).ok_or_else(|| DecodeError::UnsupportedEncoding(v.to_string()))?
+        }
+    };
+    if body.len() > limit {
+        return Err(DecodeError::TooLarge { limit });
+    }
+    let plain = match decompress(encoding, &body, limit)? {
+        std::borrow::Cow::Borrowed(_) => body,
+        std::borrow::Cow::Owned(v) => bytes::Bytes::from(v),
+    };
+    weft_pipeline::otlp_wire::EncodedTraces::new(plain)
+        .map(Decoded::Traces)
+        .map_err(|e| match e {
+            weft_pipeline::otlp_wire::WireError::Malformed(m) => {
+                DecodeError::Protobuf(m.to_string())
+            }
+            weft_pipeline::otlp_wire::WireError::InvalidId(m) => DecodeError::InvalidId(m),
+        })
+}
+
 /// Inflates `body`, failing once the output would pass `limit` bytes.
 pub fn decompress(
     encoding: Encoding,

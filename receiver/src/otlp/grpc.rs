@@ -1,5 +1,6 @@
 //! OTLP/gRPC: the `TraceService`, `MetricsService` and `LogsService` Export
 //! calls, gzip or zstd compressed, mapped onto the pipeline's consumers.
+//! Traces stay encoded (`grpc_traces.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,12 +17,6 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +26,7 @@ use weft_pipeline::Payload;
 
 use super::config::GrpcConfig;
 use super::decode::validate_ids;
+use super::grpc_traces::{RawTraceServer, TraceHandler};
 use crate::common::grpc;
 use crate::common::grpc::{client_metadata, mark_reached, to_status};
 use crate::common::ingest::Ingest;
@@ -49,10 +45,13 @@ pub(crate) fn spawn(
         ingest: ingest.clone(),
         include_metadata: cfg.include_metadata,
     });
-    let traces = TraceServiceServer::from_arc(handler.clone())
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .max_decoding_message_size(limit);
+    let traces = RawTraceServer::new(
+        TraceHandler {
+            ingest: ingest.clone(),
+            include_metadata: cfg.include_metadata,
+        },
+        limit,
+    );
     let metrics = MetricsServiceServer::from_arc(handler.clone())
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
@@ -92,18 +91,6 @@ impl Handler {
             .consume(payload, metadata, received_at)
             .await
             .map_err(|e| to_status(&e))
-    }
-}
-
-#[tonic::async_trait]
-impl TraceService for Handler {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.export(request, |r| Payload::Traces(r.resource_spans))
-            .await
-            .map(|()| Response::new(ExportTraceServiceResponse::default()))
     }
 }
 

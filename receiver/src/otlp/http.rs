@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use weft_pipeline::{ClientMetadata, ConsumeError, Signal};
 
 use super::config::HttpConfig;
-use super::decode::{decode_request, DecodeError, Encoding, Format};
+use super::decode::{decode_request_wire, DecodeError, Decoded, Encoding, Format};
 use crate::common::http::{read_body, serve, text, Body, Decorations, ReadError, ServerOptions};
 use crate::common::ingest::Ingest;
 
@@ -185,16 +185,16 @@ async fn route(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Respo
         let ct = content_type.clone();
         let ce = content_encoding.clone();
         tokio::task::spawn_blocking(move || {
-            decode_request(signal, &ct, ce.as_deref(), &body, limit)
+            decode_request_wire(signal, &ct, ce.as_deref(), body, limit)
         })
         .await
         .unwrap_or_else(|e| Err(DecodeError::Protobuf(format!("decoder failed: {e}"))))
     } else {
-        decode_request(
+        decode_request_wire(
             signal,
             &content_type,
             content_encoding.as_deref(),
-            &body,
+            body,
             limit,
         )
     };
@@ -207,7 +207,11 @@ async fn route(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Respo
         }
     };
 
-    match ingest.consume(payload, metadata, received_at).await {
+    let result = match payload {
+        Decoded::Payload(p) => ingest.consume(p, metadata, received_at).await,
+        Decoded::Traces(t) => ingest.consume_encoded(t, metadata, received_at).await,
+    };
+    match result {
         Ok(()) => success(format),
         Err(e) => refusal(format, &e),
     }

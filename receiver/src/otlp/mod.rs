@@ -7,6 +7,7 @@
 pub mod config;
 pub mod decode;
 mod grpc;
+mod grpc_traces;
 mod http;
 pub mod json;
 
