@@ -48,11 +48,30 @@ fn kv(key: impl Into<String>, value: impl Into<String>) -> KeyValue {
     }
 }
 
+/// Words attribute values are made of: values read like the text real spans
+/// carry (queries, URLs, messages), so compression sees realistic input
+/// rather than random letters, its worst case.
+const WORDS: &[&str] = &[
+    "select", "from", "where", "user", "order", "id", "in", "and", "status", "GET", "POST",
+    "/api/v1/items", "/cart", "checkout", "timeout", "retry", "cache", "miss", "hit", "db",
+    "query", "payment", "service", "region", "eu-west-1", "us-east-2", "pod", "node", "error",
+    "ok", "latency", "ms", "request", "response", "header", "value", "null", "true", "false",
+    "limit", "offset", "join", "on", "account", "session", "token", "created", "updated",
+];
+
 fn filler(size: usize) -> String {
-    let mut s = String::with_capacity(size);
+    let mut s = String::with_capacity(size + 16);
     while s.len() < size {
-        s.push(char::from(b'a' + fastrand::u8(0..26)));
+        if !s.is_empty() {
+            s.push(' ');
+        }
+        if fastrand::u8(0..4) == 0 {
+            s.push_str(&fastrand::u32(0..100_000).to_string());
+        } else {
+            s.push_str(WORDS[fastrand::usize(0..WORDS.len())]);
+        }
     }
+    s.truncate(size);
     s
 }
 

@@ -25,15 +25,22 @@ pub struct Stats {
     pub spans: AtomicU64,
     pub requests: AtomicU64,
     pub bad_requests: AtomicU64,
+    /// Requests whose body came compressed (gRPC message flag or
+    /// Content-Encoding), to tell what a sender really did.
+    pub compressed_requests: AtomicU64,
+    /// Bytes received, as sent (compressed or not).
+    pub bytes: AtomicU64,
 }
 
 impl Stats {
     pub fn json(&self) -> String {
         format!(
-            "{{\"spans\":{},\"requests\":{},\"bad_requests\":{}}}",
+            "{{\"spans\":{},\"requests\":{},\"bad_requests\":{},\"compressed_requests\":{},\"bytes\":{}}}",
             self.spans.load(Ordering::Relaxed),
             self.requests.load(Ordering::Relaxed),
-            self.bad_requests.load(Ordering::Relaxed)
+            self.bad_requests.load(Ordering::Relaxed),
+            self.compressed_requests.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed)
         )
     }
 }
@@ -143,6 +150,15 @@ async fn handle(stats: Arc<Stats>, req: Request<Incoming>) -> Result<Reply, Infa
             ));
         }
     };
+    stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+    let compressed = if ctype.starts_with("application/grpc") {
+        body.first() == Some(&1)
+    } else {
+        http_enc.as_deref().is_some_and(|e| !e.is_empty() && e != "identity")
+    };
+    if compressed {
+        stats.compressed_requests.fetch_add(1, Ordering::Relaxed);
+    }
     if ctype.starts_with("application/grpc") {
         return Ok(match grpc_spans(grpc_enc.as_deref(), &body) {
             Ok(n) => {
@@ -235,6 +251,7 @@ mod tests {
         };
         let t = Templates::new(&shape, 4);
         let mut expected = 0;
+        let mut compressed = 0;
         for (protocol, compression) in [
             (Protocol::OtlpGrpc, Compression::None),
             (Protocol::OtlpGrpc, Compression::Gzip),
@@ -259,6 +276,14 @@ mod tests {
             assert_eq!(c.acknowledged.load(Ordering::Relaxed), sent, "{protocol:?}");
             assert_eq!(c.failed.load(Ordering::Relaxed), 0, "{protocol:?}");
             expected += sent;
+            if compression != Compression::None {
+                compressed += c.requests.load(Ordering::Relaxed);
+            }
+            assert_eq!(
+                stats.compressed_requests.load(Ordering::Relaxed),
+                compressed,
+                "{protocol:?}"
+            );
             assert_eq!(
                 stats.spans.load(Ordering::Relaxed),
                 expected,

@@ -239,6 +239,20 @@ impl Batch {
         }
     }
 
+    /// The size of the data as an OTLP export request, in bytes: the bytes
+    /// themselves for an encoded batch, computed for a decoded one.
+    pub fn encoded_size(&self) -> usize {
+        use prost::encoding::message::encoded_len;
+        match &self.content {
+            Content::Encoded { wire, .. } => wire.bytes().len(),
+            Content::Decoded(p) => match &**p {
+                Payload::Traces(v) => v.iter().map(|x| encoded_len(1, x)).sum(),
+                Payload::Metrics(v) => v.iter().map(|x| encoded_len(1, x)).sum(),
+                Payload::Logs(v) => v.iter().map(|x| encoded_len(1, x)).sum(),
+            },
+        }
+    }
+
     /// No resource entries at all (counted without decoding).
     pub fn is_empty(&self) -> bool {
         match &self.content {

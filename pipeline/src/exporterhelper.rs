@@ -50,8 +50,9 @@ pub struct QueueSettings {
     /// Make `consume` wait until the queued batch was sent (or dropped) and
     /// return that outcome to the caller.
     pub wait_for_result: bool,
-    /// What `queue_size` counts: `requests` (batches) or `items` (spans,
-    /// data points, log records), which bounds the queue's memory by its data.
+    /// What `queue_size` counts: `requests` (batches), `items` (spans, data
+    /// points, log records) or `bytes` (the data's encoded size), the last
+    /// two bounding the queue's memory by its data.
     pub sizer: QueueSizer,
     /// Persistent queue storage (a storage extension id) is not supported;
     /// any value is rejected.
@@ -80,6 +81,9 @@ pub enum QueueSizer {
     #[default]
     Requests,
     Items,
+    /// The data's size as an OTLP request (decoded spans take about three
+    /// times as much memory).
+    Bytes,
 }
 
 fn reject_storage<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -467,7 +471,7 @@ fn random_unit() -> f64 {
 /// the end of the queue once it is empty.
 struct Queue {
     settings: QueueSettings,
-    /// For `sizer: items`: one permit per item of room.
+    /// For `sizer: items` or `bytes`: one permit per unit of room.
     room: Option<Arc<tokio::sync::Semaphore>>,
     tx: Mutex<Option<mpsc::Sender<Item>>>,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Item>>>,
@@ -519,7 +523,7 @@ impl QueuedExporter {
         let queue = if queue.enabled {
             metrics.queue_capacity.set(queue.queue_size as i64);
             let (tx, rx) = mpsc::channel(queue.queue_size.max(1));
-            let room = (queue.sizer == QueueSizer::Items).then(|| {
+            let room = (queue.sizer != QueueSizer::Requests).then(|| {
                 Arc::new(tokio::sync::Semaphore::new(
                     queue.queue_size.min(tokio::sync::Semaphore::MAX_PERMITS),
                 ))
@@ -719,7 +723,13 @@ impl Consumer for QueuedExporter {
         let mut room = None;
         let mut units = 1i64;
         if let Some(sem) = &queue.room {
-            let want = items.clamp(1, queue.settings.queue_size as u64) as u32;
+            let size = match queue.settings.sizer {
+                QueueSizer::Bytes => batch.encoded_size() as u64,
+                _ => items,
+            };
+            let want = size
+                .clamp(1, queue.settings.queue_size as u64)
+                .min(u64::from(u32::MAX)) as u32;
             units = i64::from(want);
             let got = if queue.settings.block_on_overflow {
                 tokio::select! {
@@ -1015,9 +1025,9 @@ mod tests {
         assert_eq!(err.path, vec!["retry_on_failure", "multiplier"]);
         let err = parse("retry_on_failure: {max_elapsed_time: 10s}").unwrap_err();
         assert_eq!(err.path, vec!["retry_on_failure", "max_elapsed_time"]);
-        let err = parse("sending_queue: {sizer: bytes}").unwrap_err();
+        let err = parse("sending_queue: {sizer: spans}").unwrap_err();
         assert_eq!(err.path, vec!["sending_queue", "sizer"]);
-        assert!(err.message.contains("items"), "{}", err.message);
+        assert!(err.message.contains("bytes"), "{}", err.message);
         assert_eq!(
             parse("sending_queue: {sizer: items, queue_size: 50000}")
                 .unwrap()
@@ -1448,6 +1458,32 @@ mod tests {
         assert_eq!(client.delivered().len(), 7);
         assert_eq!(value(&t, "otelcol_exporter_enqueue_failed_spans"), 0);
         assert_eq!(value(&t, "otelcol_exporter_sent_spans"), 17);
+        assert_eq!(value(&t, "otelcol_exporter_queue_size"), 0);
+    }
+
+    #[tokio::test]
+    async fn bytes_sizer_counts_the_encoded_size() {
+        let t = Telemetry::new();
+        let client = Arc::new(ScriptedClient::default());
+        let one = batch(&["a"]).encoded_size();
+        assert!(one > 20, "{one}");
+        let exp = QueuedExporter::new(
+            &settings(&t),
+            QueueSettings {
+                sizer: QueueSizer::Bytes,
+                ..queue(1, 2 * one + one / 2)
+            },
+            fast_retry(),
+            TimeoutSettings::default(),
+            client.clone(),
+        );
+        // not started: nothing drains the queue
+        exp.consume(batch(&["a"])).await.unwrap();
+        exp.consume(batch(&["b"])).await.unwrap();
+        assert_eq!(value(&t, "otelcol_exporter_queue_size"), 2 * one as i64);
+        let err = exp.consume(batch(&["c"])).await.unwrap_err();
+        assert_eq!(err, ConsumeError::retryable("sending queue is full"));
+        exp.shutdown().await.unwrap();
         assert_eq!(value(&t, "otelcol_exporter_queue_size"), 0);
     }
 }

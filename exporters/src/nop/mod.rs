@@ -12,6 +12,7 @@ use serde_yaml_ng::Value;
 use weft_pipeline::exporterhelper::{
     ExportClient, ExportError, QueueSettings, QueuedExporter, RetrySettings, TimeoutSettings,
 };
+use weft_pipeline::otlp_wire::EncodedTraces;
 use weft_pipeline::{
     parse_config, ComponentConfig, ComponentError, ConfigFieldError, Exporter, ExporterFactory,
     Payload, Settings, Signal,
@@ -59,6 +60,15 @@ struct NopClient;
 #[async_trait]
 impl ExportClient for NopClient {
     async fn export(&self, _payload: &Payload) -> Result<(), ExportError> {
+        Ok(())
+    }
+
+    // Encoded traces are dropped as they are, without decoding them first.
+    fn sends_encoded_traces(&self) -> bool {
+        true
+    }
+
+    async fn export_encoded(&self, _traces: &EncodedTraces) -> Result<(), ExportError> {
         Ok(())
     }
 }
