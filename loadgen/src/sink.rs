@@ -154,7 +154,9 @@ async fn handle(stats: Arc<Stats>, req: Request<Incoming>) -> Result<Reply, Infa
     let compressed = if ctype.starts_with("application/grpc") {
         body.first() == Some(&1)
     } else {
-        http_enc.as_deref().is_some_and(|e| !e.is_empty() && e != "identity")
+        http_enc
+            .as_deref()
+            .is_some_and(|e| !e.is_empty() && e != "identity")
     };
     if compressed {
         stats.compressed_requests.fetch_add(1, Ordering::Relaxed);

@@ -25,6 +25,12 @@ use crate::telemetry::ExporterMetrics;
 /// The longest a shutdown waits for the sending queue to drain.
 pub const DRAIN_DEADLINE_CAP: Duration = Duration::from_secs(10);
 
+/// How long `block_on_overflow` waits for room before refusing as a full
+/// queue does: about as long as clients wait for an answer, and it keeps a
+/// shutdown from hanging on a queue that cannot drain (the pipeline flushes
+/// into exporters before they are told to stop).
+pub const BLOCK_ON_OVERFLOW_WAIT: Duration = Duration::from_secs(10);
+
 /// The longest weft waits before a retry when a server asks for a delay
 /// (HTTP `Retry-After`, gRPC `RetryInfo`), so one misbehaving answer cannot
 /// park a batch for hours.
@@ -564,6 +570,17 @@ impl QueuedExporter {
         self
     }
 
+    fn refuse_full(&self, signal: Signal, items: u64) -> ConsumeError {
+        self.core.metrics.enqueue_failed(signal).add(items);
+        tracing::warn!(
+            exporter = %self.core.id,
+            signal = %signal,
+            dropped_items = items,
+            "Sending queue is full; refusing data"
+        );
+        ConsumeError::retryable("sending queue is full")
+    }
+
     fn refuse_after_shutdown(&self, signal: Signal, items: u64) -> ConsumeError {
         self.core.metrics.enqueue_failed(signal).add(items);
         ConsumeError::retryable(format!("exporter {} is shut down", self.core.id))
@@ -735,19 +752,15 @@ impl Consumer for QueuedExporter {
                 tokio::select! {
                     r = sem.clone().acquire_many_owned(want) => r.ok(),
                     _ = aborted(self.core.abort.subscribe()) => None,
+                    _ = tokio::time::sleep(BLOCK_ON_OVERFLOW_WAIT) => {
+                        return Err(self.refuse_full(signal, items));
+                    }
                 }
             } else {
                 match sem.clone().try_acquire_many_owned(want) {
                     Ok(p) => Some(p),
                     Err(tokio::sync::TryAcquireError::NoPermits) => {
-                        self.core.metrics.enqueue_failed(signal).add(items);
-                        tracing::warn!(
-                            exporter = %self.core.id,
-                            signal = %signal,
-                            dropped_items = items,
-                            "Sending queue is full; refusing data"
-                        );
-                        return Err(ConsumeError::retryable("sending queue is full"));
+                        return Err(self.refuse_full(signal, items));
                     }
                     Err(tokio::sync::TryAcquireError::Closed) => None,
                 }
@@ -770,6 +783,7 @@ impl Consumer for QueuedExporter {
             tokio::select! {
                 r = tx.send(item) => r.map_err(|_| false),
                 _ = aborted(self.core.abort.subscribe()) => Err(false),
+                _ = tokio::time::sleep(BLOCK_ON_OVERFLOW_WAIT) => Err(true),
             }
         } else {
             tx.try_send(item)
@@ -783,14 +797,7 @@ impl Consumer for QueuedExporter {
                 if !full {
                     return Err(self.refuse_after_shutdown(signal, items));
                 }
-                self.core.metrics.enqueue_failed(signal).add(items);
-                tracing::warn!(
-                    exporter = %self.core.id,
-                    signal = %signal,
-                    dropped_items = items,
-                    "Sending queue is full; refusing data"
-                );
-                return Err(ConsumeError::retryable("sending queue is full"));
+                return Err(self.refuse_full(signal, items));
             }
         }
         match done_rx {
@@ -1485,5 +1492,32 @@ mod tests {
         assert_eq!(err, ConsumeError::retryable("sending queue is full"));
         exp.shutdown().await.unwrap();
         assert_eq!(value(&t, "otelcol_exporter_queue_size"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn block_on_overflow_gives_up_after_its_wait() {
+        for sizer in [QueueSizer::Requests, QueueSizer::Items] {
+            let t = Telemetry::new();
+            let exp = QueuedExporter::new(
+                &settings(&t),
+                QueueSettings {
+                    block_on_overflow: true,
+                    sizer,
+                    ..queue(1, 1)
+                },
+                fast_retry(),
+                TimeoutSettings::default(),
+                Arc::new(DownClient),
+            );
+            // not started: nothing drains the queue
+            exp.consume(batch(&["a"])).await.unwrap();
+            let started = tokio::time::Instant::now();
+            let err = exp.consume(batch(&["b"])).await.unwrap_err();
+            assert_eq!(err, ConsumeError::retryable("sending queue is full"));
+            assert_eq!(started.elapsed(), BLOCK_ON_OVERFLOW_WAIT);
+            assert_eq!(value(&t, "otelcol_exporter_enqueue_failed_spans"), 1);
+            assert_eq!(value(&t, "otelcol_exporter_queue_size"), 1);
+            exp.shutdown().await.unwrap();
+        }
     }
 }
