@@ -43,6 +43,12 @@ SCENARIOS = {
         GRPC,
         False,
     ),
+    "grpc-zstd-export": (
+        "OTLP gRPC as fast as answered, export with zstd (weft only: rotel has gzip or none)",
+        ["--protocol", "otlp-grpc", "--rate", "0"],
+        GRPC,
+        False,
+    ),
     "grpc-nop": (
         "OTLP gRPC as fast as answered into a batch and no export (weft nop, rotel blackhole)",
         ["--protocol", "otlp-grpc", "--rate", "0"],
@@ -103,7 +109,9 @@ def no_export(scenario):
 
 def weft_config(scenario):
     datadog = scenario.startswith("datadog-v05")
-    compression = "none" if plain_export(scenario) else "gzip"
+    compression = (
+        "none" if plain_export(scenario) else "zstd" if scenario == "grpc-zstd-export" else "gzip"
+    )
     receivers = "[datadog]" if datadog else "[otlp]"
     processors = "[propagation_merge, batch]" if datadog else "[batch]"
     return f"""receivers:
