@@ -33,14 +33,17 @@ mod memory {
         fn mi_option_set(option: i32, value: std::ffi::c_long);
     }
 
-    /// Resident memory over the last few percent of speed:
-    /// - no transparent huge pages for this process: mimalloc asks for them on
-    ///   its arenas, and a 2 MiB page stays resident for a few live bytes;
-    /// - freed memory goes back to the kernel at once rather than after 10 ms.
+    /// Resident memory against speed:
+    /// - No transparent huge pages for this process: mimalloc asks for them
+    ///   on its arenas, and a 2 MiB page stays resident for a few live bytes.
+    ///   At 10k spans/s this alone takes peak RSS from about 62 MiB to 22.
+    /// - Freed memory goes back to the kernel after 100 ms rather than 10:
+    ///   returning it sooner cost up to a third of the CPU on allocation-heavy
+    ///   paths (page faults and TLB shootdowns when it is touched again), for
+    ///   a few MiB less (docs/benchmarks.md).
     ///
-    /// At 10k spans/s this takes peak RSS from about 62 MiB to about 22 MiB
-    /// (docs/benchmarks.md). `MIMALLOC_PURGE_DELAY` in the environment is left
-    /// as set; `WEFT_ALLOW_THP=1` keeps huge pages.
+    /// `MIMALLOC_PURGE_DELAY` in the environment is left as set;
+    /// `WEFT_ALLOW_THP=1` keeps huge pages.
     pub fn tune() {
         if std::env::var_os("WEFT_ALLOW_THP").is_none_or(|v| v != "1") {
             // SAFETY: PR_SET_THP_DISABLE only sets a flag on this process.
@@ -49,7 +52,7 @@ mod memory {
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
             // SAFETY: mi_option_set only stores a value in mimalloc's option
             // table; the option exists in the linked mimalloc (v3).
-            unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+            unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 100) };
         }
     }
 }

@@ -729,6 +729,12 @@ impl Consumer for QueuedExporter {
         let Some(tx) = tx else {
             return Err(self.refuse_after_shutdown(signal, items));
         };
+        // Queued traces wait encoded when the exporter sends them encoded.
+        let batch = if signal == Signal::Traces && self.core.client.sends_encoded_traces() {
+            batch.into_encoded()
+        } else {
+            batch
+        };
         let (done_tx, done_rx) = if queue.settings.wait_for_result {
             let (t, r) = oneshot::channel();
             (Some(t), Some(r))
@@ -1519,5 +1525,66 @@ mod tests {
             assert_eq!(value(&t, "otelcol_exporter_queue_size"), 1);
             exp.shutdown().await.unwrap();
         }
+    }
+
+    /// Records what reaches it encoded, and what reaches it decoded.
+    #[derive(Default)]
+    struct WireClient {
+        encoded: Mutex<Vec<Vec<String>>>,
+        decoded: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl ExportClient for WireClient {
+        async fn export(&self, _: &Payload) -> Result<(), ExportError> {
+            self.decoded.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+
+        fn sends_encoded_traces(&self) -> bool {
+            true
+        }
+
+        async fn export_encoded(&self, traces: &EncodedTraces) -> Result<(), ExportError> {
+            let names = traces
+                .decode()
+                .unwrap()
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| &s.spans)
+                .map(|s| s.name.clone())
+                .collect();
+            self.encoded.lock().unwrap().push(names);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_traces_wait_encoded_for_an_exporter_that_sends_them_so() {
+        let t = Telemetry::new();
+        let client = Arc::new(WireClient::default());
+        let exp = QueuedExporter::new(
+            &settings(&t),
+            QueueSettings {
+                sizer: QueueSizer::Bytes,
+                ..queue(1, 1 << 20)
+            },
+            fast_retry(),
+            TimeoutSettings::default(),
+            client.clone(),
+        );
+        exp.start().await.unwrap();
+        exp.consume(batch(&["a", "b"])).await.unwrap();
+        exp.consume(batch(&["c"])).await.unwrap();
+        exp.shutdown().await.unwrap();
+        assert_eq!(
+            *client.encoded.lock().unwrap(),
+            vec![
+                vec!["a".to_string(), "b".to_string()],
+                vec!["c".to_string()]
+            ]
+        );
+        assert_eq!(client.decoded.load(Ordering::Relaxed), 0);
+        assert_eq!(value(&t, "otelcol_exporter_sent_spans"), 3);
     }
 }

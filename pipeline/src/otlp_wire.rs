@@ -44,6 +44,19 @@ impl EncodedTraces {
         })
     }
 
+    /// Encodes decoded spans (weft's own data, so no check is needed).
+    pub fn from_resource_spans(resource_spans: &[ResourceSpans]) -> EncodedTraces {
+        EncodedTraces {
+            bytes: encode_resource_spans(resource_spans),
+            spans: resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum(),
+            resources: resource_spans.len(),
+        }
+    }
+
     /// The encoded request.
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
