@@ -40,7 +40,11 @@ fn rich(spans: usize) -> ExportTraceServiceRequest {
     let span = |i: usize| Span {
         trace_id: vec![i as u8 + 1; 16],
         span_id: vec![2; 8],
-        parent_span_id: if i % 2 == 0 { vec![] } else { vec![3; 8] },
+        parent_span_id: if i.is_multiple_of(2) {
+            vec![]
+        } else {
+            vec![3; 8]
+        },
         trace_state: "k=v".into(),
         flags: 0x301,
         name: format!("span {i} ü"),
