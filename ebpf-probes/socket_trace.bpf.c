@@ -51,6 +51,8 @@ enum weft_syscall {
 	WEFT_SYS_SENDMMSG = 13,
 	WEFT_SYS_SENDFILE = 14,
 	WEFT_SYS_OTHER = 15,         /* io_uring, splice, a kernel caller: no payload */
+	WEFT_SYS_SSL_WRITE = 16,     /* plaintext of SSL_write / SSL_write_ex (WEFT_FLAG_TLS) */
+	WEFT_SYS_SSL_READ = 17,      /* plaintext of SSL_read / SSL_read_ex (WEFT_FLAG_TLS) */
 };
 
 /* iovec entries copied per record; bytes in later entries are counted as
@@ -66,7 +68,8 @@ enum weft_stat {
 	WEFT_STAT_TRUNCATED = 1,      /* payload longer than the captured prefix */
 	WEFT_STAT_PAYLOAD_FAULT = 2,  /* user buffer unreadable; record sent without payload */
 	WEFT_STAT_SOCKETS_FULL = 3,   /* no room to remember one more socket */
-	WEFT_STAT_MAX = 4,
+	WEFT_STAT_TLS_NO_SOCKET = 4,  /* an OpenSSL call whose socket is not known: no record */
+	WEFT_STAT_MAX = 5,
 };
 
 /* Record flags. */
@@ -80,6 +83,13 @@ enum weft_stat {
  * and for a receive the connected peer (0 on an unconnected socket: the
  * source of a datagram is not known yet when it is read). */
 #define WEFT_FLAG_UDP 0x8
+/* The plaintext an OpenSSL call took or gave (uprobes on libssl): tcp_seq is
+ * the seq of the first encrypted byte the call moved on the socket in its own
+ * direction. */
+#define WEFT_FLAG_TLS 0x10
+/* With WEFT_FLAG_TLS: the call moved no bytes on the socket (OpenSSL served
+ * it from its buffer, or wrote later), so tcp_seq is unknown (0). */
+#define WEFT_FLAG_NO_SEQ 0x20
 
 /*
  * Wire record. Header is 120 bytes, then payload_len bytes of payload.
@@ -119,6 +129,9 @@ struct weft_event {
 #define WEFT_FILTER_EXCLUDE_PORTS 0x8
 /* UDP sockets talking to a port marked WEFT_LIST_DNS are captured. */
 #define WEFT_FILTER_DNS 0x10
+/* The OpenSSL uprobes are attached: sends and receives inside an SSL call
+ * are the call's, not records of their own. */
+#define WEFT_FILTER_TLS 0x20
 
 struct weft_config {
 	__u32 payload_bytes; /* 0 = default; capped at WEFT_MAX_PAYLOAD */
@@ -157,9 +170,38 @@ struct weft_sock {
 	__u16 rport;
 	__u8 role;
 	__u8 traced;
+	__u8 tls;             /* an OpenSSL call moved bytes on it: its own records are ciphertext */
 	__u8 laddr[16];
 	__u8 raddr[16];
 	char comm[WEFT_COMM_LEN];
+};
+
+/* The OpenSSL call in flight on this task (uprobe at entry to uretprobe), in
+ * its storage. */
+struct weft_ssl_call {
+	__u64 ssl;            /* the SSL object */
+	__u64 buf;            /* the caller's plaintext buffer */
+	__u64 len_ptr;        /* _ex calls: where the byte count is written; 0 otherwise */
+	__u64 ts_enter_ns;
+	__u64 sk;             /* the first socket the call moved bytes on, in its direction */
+	__u64 sock_id;
+	__u32 tcp_seq;        /* seq of that first byte */
+	__u8 direction;
+	__u8 active;
+	__u8 has_seq;
+	__u8 _pad;
+};
+
+/* The socket an SSL object last moved bytes on, for calls that move none. */
+struct weft_ssl_key {
+	__u64 ssl;
+	__u32 tgid;
+	__u32 _pad;
+};
+
+struct weft_ssl_sock {
+	__u64 sk;
+	__u64 sock_id;
 };
 
 /* The start of the send in flight on this task, in its storage. */
@@ -228,6 +270,20 @@ struct {
 	__type(key, int);
 	__type(value, struct weft_send);
 } weft_sends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct weft_ssl_call);
+} weft_ssl_calls SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct weft_ssl_key);
+	__type(value, struct weft_ssl_sock);
+} weft_ssl_socks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -888,6 +944,27 @@ static __always_inline void on_data(struct sock *sk, __s64 ret, int msg_flags, _
 			tcp_seq -= 1;
 	}
 
+	/* Inside an OpenSSL call the bytes are ciphertext: the call's record
+	 * carries its plaintext and the seq of its first encrypted byte here.
+	 * Outside one, a socket OpenSSL has used moves only TLS records
+	 * (alerts, tickets) that no parser reads. The handshake before the
+	 * first call is recorded: user space reads the TLS version from it. */
+	if (c && (c->filters & WEFT_FILTER_TLS)) {
+		struct weft_ssl_call *s = bpf_task_storage_get(&weft_ssl_calls, task, 0, 0);
+		if (s && s->active) {
+			if (!s->has_seq && s->direction == direction) {
+				s->sk = (__u64)sk;
+				s->sock_id = f->sock_id;
+				s->tcp_seq = tcp_seq;
+				s->has_seq = 1;
+			}
+			f->tls = 1;
+			return;
+		}
+		if (f->tls)
+			return;
+	}
+
 	struct weft_args a = {};
 	call_args(task, sk, msg_flags, direction, false, &a);
 	take_over(f, pid_tgid);
@@ -1018,6 +1095,137 @@ int BPF_PROG(weft_sock_destroy, struct sock *sk)
 	}
 	bpf_map_delete_elem(&weft_socks, &key);
 	return 0;
+}
+
+/*
+ * OpenSSL (uprobes on libssl's SSL_write, SSL_write_ex, SSL_read and
+ * SSL_read_ex, attached by user space to each libssl file in use). The entry
+ * keeps the buffer in the task's storage; the sends and receives the call
+ * makes on its socket give the socket and the seq of its first encrypted byte
+ * (on_data); the return writes one record of the plaintext with the socket's
+ * facts. A call that moved nothing on a socket (a read served from OpenSSL's
+ * buffer) uses the socket its SSL object last used, if that socket still
+ * lives, with WEFT_FLAG_NO_SEQ.
+ */
+static __always_inline int ssl_enter(__u8 direction, __u64 ssl, __u64 buf, __u64 len_ptr)
+{
+	struct weft_config *c = config();
+	if (!process_traced(c, bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	struct weft_ssl_call *s = bpf_task_storage_get(&weft_ssl_calls, bpf_get_current_task_btf(), 0,
+						       BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!s)
+		return 0;
+	s->ssl = ssl;
+	s->buf = buf;
+	s->len_ptr = len_ptr;
+	s->ts_enter_ns = bpf_ktime_get_ns();
+	s->sk = 0;
+	s->sock_id = 0;
+	s->tcp_seq = 0;
+	s->direction = direction;
+	s->has_seq = 0;
+	s->active = 1;
+	return 0;
+}
+
+static __always_inline int ssl_exit(long rc)
+{
+	struct weft_ssl_call *s = bpf_task_storage_get(&weft_ssl_calls, bpf_get_current_task_btf(), 0, 0);
+	if (!s || !s->active)
+		return 0;
+	s->active = 0;
+	__s64 n;
+	if (s->len_ptr) {
+		/* SSL_read_ex / SSL_write_ex: 1 on success, the count behind len_ptr. */
+		__u64 v = 0;
+		if ((int)rc != 1 || bpf_probe_read_user(&v, sizeof(v), (void *)s->len_ptr))
+			return 0;
+		n = (__s64)v;
+	} else {
+		n = (int)rc;
+	}
+	if (n <= 0)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct weft_ssl_key key = { .ssl = s->ssl, .tgid = pid_tgid >> 32 };
+	struct weft_ssl_sock known = {};
+	__u8 flags = WEFT_FLAG_TLS;
+	if (s->has_seq) {
+		known.sk = s->sk;
+		known.sock_id = s->sock_id;
+		bpf_map_update_elem(&weft_ssl_socks, &key, &known, BPF_ANY);
+	} else {
+		struct weft_ssl_sock *k = bpf_map_lookup_elem(&weft_ssl_socks, &key);
+		if (!k) {
+			stat_inc(WEFT_STAT_TLS_NO_SOCKET);
+			return 0;
+		}
+		known = *k;
+		flags |= WEFT_FLAG_NO_SEQ;
+	}
+	__u64 skey = known.sk;
+	struct weft_sock *f = bpf_map_lookup_elem(&weft_socks, &skey);
+	/* Gone, or another socket at that address since. */
+	if (!f || f->sock_id != known.sock_id) {
+		stat_inc(WEFT_STAT_TLS_NO_SOCKET);
+		return 0;
+	}
+	if (f->traced != WEFT_TRACED_YES)
+		return 0;
+	struct weft_config *c = config();
+	take_over(f, pid_tgid);
+	f->tls = 1;
+	struct weft_call call = {
+		.ts_enter_ns = s->ts_enter_ns,
+		.ts_exit_ns = bpf_ktime_get_ns(),
+		.ret = n,
+		.buf = s->buf,
+		.iovcnt = 0,
+		.tcp_seq = s->has_seq ? s->tcp_seq : 0,
+		.capture_seq = __sync_fetch_and_add(&f->capture_seq, 1),
+		.direction = s->direction,
+		.syscall = s->direction == WEFT_DIR_EGRESS ? WEFT_SYS_SSL_WRITE : WEFT_SYS_SSL_READ,
+		.flags = flags,
+	};
+	emit(c, f, &call, false);
+	return 0;
+}
+
+/* The arguments are read from the registers (x86-64: di, si, dx, cx). */
+SEC("uprobe")
+int weft_ssl_write(struct pt_regs *ctx)
+{
+	/* SSL_write(ssl, buf, num) */
+	return ssl_enter(WEFT_DIR_EGRESS, ctx->di, ctx->si, 0);
+}
+
+SEC("uprobe")
+int weft_ssl_write_ex(struct pt_regs *ctx)
+{
+	/* SSL_write_ex(ssl, buf, num, &written) */
+	return ssl_enter(WEFT_DIR_EGRESS, ctx->di, ctx->si, ctx->cx);
+}
+
+SEC("uprobe")
+int weft_ssl_read(struct pt_regs *ctx)
+{
+	/* SSL_read(ssl, buf, num) */
+	return ssl_enter(WEFT_DIR_INGRESS, ctx->di, ctx->si, 0);
+}
+
+SEC("uprobe")
+int weft_ssl_read_ex(struct pt_regs *ctx)
+{
+	/* SSL_read_ex(ssl, buf, num, &readbytes) */
+	return ssl_enter(WEFT_DIR_INGRESS, ctx->di, ctx->si, ctx->cx);
+}
+
+/* One return program for the four: the entry said which it was. */
+SEC("uretprobe")
+int weft_ssl_ret(struct pt_regs *ctx)
+{
+	return ssl_exit((long)ctx->ax);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

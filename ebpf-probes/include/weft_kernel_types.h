@@ -96,11 +96,15 @@ struct task_struct {
 };
 
 /* x86-64 saved user registers: the syscall number is in orig_ax, its
- * arguments in di, si, dx, r10, r8, r9, all still there at sys_exit. */
+ * arguments in di, si, dx, r10, r8, r9, all still there at sys_exit. A
+ * uprobe's context: a function's arguments in di, si, dx, cx, r8, r9, its
+ * return value in ax. */
 struct pt_regs {
 	unsigned long r9;
 	unsigned long r8;
 	unsigned long r10;
+	unsigned long ax;
+	unsigned long cx;
 	unsigned long dx;
 	unsigned long si;
 	unsigned long di;

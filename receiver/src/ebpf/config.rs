@@ -180,6 +180,29 @@ impl QueryTextConfig {
     }
 }
 
+/// `tls:`: plaintext of TLS connections, read where the application hands it to its
+/// TLS library.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Uprobes on OpenSSL's `SSL_write`, `SSL_write_ex`, `SSL_read` and `SSL_read_ex`
+    /// in every `libssl.so.*` the host's processes map.
+    pub openssl: bool,
+    /// More files that hold OpenSSL's functions: absolute paths of libraries or
+    /// executables that link OpenSSL statically, or file names matched against what
+    /// processes map (`libssl.so.1.1`, `node`).
+    pub libraries: Vec<String>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            openssl: true,
+            libraries: Vec::new(),
+        }
+    }
+}
+
 /// `receivers: ebpf:`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -219,6 +242,8 @@ pub struct EbpfReceiverConfig {
     pub protocols: ProtocolsConfig,
     /// How database query text is exported.
     pub query_text: QueryTextConfig,
+    /// TLS plaintext capture.
+    pub tls: TlsConfig,
 }
 
 impl Default for EbpfReceiverConfig {
@@ -238,6 +263,7 @@ impl Default for EbpfReceiverConfig {
             max_connections: 65536,
             protocols: ProtocolsConfig::default(),
             query_text: QueryTextConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -361,6 +387,16 @@ impl ComponentConfig for EbpfReceiverConfig {
                 return Err(ConfigFieldError::at(
                     &["protocols", "dns", "ports", &i.to_string()],
                     "port 0 never carries traffic",
+                ));
+            }
+        }
+        for (i, lib) in self.tls.libraries.iter().enumerate() {
+            let path = std::path::Path::new(lib);
+            let bare = path.file_name().is_some_and(|f| f == path.as_os_str());
+            if lib.is_empty() || !(bare || path.is_absolute()) {
+                return Err(ConfigFieldError::at(
+                    &["tls", "libraries", &i.to_string()],
+                    format!("{lib:?}: give an absolute path or a bare file name"),
                 ));
             }
         }

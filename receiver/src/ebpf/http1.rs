@@ -123,8 +123,12 @@ pub struct Chunk<'a> {
     pub total_len: usize,
     /// When the bytes crossed the syscall boundary (egress: entry, ingress: exit).
     pub ts_ns: u64,
-    /// TCP sequence number of the chunk's first byte.
-    pub tcp_seq: u32,
+    /// TCP sequence number of the chunk's first byte; None when unknown.
+    pub tcp_seq: Option<u32>,
+    /// Whether the chunk's bytes are consecutive on the wire (clear text), so byte `pos`
+    /// has sequence `tcp_seq + pos`. False for the plaintext of a TLS call, whose
+    /// sequence is that of its first encrypted byte: known for its first byte only.
+    pub seq_linear: bool,
     /// Facts of the syscall that moved the chunk; a message reports those of the chunk
     /// holding its first byte.
     pub tag: Tag,
@@ -146,8 +150,19 @@ impl<'a> Chunk<'a> {
             captured: bytes,
             total_len: bytes.len(),
             ts_ns,
-            tcp_seq,
+            tcp_seq: Some(tcp_seq),
+            seq_linear: true,
             tag: Tag::default(),
+        }
+    }
+
+    /// The sequence number of byte `pos` of the chunk, when it is known.
+    pub fn seq_at(&self, pos: usize) -> Option<u32> {
+        match self.tcp_seq {
+            Some(s) if pos == 0 => Some(s),
+            // Sequence numbers wrap, and so does this offset on purpose.
+            Some(s) if self.seq_linear => Some(s.wrapping_add(pos as u32)),
+            _ => None,
         }
     }
 }
@@ -262,8 +277,8 @@ pub struct Http1Message {
     pub start_ns: u64,
     /// Timestamp of the chunk holding the last byte.
     pub end_ns: u64,
-    /// TCP sequence of the first byte (of the first 1xx for a response).
-    pub tcp_seq: u32,
+    /// TCP sequence of the first byte (of the first 1xx for a response), when known.
+    pub tcp_seq: Option<u32>,
     /// Tag of the chunk holding the first byte (of the first 1xx for a response).
     pub tag: Tag,
     /// Some of its bytes were not captured (their count was still honoured).
@@ -360,7 +375,7 @@ struct Builder {
     transfer_encoding: bool,
     chunked: bool,
     start_ns: u64,
-    tcp_seq: u32,
+    tcp_seq: Option<u32>,
     tag: Tag,
     truncated: bool,
     dropped: Option<DropReason>,
@@ -386,7 +401,7 @@ pub struct Http1Stream {
     line_buf: Vec<u8>,
     cur: Builder,
     /// Start of the first 1xx of the response in progress.
-    interim_start: Option<(u64, u32, Tag)>,
+    interim_start: Option<(u64, Option<u32>, Tag)>,
     /// Methods of requests still waiting for their final response (response streams).
     expected: VecDeque<Method>,
     last_ts: u64,
@@ -744,8 +759,7 @@ impl Http1Stream {
     fn begin_message(&mut self, chunk: &Chunk<'_>, pos: usize) {
         self.cur = Builder {
             start_ns: chunk.ts_ns,
-            // Sequence numbers wrap, and so does this offset on purpose.
-            tcp_seq: chunk.tcp_seq.wrapping_add(pos as u32),
+            tcp_seq: chunk.seq_at(pos),
             tag: chunk.tag,
             ..Builder::default()
         };

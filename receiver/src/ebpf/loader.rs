@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::BtfTracePoint;
+use aya::programs::uprobe::{UProbeLinkId, UProbeScope};
+use aya::programs::{BtfTracePoint, UProbe};
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use super::config::EbpfReceiverConfig;
@@ -29,7 +30,8 @@ pub const STAT_RINGBUF_DROPS: usize = 0;
 pub const STAT_TRUNCATED: usize = 1;
 pub const STAT_PAYLOAD_FAULT: usize = 2;
 pub const STAT_SOCKETS_FULL: usize = 3;
-pub const STAT_COUNT: usize = 4;
+pub const STAT_TLS_NO_SOCKET: usize = 4;
+pub const STAT_COUNT: usize = 5;
 
 /// Why the probes are not running; each message is one sentence for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +154,7 @@ const FILTER_EXCLUDE_PIDS: u32 = 0x2;
 const FILTER_INCLUDE_PORTS: u32 = 0x4;
 const FILTER_EXCLUDE_PORTS: u32 = 0x8;
 const FILTER_DNS: u32 = 0x10;
+const FILTER_TLS: u32 = 0x20;
 /// Values of the pid and port filter maps (`WEFT_LIST_*`).
 const LIST_INCLUDE: u32 = 0x1;
 const LIST_EXCLUDE: u32 = 0x2;
@@ -288,9 +291,35 @@ impl KernelFilters {
     }
 }
 
+/// The OpenSSL entry probes: program, function, whether a library must have it.
+const SSL_ENTRIES: [(&str, &str, bool); 4] = [
+    ("weft_ssl_write", "SSL_write", true),
+    ("weft_ssl_write_ex", "SSL_write_ex", false),
+    ("weft_ssl_read", "SSL_read", true),
+    ("weft_ssl_read_ex", "SSL_read_ex", false),
+];
+/// The return probe shared by all four functions.
+const SSL_RETURN: &str = "weft_ssl_ret";
+
+/// Why a library could not be probed.
+#[derive(Debug, thiserror::Error)]
+pub enum UprobeError {
+    #[error("the TLS probes are not loaded")]
+    NotEnabled,
+    #[error("{path} has no {symbol}: {error}")]
+    Symbol {
+        path: String,
+        symbol: &'static str,
+        error: String,
+    },
+}
+
 /// The loaded, attached probes. Dropping it detaches them.
 pub struct Probes {
     ebpf: Ebpf,
+    /// `weft_config[0]` as last written: payload bytes, weft's pid, wakeup bytes, filters.
+    kconfig: [u32; 4],
+    tls: bool,
 }
 
 impl Probes {
@@ -311,25 +340,19 @@ impl Probes {
             .load(PROBES)
             .map_err(|e| LoadError::Load(chain(&e)))?;
         let map_err = |e: aya::maps::MapError| LoadError::Load(chain(&e));
+        let kwords = [
+            config.payload_bytes,
+            std::process::id(),
+            config.ring_buffer_bytes / WAKEUP_FRACTION,
+            filters.bits,
+        ];
         {
             let map = ebpf
                 .map_mut("weft_config")
                 .ok_or(LoadError::Missing("the weft_config map"))?;
             let mut kconfig: Array<&mut MapData, [u32; 4]> =
                 Array::try_from(map).map_err(map_err)?;
-            let wakeup_bytes = config.ring_buffer_bytes / WAKEUP_FRACTION;
-            kconfig
-                .set(
-                    0,
-                    [
-                        config.payload_bytes,
-                        std::process::id(),
-                        wakeup_bytes,
-                        filters.bits,
-                    ],
-                    0,
-                )
-                .map_err(map_err)?;
+            kconfig.set(0, kwords, 0).map_err(map_err)?;
         }
         fill_map(&mut ebpf, "weft_pids", &filters.pids)?;
         fill_map(&mut ebpf, "weft_ports", &filters.ports)?;
@@ -360,7 +383,109 @@ impl Probes {
                 .map_err(|e| attach_err(chain(&e)))?;
             prog.attach().map_err(|e| attach_err(chain(&e)))?;
         }
-        Ok(Probes { ebpf })
+        Ok(Probes {
+            ebpf,
+            kconfig: kwords,
+            tls: false,
+        })
+    }
+
+    /// Loads the OpenSSL uprobes and tells the socket probes to take TLS sockets'
+    /// bytes from them. Libraries are then attached one by one with `attach_ssl`.
+    pub fn enable_tls(&mut self) -> Result<(), LoadError> {
+        let names = SSL_ENTRIES.iter().map(|(p, _, _)| *p).chain([SSL_RETURN]);
+        for name in names {
+            let prog: &mut UProbe = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(LoadError::Missing("an OpenSSL probe program"))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| LoadError::Load(chain(&e)))?;
+            prog.load().map_err(|e| LoadError::Load(chain(&e)))?;
+        }
+        let mut words = self.kconfig;
+        words[3] |= FILTER_TLS;
+        let map = self
+            .ebpf
+            .map_mut("weft_config")
+            .ok_or(LoadError::Missing("the weft_config map"))?;
+        let mut kconfig: Array<&mut MapData, [u32; 4]> =
+            Array::try_from(map).map_err(|e| LoadError::Load(chain(&e)))?;
+        kconfig
+            .set(0, words, 0)
+            .map_err(|e| LoadError::Load(chain(&e)))?;
+        self.kconfig = words;
+        self.tls = true;
+        Ok(())
+    }
+
+    /// Attaches the OpenSSL probes to one file (a `libssl.so.*`, or an executable
+    /// with OpenSSL linked in), for every process that maps it, now or later.
+    /// Returns how many functions were probed; on an error nothing stays attached.
+    pub fn attach_ssl(&mut self, path: &Path) -> Result<usize, UprobeError> {
+        if !self.tls {
+            return Err(UprobeError::NotEnabled);
+        }
+        let mut links: Vec<(&'static str, UProbeLinkId)> = Vec::new();
+        let mut result = Ok(());
+        for (entry, symbol, required) in SSL_ENTRIES {
+            let attached = self
+                .attach_one(entry, symbol, path)
+                .and_then(|l| {
+                    links.push((entry, l));
+                    self.attach_one(SSL_RETURN, symbol, path)
+                })
+                .map(|l| links.push((SSL_RETURN, l)));
+            if let Err(error) = attached {
+                if required {
+                    result = Err(UprobeError::Symbol {
+                        path: path.display().to_string(),
+                        symbol,
+                        error,
+                    });
+                    break;
+                }
+                // An optional function missing: its entry probe alone would mark
+                // calls that never end, so it goes too.
+                if let Some((p, l)) = links.pop_if(|(p, _)| *p == entry) {
+                    self.detach(p, l);
+                }
+            }
+        }
+        match result {
+            Ok(()) => Ok(links.len() / 2),
+            Err(e) => {
+                for (p, l) in links {
+                    self.detach(p, l);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn uprobe(&mut self, program: &str) -> Result<&mut UProbe, String> {
+        self.ebpf
+            .program_mut(program)
+            .ok_or_else(|| format!("the probe object lacks {program}"))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| chain(&e))
+    }
+
+    fn attach_one(
+        &mut self,
+        program: &'static str,
+        symbol: &str,
+        path: &Path,
+    ) -> Result<UProbeLinkId, String> {
+        self.uprobe(program)?
+            .attach(symbol, path, UProbeScope::AllProcesses)
+            .map_err(|e| chain(&e))
+    }
+
+    fn detach(&mut self, program: &str, link: UProbeLinkId) {
+        if let Ok(p) = self.uprobe(program) {
+            let _ = p.detach(link);
+        }
     }
 
     /// Makes the kernel leave out loopback connections to these ports (weft's own

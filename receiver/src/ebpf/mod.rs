@@ -18,6 +18,7 @@ pub mod loader;
 pub mod pairing;
 pub mod record;
 pub mod span;
+pub mod tls;
 pub mod tracker;
 
 #[cfg(test)]
@@ -44,6 +45,7 @@ use crate::common::running::Running;
 pub use config::EbpfReceiverConfig;
 use loader::Probes;
 use record::Record;
+use tls::TlsDiscovery;
 use tracker::{ProcFs, Tracker, TrackerStats};
 
 /// Batches of spans waiting for the pipeline; when the pipeline is this far behind,
@@ -56,6 +58,8 @@ const MAX_BATCH_SPANS: usize = 1024;
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// How often weft's own listening ports are read again (receivers start, reload).
 const OWN_PORTS_REFRESH: Duration = Duration::from_secs(2);
+/// How often processes are looked at for OpenSSL files not yet probed.
+const TLS_SCAN_INTERVAL: Duration = Duration::from_secs(2);
 /// Records read per pass, so flushes and shutdown are not starved under load.
 const RECORDS_PER_PASS: usize = 4096;
 
@@ -110,6 +114,9 @@ struct Metrics {
     db_framing_lost: Counter,
     dns_bad_messages: Counter,
     dns_ambiguous: Counter,
+    tls_connections: Counter,
+    tls_no_socket: Counter,
+    tls_libraries: Gauge,
     connections: Gauge,
     active: Gauge,
 }
@@ -159,6 +166,19 @@ impl Metrics {
             dns_ambiguous: c(
                 "weft_ebpf_dns_ambiguous",
                 "DNS answers that two waiting queries (same id, name and type) could own: neither was paired",
+            ),
+            tls_connections: c(
+                "weft_ebpf_tls_connections",
+                "TLS connections whose plaintext was read from OpenSSL's calls",
+            ),
+            tls_no_socket: c(
+                "weft_ebpf_tls_no_socket",
+                "OpenSSL calls not recorded because their socket was not known (a memory BIO, a socket gone)",
+            ),
+            tls_libraries: t.gauge(
+                "weft_ebpf_tls_libraries",
+                "OpenSSL library files the uprobes are attached to",
+                &l,
             ),
             records: c(
                 "weft_ebpf_records",
@@ -247,12 +267,15 @@ impl Metrics {
             .add(d(now.dns_bad_messages, last.dns_bad_messages));
         self.dns_ambiguous
             .add(d(now.dns_ambiguous, last.dns_ambiguous));
+        self.tls_connections
+            .add(d(now.tls_connections, last.tls_connections));
         *last = now.clone();
         for (i, counter) in [
             (loader::STAT_RINGBUF_DROPS, &self.ringbuf_dropped),
             (loader::STAT_TRUNCATED, &self.payload_truncated),
             (loader::STAT_PAYLOAD_FAULT, &self.payload_fault),
             (loader::STAT_SOCKETS_FULL, &self.inflight_full),
+            (loader::STAT_TLS_NO_SOCKET, &self.tls_no_socket),
         ] {
             counter.add(d(kernel[i], last_kernel[i]));
         }
@@ -293,14 +316,16 @@ impl Lifecycle for EbpfReceiver {
             return Ok(());
         }
         let cfg = self.config.clone();
+        let id = self.id.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             let mut probes = Probes::load(&cfg)?;
             let ring = probes.ring_buffer()?;
-            Ok::<_, loader::LoadError>((probes, ring))
+            let tls = start_tls(&id, &cfg, &mut probes);
+            Ok::<_, loader::LoadError>((probes, ring, tls))
         })
         .await
         .map_err(|e| ComponentError::new(format!("{} receiver: {e}", self.id)))?;
-        let (probes, ring) = match loaded {
+        let (probes, ring, tls) = match loaded {
             Ok(v) => v,
             Err(e) if self.config.optional => {
                 tracing::warn!(
@@ -330,6 +355,7 @@ impl Lifecycle for EbpfReceiver {
             self.id.clone(),
             self.config.clone(),
             probes,
+            tls,
             ring,
             tracker,
             tx,
@@ -360,6 +386,44 @@ impl Lifecycle for EbpfReceiver {
 
 impl Receiver for EbpfReceiver {}
 
+/// Loads the OpenSSL probes and attaches them to the host's libraries and the
+/// processes running now. Off (with one warning) where uprobes cannot load; clear-text
+/// capture is unaffected either way.
+fn start_tls(
+    id: &ComponentId,
+    cfg: &EbpfReceiverConfig,
+    probes: &mut Probes,
+) -> Option<TlsDiscovery> {
+    if !cfg.tls.openssl && cfg.tls.libraries.is_empty() {
+        return None;
+    }
+    if let Err(e) = probes.enable_tls() {
+        tracing::warn!(receiver = %id, "TLS capture is off: the OpenSSL uprobes cannot load ({e}); clear-text capture continues");
+        return None;
+    }
+    let mut d = TlsDiscovery::new(cfg.tls.clone());
+    let mut attach = |p: &std::path::Path| probes.attach_ssl(p).map_err(|e| e.to_string());
+    let host = d.startup_candidates();
+    let mut done = d.attach_files(host, &mut attach);
+    let running = d.scan(std::path::Path::new("/proc"), &mut attach);
+    done.files.extend(running.files);
+    done.failed.extend(running.failed);
+    log_tls(id, &done);
+    if d.probed() == 0 {
+        tracing::info!(receiver = %id, "no OpenSSL library found yet; processes are looked at every {}s", TLS_SCAN_INTERVAL.as_secs());
+    }
+    Some(d)
+}
+
+fn log_tls(id: &ComponentId, done: &tls::Attached) {
+    for (path, functions) in &done.files {
+        tracing::info!(receiver = %id, file = %path.display(), functions, "TLS plaintext probes attached");
+    }
+    for (path, error) in &done.failed {
+        tracing::warn!(receiver = %id, file = %path.display(), "cannot probe this file for TLS plaintext: {error}");
+    }
+}
+
 /// Hands span batches to the pipeline, in order, until the capture side is gone.
 async fn forward(ingest: Arc<Ingest>, mut rx: mpsc::Receiver<Payload>) {
     while let Some(payload) = rx.recv().await {
@@ -374,6 +438,7 @@ async fn capture(
     id: ComponentId,
     config: Arc<EbpfReceiverConfig>,
     mut probes: Probes,
+    mut tls: Option<TlsDiscovery>,
     mut ring: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
     mut tracker: Tracker,
     tx: mpsc::Sender<Payload>,
@@ -393,6 +458,10 @@ async fn capture(
     // weft's own listening ports, refreshed as receivers start, stop or reload.
     let mut own_ports = std::collections::BTreeSet::new();
     let mut last_own_ports: Option<Instant> = None;
+    let mut last_tls_scan = Instant::now();
+    if let Some(d) = &tls {
+        metrics.tls_libraries.set(d.probed() as i64);
+    }
     loop {
         tokio::select! {
             _ = token.cancelled() => break,
@@ -429,6 +498,14 @@ async fn capture(
                         }
                         own_ports = now;
                     }
+                }
+                if let Some(d) = tls.as_mut().filter(|_| last_tls_scan.elapsed() >= TLS_SCAN_INTERVAL) {
+                    last_tls_scan = Instant::now();
+                    let done = d.scan(std::path::Path::new("/proc"), &mut |p| {
+                        probes.attach_ssl(p).map_err(|e| e.to_string())
+                    });
+                    log_tls(&id, &done);
+                    metrics.tls_libraries.set(d.probed() as i64);
                 }
                 tracker.set_clock_offset(loader::clock_offset_ns());
                 if last_expire.elapsed() >= Duration::from_secs(1) {

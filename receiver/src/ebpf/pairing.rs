@@ -36,10 +36,10 @@ pub struct HttpExchange {
     /// The first configured request-id header of the response (a gateway answers
     /// with the id it generated and sent upstream).
     pub resp_x_request_id: Option<String>,
-    /// TCP sequence of the request's first byte.
-    pub req_tcp_seq: u32,
+    /// TCP sequence of the request's first byte, when known.
+    pub req_tcp_seq: Option<u32>,
     /// TCP sequence of the response's first byte (of its first 1xx when there was one).
-    pub resp_tcp_seq: u32,
+    pub resp_tcp_seq: Option<u32>,
     /// Syscall facts of the request's first byte.
     pub req_tag: Tag,
     /// Syscall facts of the response's first byte.

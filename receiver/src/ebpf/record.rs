@@ -21,8 +21,18 @@ pub const FLAG_FROM_FILE: u8 = 0x4;
 /// for a receive the connected peer (unspecified on an unconnected socket).
 pub const FLAG_UDP: u8 = 0x8;
 
+/// Record flag: the plaintext of an OpenSSL call (uprobes on libssl); `tcp_seq` is the
+/// seq of the first encrypted byte the call moved on the socket in its direction.
+pub const FLAG_TLS: u8 = 0x10;
+/// With [`FLAG_TLS`]: the call moved no bytes on the socket (OpenSSL served it from its
+/// buffer), so `tcp_seq` is unknown.
+pub const FLAG_NO_SEQ: u8 = 0x20;
+
 /// Syscall code of the close record: the socket's last event.
 pub const SYSCALL_CLOSE: u8 = 7;
+/// Codes of the OpenSSL calls a [`FLAG_TLS`] record comes from.
+pub const SYSCALL_SSL_WRITE: u8 = 16;
+pub const SYSCALL_SSL_READ: u8 = 17;
 
 /// Which side opened the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +214,16 @@ impl<'a> Record<'a> {
         }
     }
 
+    /// The plaintext of an OpenSSL call, not bytes of a syscall.
+    pub fn is_tls(&self) -> bool {
+        self.flags & FLAG_TLS != 0
+    }
+
+    /// The TCP sequence number of the first byte, when the record has one.
+    pub fn seq(&self) -> Option<u32> {
+        (self.flags & (FLAG_TLS | FLAG_NO_SEQ) != FLAG_TLS | FLAG_NO_SEQ).then_some(self.tcp_seq)
+    }
+
     /// Bytes moved but not in the payload.
     pub fn uncaptured(&self) -> u64 {
         self.len.saturating_sub(self.payload.len() as u64)
@@ -260,4 +280,18 @@ pub fn encode(
     b[104..104 + n].copy_from_slice(&c[..n]);
     b.extend_from_slice(payload);
     b
+}
+
+/// Marks an encoded record as the plaintext of an OpenSSL call (for tests and fuzzing);
+/// `seq` false: the call moved no bytes on the socket.
+#[doc(hidden)]
+pub fn mark_tls(b: &mut [u8], seq: bool) {
+    if b.len() >= HEADER_LEN {
+        b[69] |= FLAG_TLS | if seq { 0 } else { FLAG_NO_SEQ };
+        b[68] = if b[67] == 1 {
+            SYSCALL_SSL_WRITE
+        } else {
+            SYSCALL_SSL_READ
+        };
+    }
 }

@@ -34,6 +34,10 @@ pub struct ConnFacts {
     pub cgroup_id: u64,
     /// Name of the thread that first used the socket.
     pub comm: String,
+    /// The bytes are the plaintext of OpenSSL calls on a TLS connection.
+    pub tls: bool,
+    /// The TLS version the handshake agreed (`1.2`, `1.3`), when it was seen.
+    pub tls_version: Option<&'static str>,
 }
 
 /// What a process's resource says.
@@ -183,6 +187,12 @@ impl<'a> Ends<'a> {
         attributes.push(kv_int("network.local.port", i64::from(conn.local.1)));
         attributes.push(kv_str("network.type", network_type(conn)));
         attributes.push(kv_str("network.transport", "tcp"));
+        if conn.tls {
+            attributes.push(kv_str("tls.protocol.name", "tls"));
+            if let Some(v) = conn.tls_version {
+                attributes.push(kv_str("tls.protocol.version", v));
+            }
+        }
         attributes.push(kv_int("process.pid", i64::from(conn.pid)));
     }
 }
@@ -254,8 +264,12 @@ impl SpanBuilder {
         };
         ends.push(&mut attributes, server_address, conn);
         attributes.push(kv_int("thread.id", i64::from(x.req_tag.tid)));
-        attributes.push(kv_int("weft.tcp.req_seq", i64::from(x.req_tcp_seq)));
-        attributes.push(kv_int("weft.tcp.resp_seq", i64::from(x.resp_tcp_seq)));
+        if let Some(seq) = x.req_tcp_seq {
+            attributes.push(kv_int("weft.tcp.req_seq", i64::from(seq)));
+        }
+        if let Some(seq) = x.resp_tcp_seq {
+            attributes.push(kv_int("weft.tcp.resp_seq", i64::from(seq)));
+        }
         attributes.push(kv_int(
             "weft.syscall_trace_id.req",
             x.req_tag.syscall_id as i64,
@@ -324,13 +338,17 @@ impl SpanBuilder {
         }
         ends.push(&mut attributes, ends.server_text, conn);
         attributes.push(kv_int("thread.id", i64::from(x.req.tag.tid)));
-        attributes.push(kv_int("weft.tcp.req_seq", i64::from(x.req.tcp_seq)));
+        if let Some(seq) = x.req.tcp_seq {
+            attributes.push(kv_int("weft.tcp.req_seq", i64::from(seq)));
+        }
         attributes.push(kv_int(
             "weft.syscall_trace_id.req",
             x.req.tag.syscall_id as i64,
         ));
         if let Some(resp) = &x.resp {
-            attributes.push(kv_int("weft.tcp.resp_seq", i64::from(resp.tcp_seq)));
+            if let Some(seq) = resp.tcp_seq {
+                attributes.push(kv_int("weft.tcp.resp_seq", i64::from(seq)));
+            }
             attributes.push(kv_int(
                 "weft.syscall_trace_id.resp",
                 resp.tag.syscall_id as i64,

@@ -39,8 +39,8 @@ fn exchange(method: Method, path: &str, status: u16) -> HttpExchange {
         req_headers_of_interest: Vec::new(),
         x_request_id: None,
         resp_x_request_id: None,
-        req_tcp_seq: 0,
-        resp_tcp_seq: 0,
+        req_tcp_seq: Some(0),
+        resp_tcp_seq: Some(0),
         req_tag: Tag::default(),
         resp_tag: Tag::default(),
         truncated: false,
@@ -49,8 +49,10 @@ fn exchange(method: Method, path: &str, status: u16) -> HttpExchange {
 }
 
 fn timed(mut x: HttpExchange, req: (u64, u64, u32), resp: (u64, u64, u32)) -> HttpExchange {
-    (x.request_start_ns, x.request_end_ns, x.req_tcp_seq) = req;
-    (x.response_start_ns, x.response_end_ns, x.resp_tcp_seq) = resp;
+    (x.request_start_ns, x.request_end_ns) = (req.0, req.1);
+    x.req_tcp_seq = Some(req.2);
+    (x.response_start_ns, x.response_end_ns) = (resp.0, resp.1);
+    x.resp_tcp_seq = Some(resp.2);
     x
 }
 
@@ -254,7 +256,8 @@ fn hundred_kb_bodies_with_1024_byte_captures() {
                 captured: &part[..part.len().min(CAP)],
                 total_len: part.len(),
                 ts_ns: ts + i as u64,
-                tcp_seq: (i * 16 * 1024) as u32,
+                tcp_seq: Some((i * 16 * 1024) as u32),
+                seq_linear: true,
                 tag: Tag::default(),
             };
             if request {
@@ -310,7 +313,8 @@ fn head_not_captured_keeps_pairs_aligned() {
         captured: &bytes[..r1.len()],
         total_len: bytes.len(),
         ts_ns: 10,
-        tcp_seq: 0,
+        tcp_seq: Some(0),
+        seq_linear: true,
         tag: Tag::default(),
     };
     let mut got = Vec::new();
@@ -409,16 +413,16 @@ fn no_content_and_not_modified_have_no_body() {
     let p2 = "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n";
     let p3 = "HTTP/1.1 500 Oops\r\nContent-Length: 3\r\n\r\nbad";
     got.extend(send_resp(&mut c, format!("{p1}{p2}{p3}").as_bytes(), 2, 0));
-    let statuses: Vec<(String, u16, u32)> = got
+    let statuses: Vec<(String, u16, Option<u32>)> = got
         .iter()
         .map(|x| (x.path.clone(), x.status, x.resp_tcp_seq))
         .collect();
     assert_eq!(
         statuses,
         vec![
-            ("/x".to_string(), 204, 0),
-            ("/y".to_string(), 304, p1.len() as u32),
-            ("/z".to_string(), 500, (p1.len() + p2.len()) as u32),
+            ("/x".to_string(), 204, Some(0)),
+            ("/y".to_string(), 304, Some(p1.len() as u32)),
+            ("/z".to_string(), 500, Some((p1.len() + p2.len()) as u32)),
         ]
     );
 }
@@ -442,8 +446,8 @@ fn header_line_over_16k_drops_that_message_only() {
     got.extend(send_resp(&mut c, resp.repeat(3).as_bytes(), 2, 0));
     let paths: Vec<&str> = got.iter().map(|x| x.path.as_str()).collect();
     assert_eq!(paths, vec!["/ok", "/after"]);
-    assert_eq!(got[1].req_tcp_seq, (r1.len() + r2.len()) as u32);
-    assert_eq!(got[1].resp_tcp_seq, 2 * resp.len() as u32);
+    assert_eq!(got[1].req_tcp_seq, Some((r1.len() + r2.len()) as u32));
+    assert_eq!(got[1].resp_tcp_seq, Some(2 * resp.len() as u32));
     assert_eq!(c.request_stats().line_too_long, 1);
     assert_eq!(c.pairing_stats().dropped_pairs, 1);
     assert!(c.is_http());
@@ -501,7 +505,8 @@ fn tls_client_hello_is_not_http() {
         captured: &hello,
         total_len: 517,
         ts_ns: 1,
-        tcp_seq: 0,
+        tcp_seq: Some(0),
+        seq_linear: true,
         tag: Tag::default(),
     };
     let mut got = Vec::new();
@@ -787,7 +792,8 @@ fn truncated_head_keeps_start_line_and_resyncs() {
         captured: &req[..1024],
         total_len: req.len(),
         ts_ns: 10,
-        tcp_seq: 0,
+        tcp_seq: Some(0),
+        seq_linear: true,
         tag: Tag::default(),
     };
     let mut got = Vec::new();
@@ -900,7 +906,8 @@ fn run_writes(
                 captured: &bytes[..cap],
                 total_len: bytes.len(),
                 ts_ns: if request { 1 } else { 2 },
-                tcp_seq: seq,
+                tcp_seq: Some(seq),
+                seq_linear: true,
                 tag: Tag::default(),
             };
             seq = seq.wrapping_add(bytes.len() as u32);

@@ -52,6 +52,8 @@ pub struct TrackerStats {
     pub dns_bad_messages: u64,
     /// DNS answers two waiting queries could own: none was paired.
     pub dns_ambiguous: u64,
+    /// TLS connections whose plaintext came through OpenSSL's calls.
+    pub tls_connections: u64,
 }
 
 fn proto_index(p: DbProtocol) -> usize {
@@ -81,9 +83,22 @@ enum Mode {
         sock: Box<DnsSocket>,
         requests: Direction,
     },
+    /// The ciphertext of a TLS connection (its handshake, or every byte when OpenSSL's
+    /// calls are not traced): never parsed; the handshake tells the version.
+    Tls {
+        version: Option<&'static str>,
+        /// A handshake record's 5-byte header read on its own (OpenSSL reads the
+        /// header, then the body), joined to the next read to find a ServerHello.
+        header: Option<[u8; 5]>,
+    },
     /// Not HTTP/1.x, or not allowed to make spans: only the syscall ids are kept.
     Ignored,
 }
+
+/// Key bit of the plaintext side of a TLS socket: its OpenSSL calls are a stream of
+/// their own, next to the socket's ciphertext records under the plain key. (Inode
+/// numbers never come near it.)
+const TLS_KEY: u64 = 1 << 63;
 
 #[derive(Debug)]
 struct Conn {
@@ -120,6 +135,8 @@ impl Conn {
                 remote_text: r.raddr.to_string(),
                 cgroup_id: r.cgroup_id,
                 comm: r.comm().to_string(),
+                tls: r.is_tls(),
+                tls_version: None,
             },
             seen: Seen::default(),
         }
@@ -168,6 +185,54 @@ fn looks_like_request(p: &[u8]) -> bool {
 
 fn looks_like_response(p: &[u8]) -> bool {
     p.starts_with(b"HTTP/1.")
+}
+
+/// Looks like the first bytes of a TLS record: a handshake or alert record of TLS
+/// 1.0 to 1.3 (every version writes 3.1 to 3.3 in the record layer). A read shorter
+/// than the record header is judged on the bytes it has: servers that serve TLS and
+/// clear text on one port peek at the first byte alone.
+fn tls_record(p: &[u8]) -> bool {
+    !p.is_empty()
+        && matches!(p[0], 0x15 | 0x16)
+        && p.get(1).is_none_or(|b| *b == 3)
+        && p.get(2).is_none_or(|b| (1..=4).contains(b))
+}
+
+/// The version a ServerHello at the start of `p` agrees: its `supported_versions`
+/// extension (TLS 1.3), else its legacy version. None for anything else, or when the
+/// message is cut short.
+pub(crate) fn server_hello_version(p: &[u8]) -> Option<&'static str> {
+    fn name(v: u16) -> Option<&'static str> {
+        Some(match v {
+            0x0301 => "1.0",
+            0x0302 => "1.1",
+            0x0303 => "1.2",
+            0x0304 => "1.3",
+            _ => return None,
+        })
+    }
+    // Record header (5), handshake header: type 2 = ServerHello, 3-byte length.
+    if !tls_record(p) || p[0] != 0x16 || p.get(5) != Some(&2) {
+        return None;
+    }
+    let body = p.get(9..)?;
+    let legacy = u16::from_be_bytes([*body.first()?, *body.get(1)?]);
+    // legacy_version(2) random(32) session_id(1+n) cipher(2) compression(1)
+    let sid_len = usize::from(*body.get(34)?);
+    let mut at = 35 + sid_len + 3;
+    let ext_len = usize::from(u16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]));
+    at += 2;
+    let end = at + ext_len;
+    while at + 4 <= end {
+        let ty = u16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]);
+        let len = usize::from(u16::from_be_bytes([*body.get(at + 2)?, *body.get(at + 3)?]));
+        at += 4;
+        if ty == 0x002b && len == 2 {
+            return name(u16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]));
+        }
+        at += len;
+    }
+    name(legacy)
 }
 
 /// The user side of the receiver: feed it records, take spans.
@@ -242,9 +307,13 @@ impl Tracker {
             self.push_datagram(r);
             return;
         }
-        let key = (r.pid, r.sock_id);
+        let tls = r.is_tls();
+        let key = (r.pid, if tls { r.sock_id | TLS_KEY } else { r.sock_id });
         if r.direction == Direction::None {
             if let Some(conn) = self.conns.remove(&key) {
+                self.finish(conn);
+            }
+            if let Some(conn) = self.conns.remove(&(r.pid, r.sock_id | TLS_KEY)) {
                 self.finish(conn);
             }
             return;
@@ -271,7 +340,19 @@ impl Tracker {
             if let Mode::Db { conn, .. } = &mode {
                 self.stats.db_connections[proto_index(conn.protocol())] += 1;
             }
-            self.conns.insert(key, Conn::new(mode, role, r));
+            let mut conn = Conn::new(mode, role, r);
+            if tls {
+                self.stats.tls_connections += 1;
+                // The version, from the handshake recorded on the socket's own key.
+                conn.facts.tls_version = match self.conns.get(&(r.pid, r.sock_id)) {
+                    Some(Conn {
+                        mode: Mode::Tls { version, .. },
+                        ..
+                    }) => *version,
+                    _ => None,
+                };
+            }
+            self.conns.insert(key, conn);
         }
         let ts = r.ts_ns();
         let id = self.syscall_id(key, r.tid, r.direction, ts);
@@ -281,6 +362,30 @@ impl Tracker {
         conn.last_seen_ns = ts;
         conn.capture_seq = r.capture_seq;
 
+        if !tls && matches!(conn.mode, Mode::Undecided) && tls_record(r.payload) {
+            conn.mode = Mode::Tls {
+                version: None,
+                header: None,
+            };
+        }
+        if let Mode::Tls { version, header } = &mut conn.mode {
+            if version.is_none() {
+                *version = match header.take() {
+                    Some(h) => {
+                        let mut joined = h.to_vec();
+                        joined.extend_from_slice(&r.payload[..r.payload.len().min(512)]);
+                        server_hello_version(&joined)
+                    }
+                    None => server_hello_version(r.payload),
+                };
+                if let Ok(h) = <[u8; 5]>::try_from(r.payload) {
+                    if h[0] == 0x16 {
+                        *header = Some(h);
+                    }
+                }
+            }
+            return;
+        }
         if let Mode::Undecided = conn.mode {
             let protocols = &self.config.protocols;
             let known = match conn.role {
@@ -349,10 +454,36 @@ impl Tracker {
         // Reassembly by TCP sequence: a gap (bytes never seen: a lost record, a call the
         // probe does not capture) is fed as uncaptured bytes so the parser keeps framing;
         // an overlap (MSG_PEEK, two readers) is cut off.
+        // The plaintext of TLS calls has no sequence of its own: its records follow
+        // one another, each with the seq of its first encrypted byte.
         let di = dir_index(r.direction);
         let mut payload = r.payload;
         let mut total = r.len;
         let mut seq = r.tcp_seq;
+        if tls {
+            let chunk = Chunk {
+                captured: payload,
+                total_len: usize::try_from(total).unwrap_or(usize::MAX),
+                ts_ns: ts,
+                tcp_seq: r.seq(),
+                seq_linear: false,
+                tag: Tag {
+                    syscall_id: id,
+                    tid: r.tid,
+                },
+            };
+            feed(
+                &mut conn.mode,
+                requests,
+                r.direction,
+                &chunk,
+                &mut self.exchanges,
+                &mut self.db_exchanges,
+                &mut self.dns_exchanges,
+            );
+            self.drain(key);
+            return;
+        }
         if let Some(expected) = conn.next_seq[di] {
             let ahead = seq.wrapping_sub(expected);
             if ahead != 0 && ahead < (1 << 31) {
@@ -361,7 +492,8 @@ impl Tracker {
                     captured: &[],
                     total_len: ahead as usize,
                     ts_ns: ts,
-                    tcp_seq: expected,
+                    tcp_seq: Some(expected),
+                    seq_linear: true,
                     tag: Tag {
                         syscall_id: id,
                         tid: r.tid,
@@ -393,7 +525,8 @@ impl Tracker {
             captured: payload,
             total_len: usize::try_from(total).unwrap_or(usize::MAX),
             ts_ns: ts,
-            tcp_seq: seq,
+            tcp_seq: Some(seq),
+            seq_linear: true,
             tag: Tag {
                 syscall_id: id,
                 tid: r.tid,

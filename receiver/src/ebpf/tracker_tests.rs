@@ -860,3 +860,174 @@ fn a_lookup_inside_a_handler_is_a_client_span_on_the_handler_chain() {
     // Nothing waits: both UDP sockets are forgotten (the TCP ones stay).
     assert_eq!(sim.t.connections(), 2);
 }
+
+// --- TLS ---------------------------------------------------------------------------
+
+/// A TLS 1.3 ServerHello record: legacy version 1.2, `supported_versions` = 1.3.
+fn server_hello(supported: Option<[u8; 2]>) -> Vec<u8> {
+    let mut body = vec![0x03, 0x03];
+    body.extend([7u8; 32]); // random
+    body.push(32);
+    body.extend([9u8; 32]); // session id
+    body.extend([0x13, 0x01, 0x00]); // cipher, compression
+    let mut ext = vec![0x00, 0x0b, 0x00, 0x01, 0x00]; // an unrelated extension first
+    if let Some(v) = supported {
+        ext.extend([0x00, 0x2b, 0x00, 0x02, v[0], v[1]]);
+    }
+    body.extend((ext.len() as u16).to_be_bytes());
+    body.extend(ext);
+    let mut hs = vec![0x02];
+    hs.extend(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend(body);
+    let mut rec = vec![0x16, 0x03, 0x03];
+    rec.extend((hs.len() as u16).to_be_bytes());
+    rec.extend(hs);
+    rec
+}
+
+#[test]
+fn server_hello_gives_the_agreed_version() {
+    use super::tracker::server_hello_version;
+    assert_eq!(
+        server_hello_version(&server_hello(Some([3, 4]))),
+        Some("1.3")
+    );
+    assert_eq!(server_hello_version(&server_hello(None)), Some("1.2"));
+    let hello = server_hello(Some([3, 4]));
+    // Cut anywhere: no answer, no panic.
+    for n in 0..hello.len() - 6 {
+        assert_eq!(server_hello_version(&hello[..n]), None, "cut at {n}");
+    }
+    // A ClientHello (handshake type 1) is not a ServerHello.
+    let mut client = hello.clone();
+    client[5] = 1;
+    assert_eq!(server_hello_version(&client), None);
+    assert_eq!(server_hello_version(b"GET / HTTP/1.1\r\n\r\n"), None);
+}
+
+impl Sim {
+    /// One OpenSSL call's plaintext; `seq` is the TCP sequence of the encrypted bytes
+    /// the call moved, when the kernel tied it to a socket syscall.
+    fn tls(&mut self, s: Side, dir: u8, seq: Option<u32>, bytes: &[u8]) {
+        self.ts += 1_000;
+        let mut b = encode(
+            s.pid,
+            s.tid,
+            s.sock,
+            s.role,
+            dir,
+            seq.unwrap_or(0),
+            self.cap,
+            self.ts,
+            s.local,
+            s.remote,
+            bytes.len() as u64,
+            bytes,
+            s.comm,
+        );
+        super::record::mark_tls(&mut b, seq.is_some());
+        self.cap += 1;
+        let r = Record::parse(&b).expect("test record decodes");
+        self.t.push(&r);
+    }
+}
+
+#[test]
+fn tls_plaintext_makes_spans_with_the_ciphertext_sequence() {
+    let (server, client) = pair();
+    let mut sim = Sim::new(EbpfReceiverConfig::default());
+    // The handshake crosses the sockets in clear (outside any SSL call): the tracker
+    // learns the version from it and makes no span of the ciphertext.
+    // nginx peeks at one byte to tell TLS from clear text; OpenSSL reads a record's
+    // 5-byte header, then its body.
+    let hello = server_hello(Some([3, 4]));
+    sim.io(client, EGRESS, 300, &[0x16, 0x03, 0x01, 0x00, 0x10]);
+    sim.io(server, INGRESS, 300, &[0x16]);
+    sim.io(server, EGRESS, 500, &hello);
+    sim.io(client, INGRESS, 500, &hello[..5]);
+    sim.io(client, INGRESS, 505, &hello[5..]);
+    // Encrypted request bytes start at 1000 on the wire, the response's at 7000.
+    sim.tls(client, EGRESS, Some(1000), REQ);
+    sim.tls(server, INGRESS, Some(1000), REQ);
+    sim.tls(server, EGRESS, Some(7000), RESP);
+    sim.tls(client, INGRESS, Some(7000), RESP);
+    let spans = sim.spans();
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    for (_, x) in &spans {
+        assert_eq!(string(x, "url.path"), "/items/7");
+        assert_eq!(int(x, "http.response.status_code"), 200);
+        assert_eq!(string(x, "tls.protocol.name"), "tls");
+        assert_eq!(string(x, "tls.protocol.version"), "1.3");
+        assert_eq!(int(x, "weft.tcp.req_seq"), 1000);
+        assert_eq!(int(x, "weft.tcp.resp_seq"), 7000);
+        assert_eq!(string(x, "weft.x_request_id.req"), "rid-1");
+        let text = format!("{x:?}");
+        assert!(!text.contains("s3cret") && !text.contains("c00kie"));
+    }
+    let kinds: Vec<i32> = spans.iter().map(|(_, s)| s.kind).collect();
+    assert!(kinds.contains(&2) && kinds.contains(&3));
+    assert_eq!(sim.t.stats().tls_connections, 2);
+}
+
+#[test]
+fn tls_calls_without_a_socket_sequence_make_spans_without_seq() {
+    let (server, client) = pair();
+    let mut sim = Sim::new(EbpfReceiverConfig::default());
+    // Two calls of one request, the second without a tied syscall (its bytes were
+    // already read into OpenSSL's buffer): the message still parses, and the span's
+    // sequence is that of its first call.
+    let (head, tail) = REQ.split_at(40);
+    sim.tls(server, INGRESS, Some(1000), head);
+    sim.tls(server, INGRESS, None, tail);
+    sim.tls(server, EGRESS, None, RESP);
+    // The client saw nothing tied to a socket at all.
+    sim.tls(client, EGRESS, None, REQ);
+    sim.tls(client, INGRESS, None, RESP);
+    let spans = sim.spans();
+    assert_eq!(spans.len(), 2);
+    let (_, s) = spans
+        .iter()
+        .find(|(_, s)| s.kind == 2)
+        .expect("server span");
+    let (_, c) = spans
+        .iter()
+        .find(|(_, s)| s.kind == 3)
+        .expect("client span");
+    assert_eq!(int(s, "weft.tcp.req_seq"), 1000);
+    assert!(attr(s, "weft.tcp.resp_seq").is_none());
+    assert!(attr(c, "weft.tcp.req_seq").is_none());
+    assert!(attr(c, "weft.tcp.resp_seq").is_none());
+    for x in [s, c] {
+        assert_eq!(string(x, "tls.protocol.name"), "tls");
+        assert!(
+            attr(x, "tls.protocol.version").is_none(),
+            "no handshake seen"
+        );
+        assert_eq!(int(x, "http.response.status_code"), 200);
+    }
+}
+
+#[test]
+fn ciphertext_alone_makes_no_span() {
+    // TLS capture off (or a library not probed): the socket carries only records.
+    let (server, client) = pair();
+    let mut sim = Sim::new(EbpfReceiverConfig::default());
+    let hello = server_hello(Some([3, 4]));
+    sim.io(server, EGRESS, 500, &hello);
+    sim.io(client, INGRESS, 500, &hello);
+    let app = [0x17, 0x03, 0x03, 0x00, 0x20]
+        .iter()
+        .copied()
+        .chain([0xab; 32])
+        .collect::<Vec<u8>>();
+    for _ in 0..3 {
+        sim.io(client, EGRESS, 1000, &app);
+        sim.io(server, INGRESS, 1000, &app);
+    }
+    assert!(sim.spans().is_empty());
+    assert_eq!(
+        sim.t.stats().non_http_streams,
+        0,
+        "known as TLS, not as garbage"
+    );
+}

@@ -125,8 +125,25 @@ impl Side {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Mark {
     pub ts_ns: u64,
-    pub tcp_seq: u32,
+    /// Sequence of the unit's first byte, when known.
+    pub tcp_seq: Option<u32>,
+    /// Whether the bytes after it follow on the wire (see [`Chunk::seq_linear`]).
+    pub seq_linear: bool,
     pub tag: Tag,
+}
+
+impl Mark {
+    /// The mark of the byte `off` bytes further.
+    fn at(&self, off: usize) -> Mark {
+        Mark {
+            tcp_seq: match self.tcp_seq {
+                Some(s) if off == 0 => Some(s),
+                Some(s) if self.seq_linear => Some(s.wrapping_add(off as u32)),
+                _ => None,
+            },
+            ..*self
+        }
+    }
 }
 
 /// A request as its parser read it.
@@ -404,7 +421,8 @@ impl DbConnection {
         let mut pos = 0usize;
         let chunk_mark = |offset: usize| Mark {
             ts_ns: chunk.ts_ns,
-            tcp_seq: chunk.tcp_seq.wrapping_add(offset as u32),
+            tcp_seq: chunk.seq_at(offset),
+            seq_linear: chunk.seq_linear,
             tag: chunk.tag,
         };
 
@@ -442,10 +460,7 @@ impl DbConnection {
         let mark_at = |u: usize| -> Mark {
             if buffered {
                 if u < split {
-                    Mark {
-                        tcp_seq: buf_mark.tcp_seq.wrapping_add(u as u32),
-                        ..buf_mark
-                    }
+                    buf_mark.at(u)
                 } else {
                     chunk_mark(pos + (u - split))
                 }

@@ -61,7 +61,8 @@ fn run_split(
                 captured: p,
                 total_len: p.len() + d,
                 ts_ns: ts,
-                tcp_seq: *s,
+                tcp_seq: Some(*s),
+                seq_linear: true,
                 tag: Tag::default(),
             };
             *s = s.wrapping_add((p.len() + d) as u32);
@@ -97,8 +98,8 @@ type Seen = (
     bool,
     bool,
     bool,
-    (u64, u32),
-    Option<(u64, u32)>,
+    (u64, Option<u32>),
+    Option<(u64, Option<u32>)>,
 );
 
 fn seen(x: &[DbExchange]) -> Vec<Seen> {
@@ -139,8 +140,8 @@ fn want(
         error,
         answered,
         truncated,
-        req,
-        resp,
+        (req.0, Some(req.1)),
+        resp.map(|(t, s)| (t, Some(s))),
     )
 }
 
