@@ -957,6 +957,14 @@ static __always_inline void on_data(struct sock *sk, __s64 ret, int msg_flags, _
 				s->sock_id = f->sock_id;
 				s->tcp_seq = tcp_seq;
 				s->has_seq = 1;
+			} else if (s->has_seq && direction == WEFT_DIR_INGRESS && ret == 5 &&
+				   s->sk == (__u64)sk) {
+				/* Without read-ahead OpenSSL reads a record's 5-byte
+				 * header, then its body: the last header read in a call
+				 * starts the record whose plaintext the call returns
+				 * (records before it were TLS 1.3 session tickets or
+				 * key updates, which return nothing). */
+				s->tcp_seq = tcp_seq;
 			}
 			f->tls = 1;
 			return;

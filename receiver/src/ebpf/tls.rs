@@ -20,11 +20,23 @@ const SYSTEM_DIRS: [&str; 6] = [
     "/usr/local/lib",
 ];
 
-/// Whether a file name is OpenSSL's libssl (`libssl.so.3`, `libssl.so.1.1`; not NSS's
-/// `libssl3.so`, not the unversioned development link).
+/// Whether a file name is OpenSSL's libssl: `libssl.so.3`, `libssl.so.1.1`, or a copy
+/// a Python wheel bundles under a hashed name (`libssl-8e6b2f1a.so.3`); not NSS's
+/// `libssl3.so`, not the unversioned development link.
 pub fn is_libssl(name: &str) -> bool {
-    name.strip_prefix("libssl.so.")
-        .is_some_and(|v| !v.is_empty())
+    let Some(rest) = name.strip_prefix("libssl") else {
+        return false;
+    };
+    let rest = match rest.strip_prefix('-') {
+        Some(hashed) => match hashed.find(".so.") {
+            Some(at) if at > 0 && hashed[..at].bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                &hashed[at..]
+            }
+            _ => return false,
+        },
+        None => rest,
+    };
+    rest.strip_prefix(".so.").is_some_and(|v| !v.is_empty())
 }
 
 /// The mapped file paths in a `/proc/<pid>/maps` text, each once.
@@ -194,6 +206,9 @@ mod tests {
     fn libssl_names() {
         assert!(is_libssl("libssl.so.3"));
         assert!(is_libssl("libssl.so.1.1"));
+        assert!(is_libssl("libssl-8e6b2f1a.so.3"));
+        assert!(!is_libssl("libssl-.so.3"));
+        assert!(!is_libssl("libssl-x.so"));
         assert!(!is_libssl("libssl.so"));
         assert!(!is_libssl("libssl3.so"));
         assert!(!is_libssl("libcrypto.so.3"));

@@ -4,6 +4,7 @@ tells weft what it does.
 
     python ebpf_http_server.py --host 127.0.0.1 --port 8080 [--set-cookie VALUE]
     python ebpf_http_server.py --host ::1 --port 0
+    python ebpf_http_server.py --port 0 --certfile cert.pem --keyfile key.pem   (HTTPS)
 
 Prints the port it listens on, alone on a line, once it accepts connections.
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -123,10 +125,16 @@ def main() -> None:
     ap.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", "::1"])
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--set-cookie", default="unset")
+    ap.add_argument("--certfile", help="serve HTTPS with this certificate (PEM)")
+    ap.add_argument("--keyfile", help="the certificate's private key (PEM)")
     args = ap.parse_args()
     Handler.set_cookie = args.set_cookie
     cls = Server6 if args.host == "::1" else Server4
     server = cls((args.host, args.port), Handler)
+    if args.certfile:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.certfile, args.keyfile)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     print(server.server_address[1], flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
