@@ -15,6 +15,10 @@
 #
 # Needs root, kernel BTF, nginx, wrk and a release build of weft:
 #   cargo build --release && benches/ebpf_overhead.sh
+# With TLS=1 nginx serves HTTPS (TLS 1.3, a self-signed certificate made with the
+# openssl CLI) and wrk speaks TLS: "on" then reads the plaintext through the OpenSSL
+# uprobes, and "filtered" shows what the uprobes cost a process that is not traced
+# (they fire in every process using libssl; the filters apply after).
 # Environment: ROUNDS (default 3), DURATION seconds per run (default 10),
 #   CONNECTIONS (default 32), WEFT_BIN (default target/release/weft),
 #   EXPORTER: file (default: spans encoded as OTLP JSON and written) or debug (spans
@@ -29,6 +33,8 @@ ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10}"
 CONNECTIONS="${CONNECTIONS:-32}"
 EXPORTER="${EXPORTER:-file}"
+TLS="${TLS:-0}"
+SCHEME=http
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 [[ $(id -u) -eq 0 ]] || { echo "needs root (the ebpf receiver loads eBPF programs)" >&2; exit 2; }
@@ -59,6 +65,14 @@ for s in socks:
 print(*(s.getsockname()[1] for s in socks))')
 
 mkdir -p "$WORK/www" "$WORK/logs" "$WORK/tmp"
+LISTEN_TLS=""
+if [[ "$TLS" == 1 ]]; then
+    command -v openssl >/dev/null || { echo "the openssl CLI is not installed (apt-get install openssl)" >&2; exit 2; }
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout "$WORK/key.pem" -out "$WORK/cert.pem" \
+        -subj /CN=localhost 2>/dev/null
+    SCHEME=https
+    LISTEN_TLS="ssl; ssl_protocols TLSv1.3; ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem"
+fi
 head -c 612 /dev/zero | tr '\0' 'x' >"$WORK/www/index.html"
 cat >"$WORK/nginx.conf" <<EOF
 daemon off;
@@ -77,7 +91,7 @@ http {
     uwsgi_temp_path $WORK/tmp;
     scgi_temp_path $WORK/tmp;
     server {
-        listen 127.0.0.1:$PORT;
+        listen 127.0.0.1:$PORT $LISTEN_TLS;
         root $WORK/www;
     }
 }
@@ -85,7 +99,7 @@ EOF
 "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" &
 NGINX_PID=$!
 for _ in $(seq 50); do
-    curl -sf -o /dev/null "http://127.0.0.1:$PORT/index.html" && break
+    curl -sfk -o /dev/null "$SCHEME://127.0.0.1:$PORT/index.html" && break
     sleep 0.1
 done
 
@@ -128,7 +142,7 @@ metric() { # first sample of a metric family from weft's self-metrics
 }
 run_wrk() { # $1: connections, $2: extra wrk args; prints "req/s p50_ms p99_ms"
     # shellcheck disable=SC2086
-    wrk -t1 -c"$1" -d"${DURATION}s" --latency $2 "http://127.0.0.1:$PORT/index.html" |
+    wrk -t1 -c"$1" -d"${DURATION}s" --latency $2 "$SCHEME://127.0.0.1:$PORT/index.html" |
         awk 'function ms(v) { if (v ~ /us$/) { sub(/us/, "", v); return v / 1000 }
                               if (v ~ /ms$/) { sub(/ms/, "", v); return v }
                               if (v ~ /s$/) { sub(/s/, "", v); return v * 1000 }
@@ -180,7 +194,7 @@ measure() {
     KNS=$((k1 - k0)); KCNT=$((c1 - c0))
 }
 
-echo "nginx on 127.0.0.1:$PORT, wrk -t1 -c$CONNECTIONS -d${DURATION}s, exporter $EXPORTER, $(nproc) CPUs, kernel $(uname -r)"
+echo "nginx on $SCHEME://127.0.0.1:$PORT, wrk -t1 -c$CONNECTIONS -d${DURATION}s, exporter $EXPORTER, $(nproc) CPUs, kernel $(uname -r)"
 echo
 echo "saturation"
 printf '%-6s %-9s %10s %9s %9s %11s %10s\n' round weft req/s p99_ms weft_cpu_s records ring_drops

@@ -42,6 +42,7 @@ command -v cargo >/dev/null 2>&1 || fail "cargo is not on PATH: install the Rust
 command -v clang >/dev/null 2>&1 || need_apt+=(clang)
 [[ -f /usr/include/bpf/bpf_helpers.h ]] || need_apt+=(libbpf-dev)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
 # The autotracing end-to-end tests run an event-loop service on Node.js.
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
