@@ -61,6 +61,8 @@ enum weft_syscall {
 
 enum weft_role { WEFT_ROLE_UNKNOWN = 0, WEFT_ROLE_CLIENT = 1, WEFT_ROLE_SERVER = 2 };
 enum weft_direction { WEFT_DIR_EGRESS = 1, WEFT_DIR_INGRESS = 2 };
+/* The "direction" of an OpenSSL call that moves no application data. */
+#define WEFT_SSL_HANDSHAKE 0
 
 /* Counters in the stats per-CPU array; user space sums over CPUs. */
 enum weft_stat {
@@ -951,7 +953,17 @@ static __always_inline void on_data(struct sock *sk, __s64 ret, int msg_flags, _
 	 * first call is recorded: user space reads the TLS version from it. */
 	if (c && (c->filters & WEFT_FILTER_TLS)) {
 		struct weft_ssl_call *s = bpf_task_storage_get(&weft_ssl_calls, task, 0, 0);
-		if (s && s->active) {
+		if (s && s->active && s->direction == WEFT_SSL_HANDSHAKE) {
+			/* SSL_do_handshake: the SSL object's socket is this one (a
+			 * server reading ahead may buffer the first request here, so
+			 * its SSL_read makes no socket call). The handshake's bytes
+			 * are recorded as usual. */
+			if (!s->has_seq) {
+				s->sk = (__u64)sk;
+				s->sock_id = f->sock_id;
+				s->has_seq = 1;
+			}
+		} else if (s && s->active) {
 			if (!s->has_seq && s->direction == direction) {
 				s->sk = (__u64)sk;
 				s->sock_id = f->sock_id;
@@ -968,9 +980,9 @@ static __always_inline void on_data(struct sock *sk, __s64 ret, int msg_flags, _
 			}
 			f->tls = 1;
 			return;
-		}
-		if (f->tls)
+		} else if (f->tls) {
 			return;
+		}
 	}
 
 	struct weft_args a = {};
@@ -1143,11 +1155,23 @@ static __always_inline int ssl_exit(long rc)
 	if (!s || !s->active)
 		return 0;
 	s->active = 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct weft_ssl_key key = { .ssl = s->ssl, .tgid = pid_tgid >> 32 };
+	struct weft_ssl_sock known = {};
+	if (s->direction == WEFT_SSL_HANDSHAKE) {
+		/* Finished or not (WANT_READ), the SSL object uses this socket. */
+		if (s->has_seq) {
+			known.sk = s->sk;
+			known.sock_id = s->sock_id;
+			bpf_map_update_elem(&weft_ssl_socks, &key, &known, BPF_ANY);
+		}
+		return 0;
+	}
 	__s64 n;
 	if (s->len_ptr) {
 		/* SSL_read_ex / SSL_write_ex: 1 on success, the count behind len_ptr. */
 		__u64 v = 0;
-		if ((int)rc != 1 || bpf_probe_read_user(&v, sizeof(v), (void *)s->len_ptr))
+		if ((int)rc <= 0 || bpf_probe_read_user(&v, sizeof(v), (void *)s->len_ptr))
 			return 0;
 		n = (__s64)v;
 	} else {
@@ -1155,9 +1179,6 @@ static __always_inline int ssl_exit(long rc)
 	}
 	if (n <= 0)
 		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct weft_ssl_key key = { .ssl = s->ssl, .tgid = pid_tgid >> 32 };
-	struct weft_ssl_sock known = {};
 	__u8 flags = WEFT_FLAG_TLS;
 	if (s->has_seq) {
 		known.sk = s->sk;
@@ -1229,7 +1250,14 @@ int weft_ssl_read_ex(struct pt_regs *ctx)
 	return ssl_enter(WEFT_DIR_INGRESS, ctx->di, ctx->si, ctx->cx);
 }
 
-/* One return program for the four: the entry said which it was. */
+SEC("uprobe")
+int weft_ssl_handshake(struct pt_regs *ctx)
+{
+	/* SSL_do_handshake(ssl): ties the SSL object to its socket. */
+	return ssl_enter(WEFT_SSL_HANDSHAKE, ctx->di, 0, 0);
+}
+
+/* One return program for all: the entry said which call it was. */
 SEC("uretprobe")
 int weft_ssl_ret(struct pt_regs *ctx)
 {

@@ -192,6 +192,11 @@ pub struct TlsConfig {
     /// executables that link OpenSSL statically, or file names matched against what
     /// processes map (`libssl.so.1.1`, `node`).
     pub libraries: Vec<String>,
+    /// Probe the two functions `SSL_read*` and `SSL_write*` share where a library is
+    /// laid out as known (OpenSSL 1.1.1 to 3.1 on x86-64): one cheap trap per call.
+    /// `false` probes the four exported functions everywhere (a trap that is
+    /// single-stepped: several times the cost per call).
+    pub shared_functions: bool,
 }
 
 impl Default for TlsConfig {
@@ -199,6 +204,7 @@ impl Default for TlsConfig {
         TlsConfig {
             openssl: true,
             libraries: Vec::new(),
+            shared_functions: true,
         }
     }
 }

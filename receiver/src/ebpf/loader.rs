@@ -298,8 +298,28 @@ const SSL_ENTRIES: [(&str, &str, bool); 4] = [
     ("weft_ssl_read", "SSL_read", true),
     ("weft_ssl_read_ex", "SSL_read_ex", false),
 ];
-/// The return probe shared by all four functions.
+/// The return probe shared by all the functions.
 const SSL_RETURN: &str = "weft_ssl_ret";
+/// The entry probe of `SSL_do_handshake`.
+const SSL_HANDSHAKE: &str = "weft_ssl_handshake";
+
+/// How a file's OpenSSL functions were probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslAttach {
+    /// The two shared functions behind the exported ones (one emulated trap a call).
+    Internal,
+    /// This many of the exported functions (a single-stepped trap a call).
+    Exported(usize),
+}
+
+impl std::fmt::Display for SslAttach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SslAttach::Internal => f.write_str("ssl_read_internal and ssl_write_internal"),
+            SslAttach::Exported(n) => write!(f, "{n} exported SSL_read/SSL_write functions"),
+        }
+    }
+}
 
 /// Why a library could not be probed.
 #[derive(Debug, thiserror::Error)]
@@ -393,7 +413,10 @@ impl Probes {
     /// Loads the OpenSSL uprobes and tells the socket probes to take TLS sockets'
     /// bytes from them. Libraries are then attached one by one with `attach_ssl`.
     pub fn enable_tls(&mut self) -> Result<(), LoadError> {
-        let names = SSL_ENTRIES.iter().map(|(p, _, _)| *p).chain([SSL_RETURN]);
+        let names = SSL_ENTRIES
+            .iter()
+            .map(|(p, _, _)| *p)
+            .chain([SSL_RETURN, SSL_HANDSHAKE]);
         for name in names {
             let prog: &mut UProbe = self
                 .ebpf
@@ -420,12 +443,66 @@ impl Probes {
     }
 
     /// Attaches the OpenSSL probes to one file (a `libssl.so.*`, or an executable
-    /// with OpenSSL linked in), for every process that maps it, now or later.
-    /// Returns how many functions were probed; on an error nothing stays attached.
-    pub fn attach_ssl(&mut self, path: &Path) -> Result<usize, UprobeError> {
+    /// with OpenSSL linked in), for every process that maps it, now or later: at the
+    /// shared read and write functions behind `SSL_read*`/`SSL_write*` where the file
+    /// is laid out as known (see [`super::tls::openssl_internals`]), else at the four
+    /// exported functions. Says which; on an error nothing stays attached.
+    pub fn attach_ssl(&mut self, path: &Path, shared: bool) -> Result<SslAttach, UprobeError> {
         if !self.tls {
             return Err(UprobeError::NotEnabled);
         }
+        let internals = std::fs::read(path)
+            .ok()
+            .filter(|_| shared)
+            .and_then(|data| super::tls::openssl_internals(&data));
+        if let Some(at) = internals {
+            let mut links: Vec<(&'static str, UProbeLinkId)> = Vec::new();
+            let mut ok = true;
+            // The _ex entry programs read (ssl, buf, num, &count): the internal
+            // functions take the same arguments.
+            for (entry, offset) in [
+                ("weft_ssl_read_ex", at.read),
+                ("weft_ssl_write_ex", at.write),
+            ] {
+                for program in [entry, SSL_RETURN] {
+                    match self.attach_at(program, offset, path) {
+                        Ok(l) => links.push((program, l)),
+                        Err(_) => ok = false,
+                    }
+                }
+            }
+            if ok {
+                self.attach_handshake(path);
+                return Ok(SslAttach::Internal);
+            }
+            for (p, l) in links {
+                self.detach(p, l);
+            }
+        }
+        let n = self.attach_exported(path)?;
+        self.attach_handshake(path);
+        Ok(SslAttach::Exported(n))
+    }
+
+    /// `SSL_do_handshake` (which `SSL_connect` and `SSL_accept` call) ties an SSL
+    /// object to its socket before any data call: a server that reads ahead may
+    /// buffer the first request during the handshake, and that request's `SSL_read`
+    /// then makes no socket call of its own. Once per connection, so the probe's cost
+    /// does not matter; without it (a file lacking the function) such reads are
+    /// counted as having no socket.
+    fn attach_handshake(&mut self, path: &Path) {
+        let Ok(entry) = self.attach_one(SSL_HANDSHAKE, "SSL_do_handshake", path) else {
+            return;
+        };
+        if self
+            .attach_one(SSL_RETURN, "SSL_do_handshake", path)
+            .is_err()
+        {
+            self.detach(SSL_HANDSHAKE, entry);
+        }
+    }
+
+    fn attach_exported(&mut self, path: &Path) -> Result<usize, UprobeError> {
         let mut links: Vec<(&'static str, UProbeLinkId)> = Vec::new();
         let mut result = Ok(());
         for (entry, symbol, required) in SSL_ENTRIES {
@@ -479,6 +556,21 @@ impl Probes {
     ) -> Result<UProbeLinkId, String> {
         self.uprobe(program)?
             .attach(symbol, path, UProbeScope::AllProcesses)
+            .map_err(|e| chain(&e))
+    }
+
+    fn attach_at(
+        &mut self,
+        program: &'static str,
+        offset: u64,
+        path: &Path,
+    ) -> Result<UProbeLinkId, String> {
+        self.uprobe(program)?
+            .attach(
+                aya::programs::uprobe::UProbeAttachLocation::AbsoluteOffset(offset),
+                path,
+                UProbeScope::AllProcesses,
+            )
             .map_err(|e| chain(&e))
     }
 

@@ -402,7 +402,12 @@ fn start_tls(
         return None;
     }
     let mut d = TlsDiscovery::new(cfg.tls.clone());
-    let mut attach = |p: &std::path::Path| probes.attach_ssl(p).map_err(|e| e.to_string());
+    let mut attach = |p: &std::path::Path| {
+        probes
+            .attach_ssl(p, cfg.tls.shared_functions)
+            .map(|a| a.to_string())
+            .map_err(|e| e.to_string())
+    };
     let host = d.startup_candidates();
     let mut done = d.attach_files(host, &mut attach);
     let running = d.scan(std::path::Path::new("/proc"), &mut attach);
@@ -416,8 +421,8 @@ fn start_tls(
 }
 
 fn log_tls(id: &ComponentId, done: &tls::Attached) {
-    for (path, functions) in &done.files {
-        tracing::info!(receiver = %id, file = %path.display(), functions, "TLS plaintext probes attached");
+    for (path, probed) in &done.files {
+        tracing::info!(receiver = %id, file = %path.display(), probed = %probed, "TLS plaintext probes attached");
     }
     for (path, error) in &done.failed {
         tracing::warn!(receiver = %id, file = %path.display(), "cannot probe this file for TLS plaintext: {error}");
@@ -501,8 +506,12 @@ async fn capture(
                 }
                 if let Some(d) = tls.as_mut().filter(|_| last_tls_scan.elapsed() >= TLS_SCAN_INTERVAL) {
                     last_tls_scan = Instant::now();
+                    let shared = config.tls.shared_functions;
                     let done = d.scan(std::path::Path::new("/proc"), &mut |p| {
-                        probes.attach_ssl(p).map_err(|e| e.to_string())
+                        probes
+                            .attach_ssl(p, shared)
+                            .map(|a| a.to_string())
+                            .map_err(|e| e.to_string())
                     });
                     log_tls(&id, &done);
                     metrics.tls_libraries.set(d.probed() as i64);

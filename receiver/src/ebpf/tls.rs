@@ -20,6 +20,85 @@ const SYSTEM_DIRS: [&str; 6] = [
     "/usr/local/lib",
 ];
 
+/// Where OpenSSL's shared read and write paths start in a library file, as file
+/// offsets: the functions `SSL_read`/`SSL_read_ex` and `SSL_write`/`SSL_write_ex` call
+/// (`ssl_read_internal(s, buf, num, &readbytes)`, `ssl_write_internal(s, buf, num,
+/// &written)`). A uprobe there costs a fraction of one on the exported functions: those
+/// begin with `sub $n, %rsp`, which the kernel must single-step out of line (a second
+/// trap per call), while these begin with `push`, which it emulates; and one probe
+/// serves both forms of each call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SslInternals {
+    pub read: u64,
+    pub write: u64,
+}
+
+/// Finds [`SslInternals`] in an ELF file, or None when anything is not exactly as
+/// expected: the exported `_ex` functions must be a bare call (after an optional
+/// `endbr64` and `sub $imm8, %rsp`) to functions that start with `push`, and the
+/// library's symbol versions must say OpenSSL 1.1.1, 3.0 or 3.1 (later releases changed
+/// `ssl_write_internal`'s parameters). The caller then probes the exported functions.
+pub fn openssl_internals(data: &[u8]) -> Option<SslInternals> {
+    use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
+    let file = object::File::parse(data).ok()?;
+    if file.architecture() != object::Architecture::X86_64 {
+        return None;
+    }
+    // Versions: .dynstr names the symbol version nodes.
+    let dynstr = file.section_by_name(".dynstr")?.data().ok()?;
+    let mut known = false;
+    for name in dynstr.split(|b| *b == 0) {
+        let Some(v) = name.strip_prefix(b"OPENSSL_") else {
+            continue;
+        };
+        if v.starts_with(b"3.0.") || v.starts_with(b"3.1.") || v.starts_with(b"1_1_") {
+            known = true;
+        } else if v.first().is_some_and(u8::is_ascii_digit) {
+            return None;
+        }
+    }
+    if !known {
+        return None;
+    }
+    let offset_of = |addr: u64| -> Option<u64> {
+        file.segments().find_map(|seg| {
+            let (off, size) = seg.file_range();
+            (addr >= seg.address() && addr < seg.address() + size)
+                .then(|| off + addr - seg.address())
+        })
+    };
+    let bytes_at = |addr: u64, n: usize| -> Option<&[u8]> {
+        let off = usize::try_from(offset_of(addr)?).ok()?;
+        data.get(off..off.checked_add(n)?)
+    };
+    let target = |symbol: &str| -> Option<u64> {
+        let sym = file.dynamic_symbols().find(|s| s.name() == Ok(symbol))?;
+        let addr = sym.address();
+        let code = bytes_at(addr, 16)?;
+        let mut i = 0;
+        if code.starts_with(&[0xf3, 0x0f, 0x1e, 0xfa]) {
+            i += 4;
+        }
+        if code[i..].starts_with(&[0x48, 0x83, 0xec]) {
+            i += 4;
+        }
+        if code.get(i) != Some(&0xe8) {
+            return None;
+        }
+        let rel = i32::from_le_bytes(code.get(i + 1..i + 5)?.try_into().ok()?);
+        let callee = (addr + i as u64 + 5).checked_add_signed(i64::from(rel))?;
+        let head = bytes_at(callee, 2)?;
+        let push = |b: u8| (0x50..=0x57).contains(&b);
+        if !(push(head[0]) || (head[0] == 0x41 && push(head[1]))) {
+            return None;
+        }
+        offset_of(callee)
+    };
+    let read = target("SSL_read_ex")?;
+    let write = target("SSL_write_ex")?;
+    (read != write).then_some(SslInternals { read, write })
+}
+
 /// Whether a file name is OpenSSL's libssl: `libssl.so.3`, `libssl.so.1.1`, or a copy
 /// a Python wheel bundles under a hashed name (`libssl-8e6b2f1a.so.3`); not NSS's
 /// `libssl3.so`, not the unversioned development link.
@@ -58,8 +137,8 @@ pub fn mapped_files(maps: &str) -> Vec<&str> {
 /// What the TLS discovery did, for the receiver's log and metrics.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Attached {
-    /// Files newly probed, with the number of functions probed in each.
-    pub files: Vec<(PathBuf, usize)>,
+    /// Files newly probed, with what was probed in each.
+    pub files: Vec<(PathBuf, String)>,
     /// Files that could not be probed, with the reason (each reported once).
     pub failed: Vec<(PathBuf, String)>,
 }
@@ -133,7 +212,7 @@ impl TlsDiscovery {
     /// Probes each candidate file not seen before with `attach`.
     pub fn attach_files<F>(&mut self, candidates: Vec<PathBuf>, attach: &mut F) -> Attached
     where
-        F: FnMut(&Path) -> Result<usize, String>,
+        F: FnMut(&Path) -> Result<String, String>,
     {
         let mut done = Attached::default();
         for path in candidates {
@@ -159,7 +238,7 @@ impl TlsDiscovery {
     /// root, so a container's own libssl is probed, not the host's file of that name.
     pub fn scan<F>(&mut self, proc: &Path, attach: &mut F) -> Attached
     where
-        F: FnMut(&Path) -> Result<usize, String>,
+        F: FnMut(&Path) -> Result<String, String>,
     {
         let mut live: HashSet<u32> = HashSet::new();
         let mut candidates = Vec::new();
@@ -201,6 +280,37 @@ impl TlsDiscovery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn internals_of_the_host_libssl() {
+        // On a host with OpenSSL 3.0/3.1 or 1.1.1 both entries are found and start
+        // with a push; on others the answer is None (exported functions are probed).
+        for path in [
+            "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+            "/usr/lib/x86_64-linux-gnu/libssl.so.1.1",
+        ] {
+            let Ok(data) = std::fs::read(path) else {
+                continue;
+            };
+            if let Some(i) = openssl_internals(&data) {
+                for off in [i.read, i.write] {
+                    let b = &data[off as usize..off as usize + 2];
+                    assert!(
+                        (0x50..=0x57).contains(&b[0]) || b[0] == 0x41,
+                        "{path}: {b:02x?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn internals_refuse_what_is_not_elf_or_not_openssl() {
+        assert_eq!(openssl_internals(b""), None);
+        assert_eq!(openssl_internals(b"\x7fELF garbage"), None);
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(openssl_internals(&me), None);
+    }
 
     #[test]
     fn libssl_names() {
@@ -266,13 +376,13 @@ mod tests {
         let mut calls = Vec::new();
         let mut attach = |p: &Path| {
             calls.push(p.to_path_buf());
-            Ok(4)
+            Ok("4 functions".to_string())
         };
         let first = d.attach_files(
             vec![lib.clone(), link.clone(), dir.join("missing")],
             &mut attach,
         );
-        assert_eq!(first.files, vec![(lib.clone(), 4)]);
+        assert_eq!(first.files, vec![(lib.clone(), "4 functions".to_string())]);
         let again = d.attach_files(vec![link], &mut attach);
         assert_eq!(again, Attached::default());
         assert_eq!(calls, vec![lib]);
