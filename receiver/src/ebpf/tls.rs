@@ -350,6 +350,7 @@ mod tests {
         let d = TlsDiscovery::new(TlsConfig {
             openssl: true,
             libraries: vec!["node".into(), "/opt/app/bin/server".into()],
+            shared_functions: true,
         });
         assert!(d.wanted("/usr/lib/x86_64-linux-gnu/libssl.so.3"));
         assert!(d.wanted("/usr/local/bin/node"));
@@ -359,6 +360,7 @@ mod tests {
         let off = TlsDiscovery::new(TlsConfig {
             openssl: false,
             libraries: vec![],
+            shared_functions: true,
         });
         assert!(!off.wanted("/usr/lib/x86_64-linux-gnu/libssl.so.3"));
     }
@@ -398,6 +400,7 @@ mod tests {
         let mut d = TlsDiscovery::new(TlsConfig {
             openssl: false,
             libraries: vec![exe.to_string_lossy().into_owned()],
+            shared_functions: true,
         });
         let mut seen = Vec::new();
         let mut attach = |p: &Path| {
