@@ -1,6 +1,7 @@
 //! Kernel records into the eBPF receiver's tracker: raw records must decode or be
 //! refused, and any sequence of well-formed records (any payload, role, direction,
-//! sequence jumps, closes) must never panic the reassembly, pairing or span building.
+//! sequence jumps, closes, TLS plaintext with or without a sequence, TLS handshake
+//! bytes) must never panic the reassembly, pairing or span building.
 
 #![no_main]
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use weft_receiver::ebpf::config::EbpfReceiverConfig;
-use weft_receiver::ebpf::record::{encode, Record};
+use weft_receiver::ebpf::record::{encode, mark_tls, Record};
 use weft_receiver::ebpf::span::ProcessFacts;
 use weft_receiver::ebpf::tracker::{ProcessSource, Tracker};
 
@@ -55,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
         let len = if direction == 0 { 0 } else { n as u64 + extra };
         seqs[slot] = seq.wrapping_add(len as u32);
         ts += u64::from(ctl[1] >> 4);
-        let b = encode(
+        let mut b = encode(
             1 + (side as u32 & 1),
             7,
             side,
@@ -70,6 +71,11 @@ fuzz_target!(|data: &[u8]| {
             if direction == 0 { &[] } else { payload },
             "fuzz",
         );
+        // Bits 4 and 5 of the first control byte: OpenSSL plaintext, with or without
+        // the ciphertext's sequence.
+        if direction != 0 && ctl[0] & 0x10 != 0 {
+            mark_tls(&mut b, ctl[0] & 0x20 == 0);
+        }
         if let Ok(r) = Record::parse(&b) {
             t.push(&r);
         }
