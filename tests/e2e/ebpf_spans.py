@@ -72,16 +72,20 @@ class Output:
                                               s.trace_id, s.span_id, s.parent_span_id))
         return list(self._spans)
 
-    def of_clients(self, ports: set[int], marker: str = "db.system.name") -> list[Sp]:
-        """Spans carrying `marker` whose client end is on one of `ports`."""
+    def of_clients(self, ports: set[int], marker: str = "db.system.name",
+                   server_port: int | None = None) -> list[Sp]:
+        """Spans carrying `marker` whose client end is on one of `ports` (and, when
+        given, whose server is on `server_port`: a client port freed by one test's
+        connection may be reused by the next one's, to another server)."""
         return [s for s in self.spans()
-                if s.get(marker) and s.get("client.port") in ports]
+                if s.get(marker) and s.get("client.port") in ports
+                and (server_port is None or s.get("server.port") == server_port)]
 
     def wait(self, ports: set[int], count: int, timeout: float = 20.0,
-             marker: str = "db.system.name") -> list[Sp]:
-        wait_until(lambda: len(self.of_clients(ports, marker)) >= count, timeout, 0.1)
+             marker: str = "db.system.name", server_port: int | None = None) -> list[Sp]:
+        wait_until(lambda: len(self.of_clients(ports, marker, server_port)) >= count, timeout, 0.1)
         time.sleep(SETTLE)
-        got = self.of_clients(ports, marker)
+        got = self.of_clients(ports, marker, server_port)
         assert len(got) == count, (f"{len(got)} spans for client ports {sorted(ports)}, want {count}:\n"
                                    + "\n".join(s.short() for s in sorted(got, key=lambda s: s.start)))
         return got

@@ -538,7 +538,7 @@ def _concurrent(env: Env, n_conns: int, connect, run, close, want_of, **check) -
     t1 = time.time_ns()
     assert not errors, errors
     total = sum(len(want_of(i)) for i in ports)
-    spans = env.raw.wait(set(ports.values()), 2 * total)
+    spans = env.raw.wait(set(ports.values()), 2 * total, server_port=check["server_port"])
     for i, port in ports.items():
         check_session(env, spans, port, want_of(i), window=(t0, t1), **check)
 
