@@ -963,25 +963,33 @@ static __always_inline void on_data(struct sock *sk, __s64 ret, int msg_flags, _
 				s->sock_id = f->sock_id;
 				s->has_seq = 1;
 			}
-		} else if (s && s->active) {
-			if (!s->has_seq && s->direction == direction) {
-				s->sk = (__u64)sk;
-				s->sock_id = f->sock_id;
-				s->tcp_seq = tcp_seq;
-				s->has_seq = 1;
-			} else if (s->has_seq && direction == WEFT_DIR_INGRESS && ret == 5 &&
-				   s->sk == (__u64)sk) {
-				/* Without read-ahead OpenSSL reads a record's 5-byte
-				 * header, then its body: the last header read in a call
-				 * starts the record whose plaintext the call returns
-				 * (records before it were TLS 1.3 session tickets or
-				 * key updates, which return nothing). */
-				s->tcp_seq = tcp_seq;
+		} else {
+			if (s && s->active) {
+				if (!s->has_seq && s->direction == direction) {
+					s->sk = (__u64)sk;
+					s->sock_id = f->sock_id;
+					s->tcp_seq = tcp_seq;
+					s->has_seq = 1;
+				} else if (s->has_seq && s->direction == WEFT_DIR_INGRESS &&
+					   direction == WEFT_DIR_INGRESS && ret == 5 &&
+					   s->sk == (__u64)sk) {
+					/* Without read-ahead OpenSSL reads a record's
+					 * 5-byte header, then its body: the last header
+					 * read in a call starts the record whose plaintext
+					 * the call returns (records before it were TLS 1.3
+					 * session tickets or key updates). */
+					s->tcp_seq = tcp_seq;
+				}
+				/* Only the call's own socket is ciphertext: another
+				 * socket the thread touches meanwhile (a BIO callback,
+				 * a call whose return was never seen) is left alone. */
+				if (s->has_seq && s->sk == (__u64)sk) {
+					f->tls = 1;
+					return;
+				}
 			}
-			f->tls = 1;
-			return;
-		} else if (f->tls) {
-			return;
+			if (f->tls)
+				return;
 		}
 	}
 
@@ -1255,6 +1263,15 @@ int weft_ssl_handshake(struct pt_regs *ctx)
 {
 	/* SSL_do_handshake(ssl): ties the SSL object to its socket. */
 	return ssl_enter(WEFT_SSL_HANDSHAKE, ctx->di, 0, 0);
+}
+
+SEC("uprobe")
+int weft_ssl_free(struct pt_regs *ctx)
+{
+	/* SSL_free(ssl): the address may be reused by the next SSL object. */
+	struct weft_ssl_key key = { .ssl = ctx->di, .tgid = bpf_get_current_pid_tgid() >> 32 };
+	bpf_map_delete_elem(&weft_ssl_socks, &key);
+	return 0;
 }
 
 /* One return program for all: the entry said which call it was. */

@@ -302,6 +302,8 @@ const SSL_ENTRIES: [(&str, &str, bool); 4] = [
 const SSL_RETURN: &str = "weft_ssl_ret";
 /// The entry probe of `SSL_do_handshake`.
 const SSL_HANDSHAKE: &str = "weft_ssl_handshake";
+/// The entry probe of `SSL_free`.
+const SSL_FREE: &str = "weft_ssl_free";
 
 /// How a file's OpenSSL functions were probed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -413,10 +415,11 @@ impl Probes {
     /// Loads the OpenSSL uprobes and tells the socket probes to take TLS sockets'
     /// bytes from them. Libraries are then attached one by one with `attach_ssl`.
     pub fn enable_tls(&mut self) -> Result<(), LoadError> {
-        let names = SSL_ENTRIES
-            .iter()
-            .map(|(p, _, _)| *p)
-            .chain([SSL_RETURN, SSL_HANDSHAKE]);
+        let names =
+            SSL_ENTRIES
+                .iter()
+                .map(|(p, _, _)| *p)
+                .chain([SSL_RETURN, SSL_HANDSHAKE, SSL_FREE]);
         for name in names {
             let prog: &mut UProbe = self
                 .ebpf
@@ -464,7 +467,9 @@ impl Probes {
                 ("weft_ssl_read_ex", at.read),
                 ("weft_ssl_write_ex", at.write),
             ] {
-                for program in [entry, SSL_RETURN] {
+                // The return probe first: an entry seen without its return
+                // would leave the thread's call open.
+                for program in [SSL_RETURN, entry] {
                     match self.attach_at(program, offset, path) {
                         Ok(l) => links.push((program, l)),
                         Err(_) => ok = false,
@@ -490,15 +495,17 @@ impl Probes {
     /// then makes no socket call of its own. Once per connection, so the probe's cost
     /// does not matter; without it (a file lacking the function) such reads are
     /// counted as having no socket.
+    /// `SSL_free` forgets the SSL object's socket: the next object may get its address.
     fn attach_handshake(&mut self, path: &Path) {
-        let Ok(entry) = self.attach_one(SSL_HANDSHAKE, "SSL_do_handshake", path) else {
+        let _ = self.attach_one(SSL_FREE, "SSL_free", path);
+        let Ok(ret) = self.attach_one(SSL_RETURN, "SSL_do_handshake", path) else {
             return;
         };
         if self
-            .attach_one(SSL_RETURN, "SSL_do_handshake", path)
+            .attach_one(SSL_HANDSHAKE, "SSL_do_handshake", path)
             .is_err()
         {
-            self.detach(SSL_HANDSHAKE, entry);
+            self.detach(SSL_RETURN, ret);
         }
     }
 
@@ -506,13 +513,15 @@ impl Probes {
         let mut links: Vec<(&'static str, UProbeLinkId)> = Vec::new();
         let mut result = Ok(());
         for (entry, symbol, required) in SSL_ENTRIES {
+            // The return probe first: an entry seen without its return would
+            // leave the thread's call open.
             let attached = self
-                .attach_one(entry, symbol, path)
+                .attach_one(SSL_RETURN, symbol, path)
                 .and_then(|l| {
-                    links.push((entry, l));
-                    self.attach_one(SSL_RETURN, symbol, path)
+                    links.push((SSL_RETURN, l));
+                    self.attach_one(entry, symbol, path)
                 })
-                .map(|l| links.push((SSL_RETURN, l)));
+                .map(|l| links.push((entry, l)));
             if let Err(error) = attached {
                 if required {
                     result = Err(UprobeError::Symbol {
@@ -522,9 +531,9 @@ impl Probes {
                     });
                     break;
                 }
-                // An optional function missing: its entry probe alone would mark
-                // calls that never end, so it goes too.
-                if let Some((p, l)) = links.pop_if(|(p, _)| *p == entry) {
+                // An optional function missing: its return probe, attached
+                // first, goes too.
+                if let Some((p, l)) = links.pop_if(|(p, _)| *p == SSL_RETURN) {
                     self.detach(p, l);
                 }
             }

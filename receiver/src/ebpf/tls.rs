@@ -63,8 +63,12 @@ pub fn openssl_internals(data: &[u8]) -> Option<SslInternals> {
     let offset_of = |addr: u64| -> Option<u64> {
         file.segments().find_map(|seg| {
             let (off, size) = seg.file_range();
-            (addr >= seg.address() && addr < seg.address() + size)
-                .then(|| off + addr - seg.address())
+            let end = seg.address().checked_add(size)?;
+            if addr >= seg.address() && addr < end {
+                off.checked_add(addr - seg.address())
+            } else {
+                None
+            }
         })
     };
     let bytes_at = |addr: u64, n: usize| -> Option<&[u8]> {
@@ -86,7 +90,9 @@ pub fn openssl_internals(data: &[u8]) -> Option<SslInternals> {
             return None;
         }
         let rel = i32::from_le_bytes(code.get(i + 1..i + 5)?.try_into().ok()?);
-        let callee = (addr + i as u64 + 5).checked_add_signed(i64::from(rel))?;
+        let callee = addr
+            .checked_add(i as u64 + 5)?
+            .checked_add_signed(i64::from(rel))?;
         let head = bytes_at(callee, 2)?;
         let push = |b: u8| (0x50..=0x57).contains(&b);
         if !(push(head[0]) || (head[0] == 0x41 && push(head[1]))) {
