@@ -75,6 +75,10 @@ impl Default for ProtocolConfig {
 pub struct ProtocolsConfig {
     /// HTTP/1.x: recognised by its first bytes; `ports` pins it.
     pub http: ProtocolConfig,
+    /// HTTP/2 and gRPC: recognised by the client preface or the server's first
+    /// SETTINGS frame; `ports` pins it (a connection older than weft is then read from
+    /// its middle).
+    pub http2: ProtocolConfig,
     pub redis: ProtocolConfig,
     /// memcached's text protocol has no signature: it is read on its ports only.
     pub memcached: ProtocolConfig,
@@ -90,6 +94,7 @@ pub struct ProtocolsConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Http,
+    Http2,
     Db(DbProtocol),
 }
 
@@ -97,6 +102,7 @@ impl ProtocolsConfig {
     pub fn get(&self, p: Protocol) -> &ProtocolConfig {
         match p {
             Protocol::Http => &self.http,
+            Protocol::Http2 => &self.http2,
             Protocol::Db(DbProtocol::Redis) => &self.redis,
             Protocol::Db(DbProtocol::Memcached) => &self.memcached,
             Protocol::Db(DbProtocol::Postgresql) => &self.postgresql,
@@ -112,7 +118,7 @@ impl ProtocolsConfig {
         const MYSQL: [u16; 1] = [DbProtocol::Mysql.default_port()];
         match (&self.get(p).ports, p) {
             (Some(list), _) => list,
-            (None, Protocol::Http) => &[],
+            (None, Protocol::Http | Protocol::Http2) => &[],
             (None, Protocol::Db(DbProtocol::Redis)) => &REDIS,
             (None, Protocol::Db(DbProtocol::Memcached)) => &MEMCACHED,
             (None, Protocol::Db(DbProtocol::Postgresql)) => &POSTGRESQL,
@@ -126,9 +132,10 @@ impl ProtocolsConfig {
         self.dns.ports.as_deref().unwrap_or(&DNS)
     }
 
-    fn all(&self) -> [(Protocol, &ProtocolConfig); 5] {
+    fn all(&self) -> [(Protocol, &ProtocolConfig); 6] {
         [
             (Protocol::Http, &self.http),
+            (Protocol::Http2, &self.http2),
             (Protocol::Db(DbProtocol::Redis), &self.redis),
             (Protocol::Db(DbProtocol::Memcached), &self.memcached),
             (Protocol::Db(DbProtocol::Postgresql), &self.postgresql),
@@ -369,6 +376,7 @@ impl ComponentConfig for EbpfReceiverConfig {
         for (p, _) in self.protocols.all() {
             let name = match p {
                 Protocol::Http => "http",
+                Protocol::Http2 => "http2",
                 Protocol::Db(d) => d.name(),
             };
             for (i, port) in self.protocols.ports(p).iter().enumerate() {

@@ -85,20 +85,20 @@ impl ParserConfig {
         }
     }
 
-    fn is_redacted(&self, name: &[u8]) -> bool {
+    pub(crate) fn is_redacted(&self, name: &[u8]) -> bool {
         self.redacted
             .iter()
             .any(|r| name.eq_ignore_ascii_case(r.as_bytes()))
     }
 
-    fn is_x_request_id(&self, name: &[u8]) -> bool {
+    pub(crate) fn is_x_request_id(&self, name: &[u8]) -> bool {
         self.x_request_id_headers
             .iter()
             .any(|r| name.eq_ignore_ascii_case(r.as_bytes()))
     }
 }
 
-fn is_propagation_header(name: &[u8]) -> bool {
+pub(crate) fn is_propagation_header(name: &[u8]) -> bool {
     PROPAGATION_EXACT
         .iter()
         .any(|p| name.eq_ignore_ascii_case(p.as_bytes()))
@@ -202,7 +202,7 @@ impl Method {
             .map(|(_, m)| m.clone())
     }
 
-    fn from_token(token: &[u8]) -> Method {
+    pub(crate) fn from_token(token: &[u8]) -> Method {
         Self::known(token).unwrap_or_else(|| Method::Other(String::from_utf8_lossy(token).into()))
     }
 

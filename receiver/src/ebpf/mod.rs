@@ -13,7 +13,9 @@
 pub mod config;
 pub mod db;
 pub mod dns;
+pub mod hpack;
 pub mod http1;
+pub mod http2;
 pub mod loader;
 pub mod pairing;
 pub mod record;
@@ -21,6 +23,8 @@ pub mod span;
 pub mod tls;
 pub mod tracker;
 
+#[cfg(test)]
+mod http2_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -116,6 +120,11 @@ struct Metrics {
     dns_ambiguous: Counter,
     tls_connections: Counter,
     tls_no_socket: Counter,
+    http2_connections: Counter,
+    http2_header_blocks_lost: Counter,
+    http2_unknown_fields: Counter,
+    http2_framing_lost: Counter,
+    http2_protocol_errors: Counter,
     tls_libraries: Gauge,
     connections: Gauge,
     active: Gauge,
@@ -170,6 +179,26 @@ impl Metrics {
             tls_connections: c(
                 "weft_ebpf_tls_connections",
                 "TLS connections whose plaintext was read from OpenSSL's calls",
+            ),
+            http2_connections: c(
+                "weft_ebpf_http2_connections",
+                "Connections read as HTTP/2 (and gRPC)",
+            ),
+            http2_header_blocks_lost: c(
+                "weft_ebpf_http2_header_blocks_lost",
+                "HTTP/2 header blocks not captured whole, too large or not decodable (their stream makes no span)",
+            ),
+            http2_unknown_fields: c(
+                "weft_ebpf_http2_unknown_fields",
+                "HTTP/2 header fields that referred to HPACK table entries weft never saw (not guessed)",
+            ),
+            http2_framing_lost: c(
+                "weft_ebpf_http2_framing_lost",
+                "Times an HTTP/2 direction's frame boundaries fell in uncaptured bytes",
+            ),
+            http2_protocol_errors: c(
+                "weft_ebpf_http2_protocol_errors",
+                "HTTP/2 frames that broke the protocol",
             ),
             tls_no_socket: c(
                 "weft_ebpf_tls_no_socket",
@@ -269,6 +298,18 @@ impl Metrics {
             .add(d(now.dns_ambiguous, last.dns_ambiguous));
         self.tls_connections
             .add(d(now.tls_connections, last.tls_connections));
+        self.http2_connections
+            .add(d(now.http2_connections, last.http2_connections));
+        self.http2_header_blocks_lost.add(d(
+            now.http2_header_blocks_lost,
+            last.http2_header_blocks_lost,
+        ));
+        self.http2_unknown_fields
+            .add(d(now.http2_unknown_fields, last.http2_unknown_fields));
+        self.http2_framing_lost
+            .add(d(now.http2_framing_lost, last.http2_framing_lost));
+        self.http2_protocol_errors
+            .add(d(now.http2_protocol_errors, last.http2_protocol_errors));
         *last = now.clone();
         for (i, counter) in [
             (loader::STAT_RINGBUF_DROPS, &self.ringbuf_dropped),

@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use super::config::EbpfReceiverConfig;
 use super::db::DbExchange;
 use super::dns::{self, DnsExchange};
+use super::http2::H2Exchange;
 use super::pairing::HttpExchange;
 use super::record::Role;
 
@@ -446,6 +447,164 @@ impl SpanBuilder {
         self.push(conn, process, span);
     }
 
+    /// Adds the span of one HTTP/2 stream (gRPC when its content type says so); false
+    /// when the role of the socket is unknown.
+    pub fn add_h2(
+        &mut self,
+        x: &H2Exchange,
+        role: Role,
+        conn: &ConnFacts,
+        process: &ProcessFacts,
+    ) -> bool {
+        let Some(ends) = Ends::of(role, conn) else {
+            return false;
+        };
+        let req = &x.request;
+        let grpc = req.is_grpc();
+        let mut attributes = Vec::with_capacity(32 + req.of_interest.len());
+        let method = req.method.as_deref().unwrap_or("_OTHER");
+        attributes.push(kv_str("http.request.method", method));
+        if let Some(p) = &req.path {
+            attributes.push(kv_str("url.path", p));
+        }
+        if self.config.capture_url_query {
+            if let Some(q) = &req.query {
+                attributes.push(kv_str("url.query", q));
+            }
+        }
+        let status = x.response.as_ref().and_then(|r| r.status);
+        if let Some(code) = status {
+            attributes.push(kv_int("http.response.status_code", i64::from(code)));
+        }
+        attributes.push(kv_str("network.protocol.name", "http"));
+        attributes.push(kv_str("network.protocol.version", "2"));
+        let server_address = match req.authority.as_deref().map(host_of) {
+            Some(h) if !h.is_empty() => h,
+            _ => ends.server_text.as_str(),
+        };
+        ends.push(&mut attributes, server_address, conn);
+        // gRPC: /package.Service/Method.
+        let rpc = req
+            .path
+            .as_deref()
+            .and_then(|p| p.strip_prefix('/'))
+            .and_then(|p| p.split_once('/'))
+            .filter(|(s, m)| grpc && !s.is_empty() && !m.is_empty() && !m.contains('/'));
+        let grpc_status = x
+            .trailers
+            .as_ref()
+            .and_then(|t| t.grpc_status)
+            .or_else(|| x.response.as_ref().and_then(|r| r.grpc_status));
+        if grpc {
+            attributes.push(kv_str("rpc.system", "grpc"));
+            if let Some((service, m)) = rpc {
+                attributes.push(kv_str("rpc.service", service));
+                attributes.push(kv_str("rpc.method", m));
+            }
+            if let Some(code) = grpc_status {
+                attributes.push(kv_int("rpc.grpc.status_code", code));
+            }
+            if let Some(n) = x.request_messages {
+                attributes.push(kv_int("weft.grpc.request_messages", i64::from(n)));
+            }
+            if let Some(n) = x.response_messages {
+                attributes.push(kv_int("weft.grpc.response_messages", i64::from(n)));
+            }
+        }
+        attributes.push(kv_int("thread.id", i64::from(x.req_tag.tid)));
+        if let Some(seq) = x.req_tcp_seq {
+            attributes.push(kv_int("weft.tcp.req_seq", i64::from(seq)));
+        }
+        if let Some(seq) = x.resp_tcp_seq {
+            attributes.push(kv_int("weft.tcp.resp_seq", i64::from(seq)));
+        }
+        // The syscalls of a stream that shared its connection with others carried
+        // those others too: they tie the stream to no thread's work (autotracing T2).
+        if !x.multiplexed {
+            attributes.push(kv_int(
+                "weft.syscall_trace_id.req",
+                x.req_tag.syscall_id as i64,
+            ));
+            if x.resp_tag.syscall_id != 0 {
+                attributes.push(kv_int(
+                    "weft.syscall_trace_id.resp",
+                    x.resp_tag.syscall_id as i64,
+                ));
+            }
+        }
+        attributes.push(kv_int("weft.socket.id", conn.sock_id as i64));
+        attributes.push(kv_int("weft.http2.stream_id", i64::from(x.stream_id)));
+        if let Some(id) = &req.x_request_id {
+            attributes.push(kv_str("weft.x_request_id.req", id));
+        }
+        if let Some(id) = x.response.as_ref().and_then(|r| r.x_request_id.as_ref()) {
+            attributes.push(kv_str("weft.x_request_id.resp", id));
+        }
+        for (name, value) in &req.of_interest {
+            attributes.push(kv_str(&format!("weft.header.{name}"), value));
+        }
+        let unknown = req.unknown_fields
+            + x.response.as_ref().map_or(0, |r| r.unknown_fields)
+            + x.trailers.as_ref().map_or(0, |r| r.unknown_fields);
+        if unknown > 0 {
+            attributes.push(kv_int("weft.http2.unknown_fields", i64::from(unknown)));
+        }
+        if let Some(code) = x.reset {
+            attributes.push(kv_str("weft.http2.rst_stream", h2_error_name(code)));
+        }
+        if x.truncated {
+            attributes.push(kv("weft.truncated", Value::BoolValue(true)));
+        }
+        let server = ends.kind == SpanKind::Server;
+        let error = if grpc && grpc_status.is_some() {
+            let code = grpc_status.unwrap_or(0);
+            // Server side: only the codes that say the server failed (semantic
+            // conventions for gRPC).
+            if server {
+                matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
+            } else {
+                code != 0
+            }
+        } else if let Some(code) = x.reset.filter(|c| *c != 0) {
+            // A cancel is the client's own decision, not the server's failure.
+            !(server && code == 0x8)
+        } else {
+            match status {
+                Some(s) if server => s >= 500,
+                Some(s) => s >= 400,
+                None => false,
+            }
+        };
+        let message = if grpc {
+            x.trailers
+                .as_ref()
+                .and_then(|t| t.grpc_message.clone())
+                .unwrap_or_default()
+        } else {
+            x.reset
+                .map(|c| h2_error_name(c).to_string())
+                .unwrap_or_default()
+        };
+        let status = error.then_some(Status {
+            code: StatusCode::Error as i32,
+            message,
+        });
+        let name = match rpc {
+            Some((service, m)) => format!("{service}/{m}"),
+            None => req.method.clone().unwrap_or_else(|| "HTTP".to_string()),
+        };
+        let span = self.span(
+            name,
+            ends.kind,
+            x.request_start_ns,
+            x.response_end_ns,
+            attributes,
+            status,
+        );
+        self.push(conn, process, span);
+        true
+    }
+
     fn span(
         &self,
         name: String,
@@ -503,5 +662,26 @@ impl SpanBuilder {
                 ..Default::default()
             })
             .collect()
+    }
+}
+
+/// The name of an HTTP/2 error code (RFC 9113 §7).
+fn h2_error_name(code: u32) -> &'static str {
+    match code {
+        0x0 => "NO_ERROR",
+        0x1 => "PROTOCOL_ERROR",
+        0x2 => "INTERNAL_ERROR",
+        0x3 => "FLOW_CONTROL_ERROR",
+        0x4 => "SETTINGS_TIMEOUT",
+        0x5 => "STREAM_CLOSED",
+        0x6 => "FRAME_SIZE_ERROR",
+        0x7 => "REFUSED_STREAM",
+        0x8 => "CANCEL",
+        0x9 => "COMPRESSION_ERROR",
+        0xa => "CONNECT_ERROR",
+        0xb => "ENHANCE_YOUR_CALM",
+        0xc => "INADEQUATE_SECURITY",
+        0xd => "HTTP_1_1_REQUIRED",
+        _ => "UNKNOWN",
     }
 }

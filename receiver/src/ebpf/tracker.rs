@@ -16,6 +16,7 @@ use super::config::{EbpfReceiverConfig, Protocol};
 use super::db::{DbConnection, DbExchange, DbProtocol, DbStats, Side};
 use super::dns::{Datagram, DnsExchange, DnsSocket, DnsStats, TcpFramer};
 use super::http1::{Chunk, Http1Stats, ParserConfig, Tag};
+use super::http2::{self, H2Exchange, Http2Connection, Http2Stats};
 use super::pairing::{Http1Connection, HttpExchange, PairingStats};
 use super::record::{Direction, Record, Role, FLAG_UDP};
 use super::span::{self, ConnFacts, ProcessFacts, SpanBuilder};
@@ -54,6 +55,16 @@ pub struct TrackerStats {
     pub dns_ambiguous: u64,
     /// TLS connections whose plaintext came through OpenSSL's calls.
     pub tls_connections: u64,
+    /// Connections read as HTTP/2.
+    pub http2_connections: u64,
+    /// HTTP/2 header blocks not captured whole, too large, or not decodable.
+    pub http2_header_blocks_lost: u64,
+    /// HTTP/2 header fields that referred to HPACK entries weft never saw.
+    pub http2_unknown_fields: u64,
+    /// Times an HTTP/2 direction's framing was lost in uncaptured bytes.
+    pub http2_framing_lost: u64,
+    /// HTTP/2 frames that broke the protocol.
+    pub http2_protocol_errors: u64,
 }
 
 fn proto_index(p: DbProtocol) -> usize {
@@ -68,6 +79,11 @@ enum Mode {
     /// HTTP/1.x; `requests` is the direction carrying requests.
     Http {
         conn: Box<Http1Connection>,
+        requests: Direction,
+    },
+    /// HTTP/2 (and gRPC); `requests` is the direction carrying requests.
+    Http2 {
+        conn: Box<Http2Connection>,
         requests: Direction,
     },
     /// A database or cache protocol; `requests` is the direction carrying requests.
@@ -152,6 +168,7 @@ struct Seen {
     non_http: bool,
     db: DbStats,
     dns: DnsStats,
+    h2: Http2Stats,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -181,6 +198,12 @@ fn looks_like_request(p: &[u8]) -> bool {
         b"TRACE ",
     ];
     METHODS.iter().any(|m| p.starts_with(m))
+}
+
+/// Starts like the HTTP/2 client preface (at least its first 4 bytes).
+fn looks_like_h2_preface(p: &[u8]) -> bool {
+    let n = p.len().min(http2::PREFACE.len());
+    n >= 4 && p[..n] == http2::PREFACE[..n]
 }
 
 fn looks_like_response(p: &[u8]) -> bool {
@@ -246,9 +269,7 @@ pub struct Tracker {
     next_id: u64,
     processes: Box<dyn ProcessSource>,
     spans: SpanBuilder,
-    exchanges: Vec<HttpExchange>,
-    db_exchanges: Vec<DbExchange>,
-    dns_exchanges: Vec<DnsExchange>,
+    out: Outputs,
     stats: TrackerStats,
 }
 
@@ -269,9 +290,7 @@ impl Tracker {
             // instances (or restarts) from handing out the same small numbers.
             next_id: (fastrand::u64(..) >> 12) | 1,
             processes,
-            exchanges: Vec::new(),
-            db_exchanges: Vec::new(),
-            dns_exchanges: Vec::new(),
+            out: Outputs::default(),
             stats: TrackerStats::default(),
         }
     }
@@ -340,6 +359,9 @@ impl Tracker {
             if let Mode::Db { conn, .. } = &mode {
                 self.stats.db_connections[proto_index(conn.protocol())] += 1;
             }
+            if let Mode::Http2 { .. } = &mode {
+                self.stats.http2_connections += 1;
+            }
             let mut conn = Conn::new(mode, role, r);
             if tls {
                 self.stats.tls_connections += 1;
@@ -400,6 +422,10 @@ impl Tracker {
             // What the first bytes say: (protocol, direction of the requests).
             let seen = if r.payload.is_empty() {
                 None
+            } else if looks_like_h2_preface(r.payload) {
+                Some((Protocol::Http2, r.direction))
+            } else if http2::looks_like_server_settings(r.payload) {
+                Some((Protocol::Http2, opposite(r.direction)))
             } else if looks_like_request(r.payload) {
                 Some((Protocol::Http, r.direction))
             } else if looks_like_response(r.payload) {
@@ -426,6 +452,13 @@ impl Tracker {
                     };
                     match p {
                         Protocol::Http => http_mode(&self.parser, d),
+                        Protocol::Http2 => {
+                            self.stats.http2_connections += 1;
+                            Mode::Http2 {
+                                conn: Box::new(Http2Connection::new(self.parser.clone(), true)),
+                                requests: d,
+                            }
+                        }
                         Protocol::Db(db) => {
                             self.stats.db_connections[proto_index(db)] += 1;
                             Mode::Db {
@@ -446,6 +479,7 @@ impl Tracker {
         }
         let requests = match &conn.mode {
             Mode::Http { requests, .. }
+            | Mode::Http2 { requests, .. }
             | Mode::Db { requests, .. }
             | Mode::DnsTcp { requests, .. } => *requests,
             _ => return,
@@ -472,15 +506,7 @@ impl Tracker {
                     tid: r.tid,
                 },
             };
-            feed(
-                &mut conn.mode,
-                requests,
-                r.direction,
-                &chunk,
-                &mut self.exchanges,
-                &mut self.db_exchanges,
-                &mut self.dns_exchanges,
-            );
+            feed(&mut conn.mode, requests, r.direction, &chunk, &mut self.out);
             self.drain(key);
             return;
         }
@@ -499,15 +525,7 @@ impl Tracker {
                         tid: r.tid,
                     },
                 };
-                feed(
-                    &mut conn.mode,
-                    requests,
-                    r.direction,
-                    &gap,
-                    &mut self.exchanges,
-                    &mut self.db_exchanges,
-                    &mut self.dns_exchanges,
-                );
+                feed(&mut conn.mode, requests, r.direction, &gap, &mut self.out);
             } else if ahead != 0 {
                 let behind = expected.wrapping_sub(seq) as u64;
                 self.stats.overlaps += 1;
@@ -532,15 +550,7 @@ impl Tracker {
                 tid: r.tid,
             },
         };
-        feed(
-            &mut conn.mode,
-            requests,
-            r.direction,
-            &chunk,
-            &mut self.exchanges,
-            &mut self.db_exchanges,
-            &mut self.dns_exchanges,
-        );
+        feed(&mut conn.mode, requests, r.direction, &chunk, &mut self.out);
         self.drain(key);
     }
 
@@ -586,7 +596,7 @@ impl Tracker {
             },
             peer: sent.then_some((r.raddr, r.rport)),
         };
-        sock.feed(&d, &mut self.dns_exchanges);
+        sock.feed(&d, &mut self.out.dns);
         let idle = sock.waiting() == 0;
         fold_stats(conn, &mut self.stats);
         if idle {
@@ -674,8 +684,9 @@ impl Tracker {
     /// end, anything still open is counted.
     fn finish(&mut self, mut conn: Conn) {
         match &mut conn.mode {
-            Mode::Http { conn: http, .. } => http.close(&mut self.exchanges),
-            Mode::Db { conn: db, .. } => db.close(&mut self.db_exchanges),
+            Mode::Http { conn: http, .. } => http.close(&mut self.out.http),
+            Mode::Db { conn: db, .. } => db.close(&mut self.out.db),
+            Mode::Http2 { conn: h2, .. } => h2.close(),
             Mode::Dns(dns) | Mode::DnsTcp { sock: dns, .. } => dns.close(),
             _ => {}
         }
@@ -686,26 +697,34 @@ impl Tracker {
     /// Builds the spans of the pending exchanges of a connection: `ended` when it has
     /// left the table, else looked up by key.
     fn emit(&mut self, key: (u32, u64), ended: Option<&Conn>) {
-        if self.exchanges.is_empty()
-            && self.db_exchanges.is_empty()
-            && self.dns_exchanges.is_empty()
+        if self.out.http.is_empty()
+            && self.out.db.is_empty()
+            && self.out.dns.is_empty()
+            && self.out.h2.is_empty()
         {
             return;
         }
         let Some(conn) = ended.or_else(|| self.conns.get(&key)) else {
-            self.exchanges.clear();
-            self.db_exchanges.clear();
-            self.dns_exchanges.clear();
+            self.out.http.clear();
+            self.out.db.clear();
+            self.out.dns.clear();
+            self.out.h2.clear();
             return;
         };
         let process = self.processes.lookup(conn.facts.pid, &conn.facts.comm);
-        for x in self.exchanges.drain(..) {
+        for x in self.out.http.drain(..) {
             self.stats.exchanges += 1;
             if self.spans.add(&x, conn.role, &conn.facts, &process) {
                 self.stats.spans += 1;
             }
         }
-        for x in self.db_exchanges.drain(..) {
+        for x in self.out.h2.drain(..) {
+            self.stats.exchanges += 1;
+            if self.spans.add_h2(&x, conn.role, &conn.facts, &process) {
+                self.stats.spans += 1;
+            }
+        }
+        for x in self.out.db.drain(..) {
             self.stats.exchanges += 1;
             if self.spans.add_db(&x, conn.role, &conn.facts, &process) {
                 self.stats.spans += 1;
@@ -716,7 +735,7 @@ impl Tracker {
         } else {
             "udp"
         };
-        for x in self.dns_exchanges.drain(..) {
+        for x in self.out.dns.drain(..) {
             self.stats.exchanges += 1;
             self.spans.add_dns(&x, &conn.facts, &process, transport);
             self.stats.spans += 1;
@@ -754,6 +773,12 @@ impl Tracker {
         }
         let mode = match pinned {
             Some(Protocol::Http) => http_mode(&self.parser, requests),
+            // Pinned: the connection may be older than weft, read from its middle
+            // until its first bytes show the preface.
+            Some(Protocol::Http2) => Mode::Http2 {
+                conn: Box::new(Http2Connection::new(self.parser.clone(), false)),
+                requests,
+            },
             Some(Protocol::Db(p)) => Mode::Db {
                 conn: Box::new(DbConnection::new(p, self.config.query_text.policy())),
                 requests,
@@ -819,16 +844,37 @@ fn http_mode(parser: &Arc<ParserConfig>, requests: Direction) -> Mode {
     }
 }
 
+/// What the parsers produced since the last drain, one list per protocol family.
+#[derive(Default)]
+struct Outputs {
+    http: Vec<HttpExchange>,
+    db: Vec<DbExchange>,
+    dns: Vec<DnsExchange>,
+    h2: Vec<H2Exchange>,
+}
+
 fn feed(
     mode: &mut Mode,
     requests: Direction,
     dir: Direction,
     chunk: &Chunk<'_>,
-    out: &mut Vec<HttpExchange>,
-    db_out: &mut Vec<DbExchange>,
-    dns_out: &mut Vec<DnsExchange>,
+    outs: &mut Outputs,
 ) {
+    let Outputs {
+        http: out,
+        db: db_out,
+        dns: dns_out,
+        h2: h2_out,
+    } = outs;
     match mode {
+        Mode::Http2 { conn: h2, .. } => {
+            let side = if dir == requests {
+                http2::Side::Request
+            } else {
+                http2::Side::Response
+            };
+            h2.feed(side, chunk, h2_out);
+        }
         Mode::Http { conn: http, .. } => {
             if dir == requests {
                 http.feed_request(chunk, out);
@@ -869,6 +915,21 @@ fn feed(
 }
 
 fn fold_stats(conn: &mut Conn, stats: &mut TrackerStats) {
+    if let Mode::Http2 { conn: h2, .. } = &conn.mode {
+        let now = h2.stats();
+        let seen = &mut conn.seen.h2;
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        stats.http2_header_blocks_lost += d(now.header_blocks_lost, seen.header_blocks_lost);
+        stats.http2_unknown_fields += d(now.unknown_fields, seen.unknown_fields);
+        stats.http2_framing_lost += d(now.framing_lost, seen.framing_lost);
+        stats.http2_protocol_errors += d(now.protocol_errors, seen.protocol_errors);
+        stats.unpaired += d(
+            now.unmatched + now.streams_dropped,
+            seen.unmatched + seen.streams_dropped,
+        );
+        *seen = now.clone();
+        return;
+    }
     if let Mode::Dns(dns) | Mode::DnsTcp { sock: dns, .. } = &conn.mode {
         let now = &dns.stats;
         let seen = &mut conn.seen.dns;

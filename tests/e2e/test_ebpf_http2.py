@@ -1,0 +1,378 @@
+"""HTTP/2 and gRPC spans end to end: the ebpf receiver reads frames and HPACK off the
+socket syscalls (clear text) and OpenSSL's calls (TLS with ALPN h2) of real programs.
+
+- h2c with prior knowledge: nginx (`listen ... http2`) and httpx (`http2=True,
+  http1=False`), 100 concurrent streams on one connection: every stream exactly one
+  CLIENT span (this process) and one SERVER span (nginx), path, status, request id and
+  stream id right, client and server spans with the same TCP sequence, no two streams
+  with the same one.
+- h2 over TLS (ALPN): nginx (`listen ... ssl http2`) and curl (OpenSSL): three requests
+  on one connection, plaintext attributes and `tls.protocol.*` right.
+- gRPC: grpcio on both ends (apps/grpc_service.py, insecure channel): unary, server
+  streaming, client streaming, bidi, an error status and a deadline exceeded, each with
+  its `rpc.*` attributes, `rpc.grpc.status_code` and message counts.
+- Secrets: an `authorization` header and a configured one never leave.
+
+Needs root and BTF like test_ebpf.py (the module skips with one line otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ebpf_spans import CLIENT, SERVER, Output
+from harness import E2E_DIR, Weft, ebpf_unavailable, free_port, wait_until, weft_binary
+from otlp_support import metric_sum
+
+if ebpf_unavailable():
+    pytest.skip(ebpf_unavailable(), allow_module_level=True)
+
+import grpc  # noqa: E402
+import httpx  # noqa: E402
+
+from test_ebpf import nginx_bin  # noqa: E402
+
+PORT_POOL = 6
+UNSET, ERROR = 0, 2
+GRPC_APP = E2E_DIR / "apps" / "grpc_service.py"
+
+
+class Env:
+    def __init__(self, weft: Weft, out: Output, ports: list[int]):
+        self.weft = weft
+        self.out = out
+        self._ports = list(ports)
+
+    def port(self) -> int:
+        assert self._ports, "the module's port pool is used up: raise PORT_POOL"
+        return self._ports.pop(0)
+
+    def metric(self, name: str, **labels) -> float:
+        return metric_sum(self.weft.metrics(), name, receiver="ebpf", **labels)
+
+    def spans_on(self, port: int, count: int, timeout: float = 20.0):
+        """Exactly `count` HTTP/2 spans whose server port is `port`."""
+        def mine():
+            return [s for s in self.out.spans()
+                    if s.get("server.port") == port and s.get("network.protocol.version") == "2"]
+        wait_until(lambda: len(mine()) >= count, timeout, 0.1)
+        time.sleep(0.8)
+        got = mine()
+        assert len(got) == count, (f"{len(got)} spans on port {port}, want {count}:\n"
+                                   + "\n".join(f"{s.kind} {s.name} {s.attrs}" for s in got))
+        return got
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("ebpf-h2")
+    ports = [free_port() for _ in range(PORT_POOL)]
+    out = workdir / "spans.jsonl"
+    config = {
+        "receivers": {"ebpf": {
+            "include": {"ports": ports},
+            "flush_interval": "100ms",
+            "redact_headers": ["x-api-key"],
+            "service_names": {"nginx": "h2-nginx"},
+        }},
+        "exporters": {"file": {"path": str(out), "flush_interval": "100ms"}},
+        "service": {"pipelines": {"traces": {"receivers": ["ebpf"], "exporters": ["file"]}}},
+    }
+    w = Weft(weft_binary(), workdir, "weft-ebpf-h2")
+    try:
+        w.start(config)
+        assert wait_until(lambda: w.health_status() == 200, 30), w.log_tail()
+    except BaseException:
+        if w.alive():
+            w.proc.kill()
+            w.proc.wait()
+        raise
+    yield Env(w, Output(out), ports)
+    code = w.stop()
+    assert code == 0, f"weft exited with {code}, want 0\n{w.log_tail()}"
+
+
+class Started:
+    """Processes a test started, stopped by pid at teardown."""
+
+    def __init__(self):
+        self.procs: list[subprocess.Popen] = []
+
+    def add(self, proc: subprocess.Popen) -> subprocess.Popen:
+        self.procs.append(proc)
+        return proc
+
+    def stop(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def started():
+    s = Started()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory) -> tuple[Path, Path]:
+    openssl = shutil.which("openssl")
+    if not openssl:
+        pytest.fail("the openssl CLI is not installed (apt-get install openssl)", pytrace=False)
+    d = tmp_path_factory.mktemp("cert")
+    key, crt = d / "key.pem", d / "cert.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(key), "-out", str(crt), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True, timeout=60,
+    )
+    return crt, key
+
+
+def start_nginx(started: Started, root: Path, port: int, tls=None) -> int:
+    """nginx speaking HTTP/2 only on `port`: h2c with prior knowledge, or h2 over TLS
+    when `tls` is (cert, key). Returns its pid."""
+    root.mkdir(parents=True, exist_ok=True)
+    listen = f"listen 127.0.0.1:{port} http2;"
+    ssl = ""
+    if tls:
+        listen = f"listen 127.0.0.1:{port} ssl http2;"
+        ssl = f"ssl_certificate {tls[0]};\n        ssl_certificate_key {tls[1]};"
+    conf = root / "nginx.conf"
+    conf.write_text(
+        f"""daemon off;
+master_process off;
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/error.log notice;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/client_body;
+    proxy_temp_path {root}/proxy;
+    default_type text/plain;
+    http2_max_concurrent_streams 128;
+    server {{
+        {listen}
+        {ssl}
+        location /s/ {{ add_header X-Request-ID $http_x_request_id; return 200 "ok $uri\\n"; }}
+        location = /missing {{ return 404; }}
+        location = /fail {{ return 503; }}
+    }}
+}}
+"""
+    )
+    proc = started.add(subprocess.Popen(
+        [nginx_bin(), "-c", str(conf), "-p", str(root), "-e", str(root / "error.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    ))
+    assert wait_until(lambda: (root / "nginx.pid").exists() or proc.poll() is not None, 10)
+    assert proc.poll() is None, (root / "error.log").read_text()
+    return proc.pid
+
+
+def split(spans):
+    servers = [s for s in spans if s.kind == SERVER]
+    clients = [s for s in spans if s.kind == CLIENT]
+    return servers, clients
+
+
+def test_h2c_100_concurrent_streams_on_one_connection(env, started, tmp_path):
+    port = env.port()
+    nginx_pid = start_nginx(started, tmp_path / "nginx", port)
+    n = 100
+
+    async def run():
+        async with httpx.AsyncClient(http1=False, http2=True, timeout=20) as client:
+            async def one(i):
+                r = await client.get(f"http://127.0.0.1:{port}/s/{i}",
+                                     headers={"x-request-id": f"req-{i}",
+                                              "authorization": "Bearer topsecret",
+                                              "x-api-key": "also-secret"})
+                return i, r.status_code, r.http_version, r.headers.get("x-request-id")
+            return await asyncio.gather(*(one(i) for i in range(n)))
+
+    t0 = time.time_ns()
+    results = asyncio.run(run())
+    t1 = time.time_ns()
+    assert all(r[1:] == (200, "HTTP/2", f"req-{r[0]}") for r in results), results
+    spans = env.spans_on(port, 2 * n)
+    servers, clients = split(spans)
+    assert len(servers) == n and len(clients) == n
+    # One connection: one client port, one socket per side.
+    assert len({s["client.port"] for s in spans}) == 1
+    by_path = {}
+    for s in spans:
+        by_path.setdefault(s["url.path"], []).append(s)
+    assert sorted(by_path) == sorted(f"/s/{i}" for i in range(n))
+    seqs = set()
+    for i in range(n):
+        pair = by_path[f"/s/{i}"]
+        server = next(s for s in pair if s.kind == SERVER)
+        client = next(s for s in pair if s.kind == CLIENT)
+        for s in (server, client):
+            assert s.name == "GET"
+            assert s["http.request.method"] == "GET"
+            assert s["http.response.status_code"] == 200
+            assert s["network.protocol.name"] == "http"
+            assert s["network.protocol.version"] == "2"
+            assert s["server.address"] == "127.0.0.1"
+            assert s["server.port"] == port
+            assert s["weft.x_request_id.req"] == f"req-{i}"
+            assert s["weft.x_request_id.resp"] == f"req-{i}"
+            assert s.status == UNSET
+            assert t0 <= s.start <= s.end <= t1 + 5_000_000
+            assert "weft.http2.unknown_fields" not in s.attrs
+        assert server["process.pid"] == nginx_pid
+        assert client["process.pid"] == os.getpid()
+        assert server.resource["service.name"] == "h2-nginx"
+        # The same stream on both ends, the same TCP sequence of its HEADERS frame.
+        assert server["weft.http2.stream_id"] == client["weft.http2.stream_id"]
+        assert server["weft.tcp.req_seq"] == client["weft.tcp.req_seq"]
+        assert server["weft.tcp.resp_seq"] == client["weft.tcp.resp_seq"]
+        seqs.add(server["weft.tcp.req_seq"])
+    assert len(seqs) == n
+    text = json.dumps([s.attrs for s in spans])
+    assert "topsecret" not in text and "also-secret" not in text
+    assert "authorization" not in text and "x-api-key" not in text
+    assert env.metric("weft_ebpf_http2_connections") >= 2
+
+
+def test_h2c_statuses_and_sequential_streams(env, started, tmp_path):
+    port = env.port()
+    start_nginx(started, tmp_path / "nginx", port)
+    paths = ["/s/a", "/missing", "/fail", "/s/b"]
+    with httpx.Client(http1=False, http2=True, timeout=10) as client:
+        codes = [client.get(f"http://127.0.0.1:{port}{p}").status_code for p in paths]
+    assert codes == [200, 404, 503, 200]
+    spans = env.spans_on(port, 2 * len(paths))
+    for kind in (SERVER, CLIENT):
+        mine = sorted((s for s in spans if s.kind == kind), key=lambda s: s.start)
+        assert [s["url.path"] for s in mine] == paths
+        assert [s["http.response.status_code"] for s in mine] == codes
+        assert [s["weft.http2.stream_id"] for s in mine] == [1, 3, 5, 7]
+        # A client's 4xx is an error; a server's only from 5xx.
+        want = [UNSET, ERROR if kind == CLIENT else UNSET, ERROR, UNSET]
+        assert [s.status for s in mine] == want
+        # One stream at a time: the syscall ids stay on (autotracing T2).
+        assert all("weft.syscall_trace_id.req" in s.attrs for s in mine)
+
+
+def test_h2_over_tls_nginx_and_curl(env, started, tmp_path, cert):
+    port = env.port()
+    nginx_pid = start_nginx(started, tmp_path / "nginx", port, tls=cert)
+    urls = [f"https://127.0.0.1:{port}/s/{i}" for i in range(3)]
+    proc = subprocess.run(
+        ["curl", "-sS", "--http2", "--cacert", str(cert[0]), "-H", "X-Request-ID: tls-1",
+         "-H", "Authorization: Bearer curlsecret", "-o", "/dev/null", "-w", "%{http_version} %{http_code}\n",
+         *urls],
+        capture_output=True, timeout=30, check=True,
+    )
+    assert proc.stdout.decode().split("\n")[:3] == ["2 200"] * 3, proc.stdout
+    spans = env.spans_on(port, 6)
+    servers, clients = split(spans)
+    for group, pid in ((servers, nginx_pid), (clients, None)):
+        group.sort(key=lambda s: s.start)
+        assert [s["url.path"] for s in group] == [f"/s/{i}" for i in range(3)]
+        assert [s["weft.http2.stream_id"] for s in group] == [1, 3, 5]
+        for s in group:
+            assert s["http.response.status_code"] == 200
+            assert s["weft.x_request_id.req"] == "tls-1"
+            assert s["tls.protocol.name"] == "tls"
+            assert s["tls.protocol.version"] == "1.3"
+            assert s["network.protocol.version"] == "2"
+            if pid:
+                assert s["process.pid"] == pid
+    assert "curlsecret" not in json.dumps([s.attrs for s in spans])
+    # Where both ends know the TCP sequence of a stream's HEADERS, it is the same.
+    for server, client in zip(servers, clients):
+        if "weft.tcp.req_seq" in server.attrs and "weft.tcp.req_seq" in client.attrs:
+            assert server["weft.tcp.req_seq"] == client["weft.tcp.req_seq"]
+
+
+@pytest.fixture
+def grpc_server(started, tmp_path, env):
+    port = env.port()
+    log = open(tmp_path / "grpc.log", "wb")
+    proc = started.add(subprocess.Popen(
+        [sys.executable, str(GRPC_APP), str(port)],
+        stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+    ))
+    log.close()
+    assert proc.stdout.readline().decode().strip() == "ready", (tmp_path / "grpc.log").read_text()
+    return port, proc.pid
+
+
+def test_grpc_every_rpc_shape_status_and_deadline(env, grpc_server):
+    port, server_pid = grpc_server
+    svc = "weft.test.Echo"
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        unary = ch.unary_unary(f"/{svc}/Unary")
+        assert unary(b"hello", metadata=[("x-request-id", "g-1"), ("authorization", "grpcsecret")]) == b"hello"
+        with pytest.raises(grpc.RpcError) as e:
+            unary(b"missing")
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+        parts = list(ch.unary_stream(f"/{svc}/ServerStream")(b"3"))
+        assert parts == [b"part-0", b"part-1", b"part-2"]
+        assert ch.stream_unary(f"/{svc}/ClientStream")(iter([b"a", b"b", b"c", b"d"])) == b"4"
+        echoed = list(ch.stream_stream(f"/{svc}/Bidi")(iter([b"x", b"y"])))
+        assert echoed == [b"x", b"y"]
+        with pytest.raises(grpc.RpcError) as e:
+            ch.unary_unary(f"/{svc}/Slow")(b"late", timeout=0.2)
+        assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(1.2)
+    # (method, request messages, response messages, grpc status)
+    want = [
+        ("Unary", 1, 1, 0),
+        ("Unary", 1, 0, 5),
+        ("ServerStream", 1, 3, 0),
+        ("ClientStream", 4, 1, 0),
+        ("Bidi", 2, 2, 0),
+    ]
+    spans = env.spans_on(port, 2 * len(want) + 2)
+    servers, clients = split(spans)
+    for kind, group in ((SERVER, servers), (CLIENT, clients)):
+        group.sort(key=lambda s: s.start)
+        got = [(s["rpc.method"], s.get("weft.grpc.request_messages"),
+                s.get("weft.grpc.response_messages"), s.get("rpc.grpc.status_code"))
+               for s in group[:len(want)]]
+        assert got == want, (kind, got)
+        for s in group:
+            assert s["rpc.system"] == "grpc"
+            assert s["rpc.service"] == svc
+            assert s.name == f"{svc}/{s['rpc.method']}"
+            assert s["http.request.method"] == "POST"
+            assert s["url.path"] == f"/{svc}/{s['rpc.method']}"
+            assert s["http.response.status_code"] == 200 or s["rpc.method"] == "Slow"
+        assert group[0]["weft.x_request_id.req"] == "g-1"
+        # NOT_FOUND is an error for the client; a server only fails on its own codes.
+        assert group[1].status == (ERROR if kind == CLIENT else UNSET)
+        assert group[1].message == ("no such thing" if kind == CLIENT else "")
+        slow = group[-1]
+        assert slow["rpc.method"] == "Slow"
+    assert all(s["process.pid"] == server_pid for s in servers)
+    assert all(s["process.pid"] == os.getpid() for s in clients)
+    # The deadline: the client gave up (RST_STREAM CANCEL or DEADLINE_EXCEEDED).
+    slow_client = clients[-1]
+    assert slow_client.status == ERROR
+    assert (slow_client.get("rpc.grpc.status_code") == 4
+            or slow_client.get("weft.http2.rst_stream") == "CANCEL"), slow_client.attrs
+    assert "grpcsecret" not in json.dumps([s.attrs for s in spans])
+    for server, client in zip(servers, clients):
+        assert server["weft.tcp.req_seq"] == client["weft.tcp.req_seq"]
