@@ -55,9 +55,9 @@ enum weft_syscall {
 	WEFT_SYS_SSL_READ = 17,      /* plaintext of SSL_read / SSL_read_ex (WEFT_FLAG_TLS) */
 };
 
-/* iovec entries copied per record; bytes in later entries are counted as
- * truncated. */
-#define WEFT_MAX_IOV 8
+/* iovec entries copied per record (IOV_MAX is 1024; gRPC writes a message in a
+ * few dozen); bytes in later entries are counted as truncated. */
+#define WEFT_MAX_IOV 256
 
 enum weft_role { WEFT_ROLE_UNKNOWN = 0, WEFT_ROLE_CLIENT = 1, WEFT_ROLE_SERVER = 2 };
 enum weft_direction { WEFT_DIR_EGRESS = 1, WEFT_DIR_INGRESS = 2 };
@@ -474,34 +474,62 @@ static __always_inline struct weft_sock *sock_entry(struct weft_config *c, struc
 	return e->traced == WEFT_TRACED_YES ? e : NULL;
 }
 
+/* One step of gather_iov, run by bpf_loop so that the verifier checks the body
+ * once however many entries an array has (gRPC writes a message in 20 or more). */
+struct weft_gather {
+	__u64 iov_ptr;
+	__u64 iovcnt;
+	__u32 want;
+	__u32 off;
+	__u32 fault;
+};
+
+static long gather_one(__u32 i, void *ctx)
+{
+	struct weft_gather *g = ctx;
+	if (i >= g->iovcnt || g->off >= g->want)
+		return 1;
+	__u32 zero = 0;
+	struct weft_scratch *s = bpf_map_lookup_elem(&weft_scratch, &zero);
+	if (!s)
+		return 1;
+	struct weft_iovec iov = {};
+	if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(g->iov_ptr + (__u64)i * sizeof(iov)))) {
+		g->fault = 1;
+		return 1;
+	}
+	__u32 off = g->off;
+	__u32 chunk = g->want - off;
+	if (iov.iov_len < chunk)
+		chunk = iov.iov_len;
+	if (off > WEFT_MAX_IOV_OFFSET || chunk > WEFT_MAX_PAYLOAD)
+		return 1;
+	if (bpf_probe_read_user(s->buf + sizeof(struct weft_event) + off, chunk,
+				(void *)iov.iov_base)) {
+		g->fault = 1;
+		return 1;
+	}
+	g->off = off + chunk;
+	return 0;
+}
+
 /* Copy up to want bytes from a user iovec array into the record's payload;
  * returns the bytes copied. */
-static __always_inline __u32 gather_iov(struct weft_scratch *s, __u64 iov_ptr, __u64 iovcnt,
-					__u32 want, struct weft_event *e)
+static __always_inline __u32 gather_iov(__u64 iov_ptr, __u64 iovcnt, __u32 want,
+					struct weft_event *e)
 {
-	__u32 off = 0;
-	for (int i = 0; i < WEFT_MAX_IOV; i++) {
-		if (i >= iovcnt || off >= want)
-			break;
-		struct weft_iovec iov = {};
-		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(iov_ptr + i * sizeof(iov)))) {
-			e->flags |= WEFT_FLAG_PAYLOAD_FAULT;
-			stat_inc(WEFT_STAT_PAYLOAD_FAULT);
-			break;
-		}
-		__u32 chunk = want - off;
-		if (iov.iov_len < chunk)
-			chunk = iov.iov_len;
-		if (off > WEFT_MAX_IOV_OFFSET || chunk > WEFT_MAX_PAYLOAD)
-			break;
-		if (bpf_probe_read_user(s->buf + sizeof(struct weft_event) + off, chunk,
-					(void *)iov.iov_base)) {
-			e->flags |= WEFT_FLAG_PAYLOAD_FAULT;
-			stat_inc(WEFT_STAT_PAYLOAD_FAULT);
-			break;
-		}
-		off += chunk;
+	struct weft_gather g = { .iov_ptr = iov_ptr, .iovcnt = iovcnt, .want = want };
+	bpf_loop(WEFT_MAX_IOV, gather_one, &g, 0);
+	if (g.fault) {
+		e->flags |= WEFT_FLAG_PAYLOAD_FAULT;
+		stat_inc(WEFT_STAT_PAYLOAD_FAULT);
 	}
+	__u32 off = g.off;
+	/* The callback kept off <= want; the verifier needs to see a bound here. */
+	if (off > want)
+		off = want;
+	if (off > WEFT_MAX_PAYLOAD)
+		off = WEFT_MAX_PAYLOAD;
 	if (off < want && !(e->flags & WEFT_FLAG_TRUNCATED)) {
 		e->flags |= WEFT_FLAG_TRUNCATED;
 		stat_inc(WEFT_STAT_TRUNCATED);
@@ -601,7 +629,7 @@ static __always_inline void emit_gathered(struct weft_config *c, struct weft_soc
 	if (n > WEFT_MAX_PAYLOAD)
 		n = WEFT_MAX_PAYLOAD;
 	if (n > 0)
-		n = gather_iov(s, call->buf, call->iovcnt, n, e);
+		n = gather_iov(call->buf, call->iovcnt, n, e);
 	e->payload_len = n;
 	if (bpf_ringbuf_output(&weft_events, s, sizeof(struct weft_event) + n, wakeup_flags(c)))
 		stat_inc(WEFT_STAT_RINGBUF_DROPS);

@@ -143,6 +143,27 @@ impl ProtocolsConfig {
         ]
     }
 
+    /// The names of the enabled protocols, for the startup line.
+    pub fn enabled_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self
+            .all()
+            .into_iter()
+            .filter(|(_, c)| c.enabled)
+            .map(|(p, _)| match p {
+                Protocol::Http => "HTTP/1.x",
+                Protocol::Http2 => "HTTP/2 and gRPC",
+                Protocol::Db(DbProtocol::Redis) => "Redis",
+                Protocol::Db(DbProtocol::Memcached) => "memcached",
+                Protocol::Db(DbProtocol::Postgresql) => "PostgreSQL",
+                Protocol::Db(DbProtocol::Mysql) => "MySQL",
+            })
+            .collect();
+        if self.dns.enabled {
+            names.push("DNS");
+        }
+        names
+    }
+
     /// The enabled protocol pinned to a port.
     pub fn pinned(&self, port: u16) -> Option<Protocol> {
         self.all()

@@ -407,7 +407,8 @@ impl Lifecycle for EbpfReceiver {
             receiver = %self.id,
             payload_bytes = self.config.payload_bytes,
             ring_buffer_bytes = self.config.ring_buffer_bytes,
-            "eBPF probes attached; capturing HTTP/1.x, Redis, memcached, PostgreSQL and MySQL on TCP sockets"
+            protocols = %self.config.protocols.enabled_names().join(", "),
+            "eBPF probes attached; capturing socket traffic"
         );
         *running = Some(Running {
             token,

@@ -575,16 +575,13 @@ impl SpanBuilder {
                 None => false,
             }
         };
-        let message = if grpc {
-            x.trailers
-                .as_ref()
-                .and_then(|t| t.grpc_message.clone())
-                .unwrap_or_default()
-        } else {
-            x.reset
-                .map(|c| h2_error_name(c).to_string())
-                .unwrap_or_default()
-        };
+        let message = x
+            .trailers
+            .as_ref()
+            .and_then(|t| t.grpc_message.clone())
+            .filter(|_| grpc)
+            .or_else(|| x.reset.map(|c| h2_error_name(c).to_string()))
+            .unwrap_or_default();
         let status = error.then_some(Status {
             code: StatusCode::Error as i32,
             message,
