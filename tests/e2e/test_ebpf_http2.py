@@ -6,6 +6,9 @@ socket syscalls (clear text) and OpenSSL's calls (TLS with ALPN h2) of real prog
   CLIENT span (this process) and one SERVER span (nginx), path, status, request id and
   stream id right, client and server spans with the same TCP sequence, no two streams
   with the same one.
+- h2c by `Upgrade`: curl (`--http2` on an http:// URL) and a Python `h2` server that
+  switches on `101`: the upgrading request is stream 1 of the HTTP/2 connection (one
+  span per end, no HTTP/1.1 span for the 101), the next requests streams 3 and 5.
 - h2 over TLS (ALPN): nginx (`listen ... ssl http2`) and curl (OpenSSL): three requests
   on one connection, plaintext attributes and `tls.protocol.*` right.
 - gRPC: grpcio on both ends (apps/grpc_service.py, insecure channel): unary, server
@@ -41,9 +44,10 @@ import httpx  # noqa: E402
 
 from test_ebpf import nginx_bin  # noqa: E402
 
-PORT_POOL = 6
+PORT_POOL = 8
 UNSET, ERROR = 0, 2
 GRPC_APP = E2E_DIR / "apps" / "grpc_service.py"
+UPGRADE_APP = E2E_DIR / "apps" / "h2c_upgrade_server.py"
 
 
 class Env:
@@ -275,6 +279,50 @@ def test_h2c_statuses_and_sequential_streams(env, started, tmp_path):
         assert [s.status for s in mine] == want
         # One stream at a time: the syscall ids stay on (autotracing T2).
         assert all("weft.syscall_trace_id.req" in s.attrs for s in mine)
+
+
+def test_h2c_by_upgrade_from_http1(env, started, tmp_path):
+    port = env.port()
+    log = open(tmp_path / "upgrade.log", "wb")
+    server = started.add(subprocess.Popen(
+        [sys.executable, str(UPGRADE_APP), str(port)],
+        stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+    ))
+    log.close()
+    assert server.stdout.readline().decode().strip() == "ready", (tmp_path / "upgrade.log").read_text()
+    urls = [f"http://127.0.0.1:{port}/u/{i}" for i in range(3)]
+    proc = subprocess.run(
+        ["curl", "-sS", "--http2", "-H", "X-Request-ID: up-1", "-w", "%{http_version} %{http_code}\n",
+         *[arg for url in urls for arg in ("-o", "/dev/null", url)]],
+        capture_output=True, timeout=30, check=True,
+    )
+    assert proc.stdout.decode().split("\n")[:3] == ["2 200"] * 3, proc.stdout
+    spans = env.spans_on(port, 6)
+    servers, clients = split(spans)
+    for group, pid in ((servers, server.pid), (clients, None)):
+        group.sort(key=lambda s: s["weft.http2.stream_id"])
+        assert [s["weft.http2.stream_id"] for s in group] == [1, 3, 5]
+        assert [s["url.path"] for s in group] == [f"/u/{i}" for i in range(3)]
+        for s in group:
+            assert s.name == "GET"
+            assert s["http.request.method"] == "GET"
+            assert s["http.response.status_code"] == 200
+            assert s["network.protocol.version"] == "2"
+            assert s["weft.x_request_id.req"] == "up-1"
+            assert s["weft.x_request_id.resp"] == "up-1"
+            assert s.status == UNSET
+            assert "weft.http2.unknown_fields" not in s.attrs
+            if pid:
+                assert s["process.pid"] == pid
+        # Stream 1's request is the HTTP/1.1 request that asked for the switch.
+        assert group[0].start < group[1].start
+    # Clear text: both ends know every number, and they agree.
+    for server_span, client in zip(servers, clients):
+        for key in ("weft.tcp.req_seq", "weft.tcp.resp_seq"):
+            assert server_span[key] == client[key], (key, server_span.attrs, client.attrs)
+    # The 101 is not a span of its own.
+    assert not [s for s in env.out.spans()
+                if s.get("server.port") == port and s.get("network.protocol.version") != "2"]
 
 
 def test_h2_over_tls_nginx_and_curl(env, started, tmp_path, cert):

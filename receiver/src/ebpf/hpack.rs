@@ -214,6 +214,12 @@ impl Decoder {
         self.table.len()
     }
 
+    /// The dynamic table's size as HPACK counts it (a lower bound where entries are
+    /// partly unknown).
+    pub fn table_bytes(&self) -> usize {
+        self.size
+    }
+
     fn get(&self, index: usize) -> Result<(Option<&str>, Option<&str>), HpackError> {
         match index {
             0 => Err(HpackError::ZeroIndex),

@@ -177,6 +177,17 @@ pub struct H2Exchange {
     pub truncated: bool,
 }
 
+/// The HTTP/1.1 request that upgraded a connection to HTTP/2 (its stream 1).
+#[derive(Debug, Clone)]
+pub struct UpgradedRequest {
+    pub headers: H2Headers,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub tcp_seq: Option<u32>,
+    pub tag: Tag,
+    pub truncated: bool,
+}
+
 /// Counts gRPC's length-prefixed messages in a stream's DATA bytes.
 #[derive(Debug, Clone, Default)]
 struct MessageCounter {
@@ -392,6 +403,43 @@ impl Http2Connection {
             c.dirs[0].state = State::Lost;
             c.dirs[1].state = State::Lost;
         }
+        c
+    }
+
+    /// A connection that an HTTP/1.1 request switched to HTTP/2 (`Upgrade: h2c`,
+    /// answered `101`): the client's next bytes are the preface, the server's next
+    /// bytes are frames, and the upgrading request is stream 1, answered in HTTP/2
+    /// (RFC 9113 §3.2 of RFC 7540).
+    pub fn upgraded(config: Arc<ParserConfig>, request: UpgradedRequest) -> Http2Connection {
+        let mut c = Http2Connection {
+            config,
+            dirs: [Direction::new(true), Direction::new(false)],
+            streams: BTreeMap::new(),
+            stats: Http2Stats::default(),
+        };
+        c.stats.streams += 1;
+        c.streams.insert(
+            1,
+            Stream {
+                request: Some(request.headers),
+                req_mark: Mark {
+                    ts_ns: request.start_ns,
+                    seq: request.tcp_seq,
+                    tag: request.tag,
+                },
+                req_end_ns: Some(request.end_ns),
+                // The request's body, if any, was HTTP/1.1: no gRPC messages to count.
+                messages: [
+                    MessageCounter {
+                        lost: true,
+                        ..MessageCounter::default()
+                    },
+                    MessageCounter::default(),
+                ],
+                truncated: request.truncated,
+                ..Stream::default()
+            },
+        );
         c
     }
 

@@ -195,6 +195,12 @@ impl Http1Connection {
         self.requests.is_http() && self.responses.is_http()
     }
 
+    /// The server switched protocols (`101`, or a `2xx` to `CONNECT`): the bytes that
+    /// follow are not HTTP/1.x.
+    pub fn is_upgraded(&self) -> bool {
+        self.responses.is_upgraded()
+    }
+
     pub fn request_stats(&self) -> &Http1Stats {
         self.requests.stats()
     }

@@ -80,6 +80,9 @@ enum Mode {
     Http {
         conn: Box<Http1Connection>,
         requests: Direction,
+        /// A `101` exchange held until the client's next bytes say whether the
+        /// connection became HTTP/2 (h2c by `Upgrade`).
+        upgrade: Option<Box<HeldUpgrade>>,
     },
     /// HTTP/2 (and gRPC); `requests` is the direction carrying requests.
     Http2 {
@@ -506,7 +509,17 @@ impl Tracker {
                     tid: r.tid,
                 },
             };
-            feed(&mut conn.mode, requests, r.direction, &chunk, &mut self.out);
+            if feed(
+                &mut conn.mode,
+                requests,
+                r.direction,
+                &chunk,
+                &mut self.out,
+                &self.parser,
+                self.config.protocols.http2.enabled,
+            ) {
+                self.stats.http2_connections += 1;
+            }
             self.drain(key);
             return;
         }
@@ -525,7 +538,17 @@ impl Tracker {
                         tid: r.tid,
                     },
                 };
-                feed(&mut conn.mode, requests, r.direction, &gap, &mut self.out);
+                if feed(
+                    &mut conn.mode,
+                    requests,
+                    r.direction,
+                    &gap,
+                    &mut self.out,
+                    &self.parser,
+                    self.config.protocols.http2.enabled,
+                ) {
+                    self.stats.http2_connections += 1;
+                }
             } else if ahead != 0 {
                 let behind = expected.wrapping_sub(seq) as u64;
                 self.stats.overlaps += 1;
@@ -550,7 +573,17 @@ impl Tracker {
                 tid: r.tid,
             },
         };
-        feed(&mut conn.mode, requests, r.direction, &chunk, &mut self.out);
+        if feed(
+            &mut conn.mode,
+            requests,
+            r.direction,
+            &chunk,
+            &mut self.out,
+            &self.parser,
+            self.config.protocols.http2.enabled,
+        ) {
+            self.stats.http2_connections += 1;
+        }
         self.drain(key);
     }
 
@@ -684,7 +717,16 @@ impl Tracker {
     /// end, anything still open is counted.
     fn finish(&mut self, mut conn: Conn) {
         match &mut conn.mode {
-            Mode::Http { conn: http, .. } => http.close(&mut self.out.http),
+            Mode::Http {
+                conn: http,
+                upgrade,
+                ..
+            } => {
+                if let Some(held) = upgrade.take() {
+                    self.out.http.push(held.exchange);
+                }
+                http.close(&mut self.out.http);
+            }
             Mode::Db { conn: db, .. } => db.close(&mut self.out.db),
             Mode::Http2 { conn: h2, .. } => h2.close(),
             Mode::Dns(dns) | Mode::DnsTcp { sock: dns, .. } => dns.close(),
@@ -841,7 +883,108 @@ fn http_mode(parser: &Arc<ParserConfig>, requests: Direction) -> Mode {
     Mode::Http {
         conn: Box::new(Http1Connection::new(parser.clone())),
         requests,
+        upgrade: None,
     }
+}
+
+/// The most bytes a server may send after its `101` before the client's first bytes
+/// arrive and are still replayed into HTTP/2 (its SETTINGS, an early answer).
+const MAX_HELD_UPGRADE_BYTES: usize = 64 * 1024;
+
+/// A chunk kept for later (the bytes a server sent after a `101`).
+#[derive(Debug)]
+struct OwnedChunk {
+    captured: Vec<u8>,
+    total_len: usize,
+    ts_ns: u64,
+    tcp_seq: Option<u32>,
+    seq_linear: bool,
+    tag: Tag,
+}
+
+impl OwnedChunk {
+    fn of(chunk: &Chunk<'_>, from: usize) -> OwnedChunk {
+        OwnedChunk {
+            captured: chunk.captured.get(from..).unwrap_or_default().to_vec(),
+            total_len: chunk.total_len.saturating_sub(from),
+            ts_ns: chunk.ts_ns,
+            tcp_seq: chunk.seq_at(from),
+            seq_linear: chunk.seq_linear,
+            tag: chunk.tag,
+        }
+    }
+
+    fn chunk(&self) -> Chunk<'_> {
+        Chunk {
+            captured: &self.captured,
+            total_len: self.total_len,
+            ts_ns: self.ts_ns,
+            tcp_seq: self.tcp_seq,
+            seq_linear: self.seq_linear,
+            tag: self.tag,
+        }
+    }
+}
+
+/// An HTTP/1.1 exchange answered `101 Switching Protocols`, and what the server sent
+/// after it, until the client's next bytes: the HTTP/2 preface turns the exchange into
+/// stream 1 of an HTTP/2 connection (RFC 7540 §3.2); anything else (a WebSocket)
+/// releases it as the HTTP/1.1 exchange it was.
+#[derive(Debug)]
+struct HeldUpgrade {
+    exchange: HttpExchange,
+    response: Vec<OwnedChunk>,
+    bytes: usize,
+    overflow: bool,
+}
+
+impl HeldUpgrade {
+    fn hold(&mut self, chunk: OwnedChunk) {
+        if chunk.total_len == 0 || self.overflow {
+            return;
+        }
+        self.bytes += chunk.captured.len();
+        if self.bytes > MAX_HELD_UPGRADE_BYTES {
+            self.overflow = true;
+            self.response.clear();
+        } else {
+            self.response.push(chunk);
+        }
+    }
+
+    fn request(&self) -> http2::UpgradedRequest {
+        let x = &self.exchange;
+        http2::UpgradedRequest {
+            headers: http2::H2Headers {
+                method: Some(x.method.as_str().to_string()),
+                path: Some(x.path.clone()),
+                query: x.query.clone(),
+                authority: x.host.clone(),
+                of_interest: x.req_headers_of_interest.clone(),
+                x_request_id: x.x_request_id.clone(),
+                ..http2::H2Headers::default()
+            },
+            start_ns: x.request_start_ns,
+            end_ns: x.request_end_ns,
+            tcp_seq: x.req_tcp_seq,
+            tag: x.req_tag,
+            truncated: x.truncated,
+        }
+    }
+}
+
+/// Where the bytes after a `101` response's head start in the chunk that holds it.
+fn after_switching_head(captured: &[u8]) -> Option<usize> {
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let start = find(captured, b"HTTP/1.1 101").or_else(|| find(captured, b"HTTP/1.0 101"))?;
+    let end = find(&captured[start..], b"\r\n\r\n")?;
+    Some(start + end + 4)
+}
+
+/// The client's first bytes after a `101`: (the start of) the HTTP/2 preface.
+fn starts_preface(captured: &[u8]) -> bool {
+    !captured.is_empty()
+        && (captured.starts_with(http2::PREFACE) || http2::PREFACE.starts_with(captured))
 }
 
 /// What the parsers produced since the last drain, one list per protocol family.
@@ -859,13 +1002,16 @@ fn feed(
     dir: Direction,
     chunk: &Chunk<'_>,
     outs: &mut Outputs,
-) {
+    parser: &Arc<ParserConfig>,
+    h2_upgrade: bool,
+) -> bool {
     let Outputs {
         http: out,
         db: db_out,
         dns: dns_out,
         h2: h2_out,
     } = outs;
+    let mut switched = None;
     match mode {
         Mode::Http2 { conn: h2, .. } => {
             let side = if dir == requests {
@@ -875,11 +1021,47 @@ fn feed(
             };
             h2.feed(side, chunk, h2_out);
         }
-        Mode::Http { conn: http, .. } => {
+        Mode::Http {
+            conn: http,
+            upgrade,
+            ..
+        } => {
             if dir == requests {
-                http.feed_request(chunk, out);
+                if let Some(held) = upgrade.take() {
+                    if !held.overflow && starts_preface(chunk.captured) {
+                        let mut h2 = Http2Connection::upgraded(parser.clone(), held.request());
+                        for c in &held.response {
+                            h2.feed(http2::Side::Response, &c.chunk(), h2_out);
+                        }
+                        h2.feed(http2::Side::Request, chunk, h2_out);
+                        switched = Some(h2);
+                    } else {
+                        out.push(held.exchange);
+                    }
+                }
+                if switched.is_none() {
+                    http.feed_request(chunk, out);
+                }
+            } else if let Some(held) = upgrade {
+                held.hold(OwnedChunk::of(chunk, 0));
             } else {
+                let before = out.len();
                 http.feed_response(chunk, out);
+                if h2_upgrade && http.is_upgraded() {
+                    if let Some(i) = out[before..].iter().rposition(|x| x.status == 101) {
+                        let exchange = out.remove(before + i);
+                        let mut held = HeldUpgrade {
+                            exchange,
+                            response: Vec::new(),
+                            bytes: 0,
+                            overflow: false,
+                        };
+                        if let Some(at) = after_switching_head(chunk.captured) {
+                            held.hold(OwnedChunk::of(chunk, at));
+                        }
+                        *upgrade = Some(Box::new(held));
+                    }
+                }
             }
         }
         Mode::Db { conn: db, .. } => {
@@ -911,6 +1093,16 @@ fn feed(
             }
         }
         _ => {}
+    }
+    match switched {
+        Some(h2) => {
+            *mode = Mode::Http2 {
+                conn: Box::new(h2),
+                requests,
+            };
+            true
+        }
+        None => false,
     }
 }
 

@@ -1031,3 +1031,92 @@ fn ciphertext_alone_makes_no_span() {
         "known as TLS, not as garbage"
     );
 }
+
+/// An HTTP/2 frame.
+fn h2_frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, ty, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn an_upgrade_to_h2c_makes_the_upgrading_request_stream_one() {
+    let (server, _) = pair();
+    let mut sim = Sim::new(EbpfReceiverConfig::default());
+    let req = b"GET /up HTTP/1.1\r\nHost: shop.local\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\nX-Request-ID: up-1\r\n\r\n";
+    sim.io(server, INGRESS, 1000, req);
+    // The 101 and the server's SETTINGS in one write, then stream 1's answer
+    // (`:status 200`, static index 8) before the client's preface is read.
+    let mut switch =
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
+    let settings = h2_frame(0x4, 0, 0, &[]);
+    switch.extend_from_slice(&settings);
+    sim.io(server, EGRESS, 7000, &switch);
+    let answer = [h2_frame(0x1, 0x4, 1, &[0x88]), h2_frame(0x0, 0x1, 1, b"ok")].concat();
+    let answer_seq = 7000 + switch.len() as u32;
+    sim.io(server, EGRESS, answer_seq, &answer);
+    assert!(
+        sim.spans().is_empty(),
+        "the 101 waits for the client's next bytes"
+    );
+    let mut preface = super::http2::PREFACE.to_vec();
+    preface.extend_from_slice(&h2_frame(0x4, 0, 0, &[]));
+    sim.io(server, INGRESS, 1000 + req.len() as u32, &preface);
+    let spans = sim.spans();
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let s = &spans[0].1;
+    assert_eq!(s.kind, 2);
+    assert_eq!(s.name, "GET");
+    assert_eq!(string(s, "url.path"), "/up");
+    assert_eq!(string(s, "network.protocol.version"), "2");
+    assert_eq!(int(s, "http.response.status_code"), 200);
+    assert_eq!(int(s, "weft.http2.stream_id"), 1);
+    assert_eq!(int(s, "weft.tcp.req_seq"), 1000);
+    assert_eq!(int(s, "weft.tcp.resp_seq"), i64::from(answer_seq));
+    assert_eq!(string(s, "weft.x_request_id.req"), "up-1");
+    // The connection goes on as HTTP/2: stream 3 is a span of its own.
+    let block = [
+        0x82, 0x84, 0x41, 0x8a, 0x08, 0x9d, 0x5c, 0x0b, 0x81, 0x70, 0xdc, 0x78, 0x0f, 0x03,
+    ];
+    let get = h2_frame(0x1, 0x5, 3, &block);
+    sim.io(
+        server,
+        INGRESS,
+        1000 + (req.len() + preface.len()) as u32,
+        &get,
+    );
+    let resp = h2_frame(0x1, 0x5, 3, &[0x88]);
+    sim.io(server, EGRESS, answer_seq + answer.len() as u32, &resp);
+    let spans = sim.spans();
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(int(&spans[0].1, "weft.http2.stream_id"), 3);
+    assert_eq!(string(&spans[0].1, "url.path"), "/");
+}
+
+#[test]
+fn a_switch_to_anything_but_h2c_is_the_http1_exchange_it_was() {
+    let (server, _) = pair();
+    let mut sim = Sim::new(EbpfReceiverConfig::default());
+    let req = b"GET /ws HTTP/1.1\r\nHost: shop.local\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    sim.io(server, INGRESS, 1000, req);
+    sim.io(
+        server,
+        EGRESS,
+        7000,
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello",
+    );
+    sim.io(
+        server,
+        INGRESS,
+        1000 + req.len() as u32,
+        b"\x81\x85abcd\x09\x07\x0f\x08\x0e",
+    );
+    let spans = sim.spans();
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let s = &spans[0].1;
+    assert_eq!(int(s, "http.response.status_code"), 101);
+    assert_eq!(string(s, "url.path"), "/ws");
+    assert!(attr(s, "weft.http2.stream_id").is_none());
+}
