@@ -9,7 +9,7 @@ use weft_receiver::ebpf::hpack::{
     Decoder, Field, MAX_BLOCK_FIELDS, MAX_BLOCK_OUTPUT, MAX_TABLE_BYTES,
 };
 
-/// Input layout: blocks of `[len_hi][len_lo][len bytes]`.
+// Input layout: blocks of `[len_hi][len_lo][len bytes]`.
 fuzz_target!(|data: &[u8]| {
     let mut d = Decoder::default();
     let secret = |name: &str| name == "authorization" || name == "cookie";

@@ -134,8 +134,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     run(from_start, &recs, usize::MAX, cap);
-    // Whole records against the same bytes cut in 7-byte pieces, all captured.
-    if recs.iter().all(|r| r.uncaptured == 0) {
+    // Whole records against the same bytes cut in 7-byte pieces, all captured, for a
+    // connection seen from its start (one read from its middle waits for a syscall
+    // that starts on a frame boundary, which depends on the cut by design).
+    if from_start && recs.iter().all(|r| r.uncaptured == 0) {
         let (whole, lost_whole) = run(from_start, &recs, usize::MAX, usize::MAX);
         let (cut, lost_cut) = run(from_start, &recs, 7, usize::MAX);
         if lost_whole == 0 && lost_cut == 0 {
