@@ -325,6 +325,60 @@ def test_h2c_by_upgrade_from_http1(env, started, tmp_path):
                 if s.get("server.port") == port and s.get("network.protocol.version") != "2"]
 
 
+def h2_frame(ty: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([ty, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def raw_h2(port: int, frames: bytes):
+    """One connection that sends the preface, SETTINGS and `frames`, reads what the
+    server answers until it closes (nginx answers bad frames with GOAWAY), and closes."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(PREFACE_BYTES + h2_frame(0x4, 0, 0, b"") + frames)
+        sock.settimeout(2)
+        try:
+            while sock.recv(65536):
+                pass
+        except (TimeoutError, ConnectionResetError):
+            pass
+
+
+PREFACE_BYTES = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def test_bad_http2_input_moves_counters_and_makes_no_span(env, started, tmp_path):
+    port = env.port()
+    start_nginx(started, tmp_path / "nginx", port)
+    counters = ("weft_ebpf_http2_protocol_errors", "weft_ebpf_http2_header_blocks_lost")
+
+    def now():
+        return tuple(env.metric(c) for c in counters)
+
+    before = now()
+    # A CONTINUATION with no HEADERS before it: a protocol error, seen by both ends.
+    raw_h2(port, h2_frame(0x9, 0x4, 1, b"\x82"))
+    assert wait_until(lambda: now()[0] >= before[0] + 2, 10), (before, now())
+    # A header block that breaks HPACK (index 0): lost, on both ends.
+    mid = now()
+    raw_h2(port, h2_frame(0x1, 0x5, 1, b"\x80"))
+    assert wait_until(lambda: now()[1] >= mid[1] + 2, 10), (mid, now())
+    # An HPACK bomb: one 4000-byte entry, then 4000 references to it (16 MB decoded):
+    # capped, nginx refuses it, and nothing wrong comes out.
+    bomb = b"\x40\x05x-big" + b"\x7f\x81\x1f" + b"v" * 4000 + b"\xbe" * 4000
+    raw_h2(port, h2_frame(0x1, 0x5, 1, b"\x82\x84\x86" + bomb[:16000]))
+    # A capture cut short: the connection ends inside a frame.
+    raw_h2(port, h2_frame(0x1, 0x5, 1, b"\x82\x84\x86\x41\x09localhost")[:12])
+    time.sleep(1.0)
+    # The receiver is healthy: a good request on a new connection is one span per end,
+    # and it is the only span the port ever made with a path.
+    with httpx.Client(http1=False, http2=True, timeout=10) as client:
+        r = client.get(f"http://127.0.0.1:{port}/s/ok")
+    assert r.status_code == 200
+    spans = env.spans_on(port, 2)
+    assert sorted(s.kind for s in spans) == [SERVER, CLIENT]
+    assert all(s["url.path"] == "/s/ok" and s["http.response.status_code"] == 200 for s in spans)
+
+
 def test_h2_over_tls_nginx_and_curl(env, started, tmp_path, cert):
     port = env.port()
     nginx_pid = start_nginx(started, tmp_path / "nginx", port, tls=cert)
