@@ -62,7 +62,6 @@ events { worker_connections 1024; }
 http {
     access_log off;
     keepalive_requests 1000000;
-    http2_max_requests 1000000;
     client_body_temp_path $WORK/tmp;
     proxy_temp_path $WORK/tmp;
     fastcgi_temp_path $WORK/tmp;

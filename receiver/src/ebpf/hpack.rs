@@ -141,6 +141,8 @@ pub struct Decoder {
     table: VecDeque<Entry>,
     size: usize,
     max: usize,
+    /// Reused for Huffman-coded values that are not kept.
+    scratch: Vec<u8>,
 }
 
 impl Default for Decoder {
@@ -149,6 +151,7 @@ impl Default for Decoder {
             table: VecDeque::new(),
             size: 0,
             max: 4096,
+            scratch: Vec::new(),
         }
     }
 }
@@ -179,8 +182,17 @@ fn integer(p: &[u8], at: &mut usize, n: u8) -> Result<usize, HpackError> {
     }
 }
 
-/// Reads a string literal; None when it is longer than weft decodes (skipped).
-fn string(p: &[u8], at: &mut usize) -> Result<(Option<String>, usize), HpackError> {
+/// Reads a string literal: its text when `keep` (None when longer than weft decodes),
+/// and its decoded length when `sized` (a table entry's size must be exact). A value
+/// that is not kept is Huffman-decoded into `scratch` for its length only, and not
+/// at all when its length is not needed (the length returned is then the coded one).
+fn string(
+    p: &[u8],
+    at: &mut usize,
+    keep: bool,
+    sized: bool,
+    scratch: &mut Vec<u8>,
+) -> Result<(Option<String>, usize), HpackError> {
     let huffman = p.get(*at).ok_or(HpackError::Truncated)? & 0x80 != 0;
     let len = integer(p, at, 7)?;
     let end = at.checked_add(len).ok_or(HpackError::IntegerOverflow)?;
@@ -190,16 +202,16 @@ fn string(p: &[u8], at: &mut usize) -> Result<(Option<String>, usize), HpackErro
         // Still a lower bound of the decoded size, for the table.
         return Ok((None, len));
     }
-    let bytes = if huffman {
-        let mut out = Vec::with_capacity(len * 8 / 5 + 1);
-        httlib_huffman::decode(raw, &mut out, httlib_huffman::DecoderSpeed::FourBits)
-            .map_err(|_| HpackError::Huffman)?;
-        out
-    } else {
-        raw.to_vec()
-    };
-    let n = bytes.len();
-    Ok((Some(String::from_utf8_lossy(&bytes).into_owned()), n))
+    if !huffman || !(keep || sized) {
+        let text = keep.then(|| String::from_utf8_lossy(raw).into_owned());
+        return Ok((text, len));
+    }
+    scratch.clear();
+    httlib_huffman::decode(raw, scratch, httlib_huffman::DecoderSpeed::FiveBits)
+        .map_err(|_| HpackError::Huffman)?;
+    let n = scratch.len();
+    let text = keep.then(|| String::from_utf8_lossy(scratch).into_owned());
+    Ok((text, n))
 }
 
 impl Decoder {
@@ -270,7 +282,8 @@ impl Decoder {
     }
 
     /// Decodes one complete header block into `out`. `secret(name)` says which values
-    /// are never kept (not even in the table). On an error the table may be out of
+    /// are never kept (not even in the table): secrets, and values the caller has no
+    /// use for (skipping them saves decoding work; their sizes are still counted). On an error the table may be out of
     /// step with the peer's: it is forgotten ([`Decoder::lose_sync`]).
     pub fn decode(
         &mut self,
@@ -316,7 +329,7 @@ impl Decoder {
                 let prefix = if indexing { 6 } else { 4 };
                 let index = integer(p, &mut at, prefix)?;
                 let (name, name_len) = if index == 0 {
-                    let (n, len) = string(p, &mut at)?;
+                    let (n, len) = string(p, &mut at, true, true, &mut self.scratch)?;
                     (n.map(|n| n.to_ascii_lowercase()), len)
                 } else {
                     let (n, _) = self.get(index)?;
@@ -324,11 +337,8 @@ impl Decoder {
                     let len = n.map_or(1, str::len);
                     (n.map(str::to_string), len)
                 };
-                let (value, value_len) = string(p, &mut at)?;
-                let value = match &name {
-                    Some(n) if secret(n) => None,
-                    _ => value,
-                };
+                let keep = name.as_deref().is_some_and(|n| !secret(n));
+                let (value, value_len) = string(p, &mut at, keep, indexing, &mut self.scratch)?;
                 if indexing {
                     self.insert(name.as_deref(), name_len, value.clone(), value_len);
                 }
@@ -486,21 +496,24 @@ mod tests {
                 value: None
             }
         );
+        // A value whose name is unknown is of no use: not kept.
         assert_eq!(
             out[1],
             Field {
                 name: None,
-                value: Some("x".into())
+                value: None
             }
         );
-        // The insertion is known from now on, at position 62.
+        // The insertion takes position 62 from now on (an entry of its own, so the
+        // positions after it stay right), still of unknown name.
+        assert_eq!(d.entries(), 1);
         let mut out = Vec::new();
         d.decode(&[0xbe], &none, &mut out).unwrap();
         assert_eq!(
             out[0],
             Field {
                 name: None,
-                value: Some("x".into())
+                value: None
             }
         );
     }

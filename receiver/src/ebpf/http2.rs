@@ -93,6 +93,22 @@ pub struct H2Headers {
 }
 
 impl H2Headers {
+    /// Whether `from_fields` reads the value of a field of this name.
+    fn uses(name: &str, config: &ParserConfig) -> bool {
+        matches!(
+            name,
+            ":method"
+                | ":path"
+                | ":authority"
+                | ":status"
+                | "host"
+                | "content-type"
+                | "grpc-status"
+                | "grpc-message"
+        ) || config.is_x_request_id(name.as_bytes())
+            || is_propagation_header(name.as_bytes())
+    }
+
     fn from_fields(fields: &[Field], config: &ParserConfig) -> H2Headers {
         let mut h = H2Headers::default();
         for f in fields {
@@ -757,7 +773,8 @@ impl Http2Connection {
         } else {
             let mut fields = Vec::new();
             let config = &self.config;
-            let secret = |n: &str| config.is_redacted(n.as_bytes());
+            // Values are kept only where a span uses them: never secrets.
+            let secret = |n: &str| config.is_redacted(n.as_bytes()) || !H2Headers::uses(n, config);
             match self.dirs[di]
                 .hpack
                 .decode(&block.bytes, &secret, &mut fields)
