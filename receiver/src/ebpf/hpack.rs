@@ -199,7 +199,10 @@ fn string(
     let raw = p.get(*at..end).ok_or(HpackError::Truncated)?;
     *at = end;
     if len > MAX_LITERAL {
-        // Still a lower bound of the decoded size, for the table.
+        // Its coded length stands for the decoded one in the table's accounting.
+        // Positions count from the newest entry, so a size off either way only
+        // changes how many old entries survive: the encoder never refers past its
+        // own table, and a reference past ours is unknown.
         return Ok((None, len));
     }
     if !huffman || !(keep || sized) {
@@ -211,6 +214,10 @@ fn string(
         .map_err(|_| HpackError::Huffman)?;
     let n = scratch.len();
     let text = keep.then(|| String::from_utf8_lossy(scratch).into_owned());
+    if !keep {
+        // It may be a secret: not left in memory.
+        scratch.fill(0);
+    }
     Ok((text, n))
 }
 

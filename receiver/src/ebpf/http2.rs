@@ -26,6 +26,9 @@ pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
 /// Streams open at once per connection; beyond, the oldest is given up (counted).
 pub const MAX_STREAMS: usize = 4096;
+/// Open streams past which the ones idle for `STREAM_IDLE_NS` are given up.
+const SWEEP_STREAMS: usize = 256;
+const STREAM_IDLE_NS: u64 = 300_000_000_000;
 /// Largest frame accepted when finding the framing again (the protocol's default
 /// SETTINGS_MAX_FRAME_SIZE).
 const RESYNC_MAX_FRAME: usize = 16_384;
@@ -202,6 +205,8 @@ pub struct UpgradedRequest {
     pub tcp_seq: Option<u32>,
     pub tag: Tag,
     pub truncated: bool,
+    /// Whether the server's bytes after the `101` are known from their first one.
+    pub response_from_start: bool,
 }
 
 /// Counts gRPC's length-prefixed messages in a stream's DATA bytes.
@@ -368,6 +373,9 @@ struct Direction {
     payload: Vec<u8>,
     block: Option<Block>,
     hpack: Decoder,
+    /// While framing is lost: when the last bytes were dropped unread. Streams that
+    /// started before then may have lost frames in them (see `forget_gap`).
+    dropped_ns: Option<u64>,
 }
 
 impl Direction {
@@ -384,8 +392,14 @@ impl Direction {
             payload: Vec::new(),
             block: None,
             hpack: Decoder::default(),
+            dropped_ns: None,
         }
     }
+}
+
+/// Whether captured bytes are (the start of) the HTTP/2 client preface.
+pub fn starts_preface(captured: &[u8]) -> bool {
+    !captured.is_empty() && (captured.starts_with(PREFACE) || PREFACE.starts_with(captured))
 }
 
 /// Both directions of one HTTP/2 connection and its open streams.
@@ -433,6 +447,9 @@ impl Http2Connection {
             streams: BTreeMap::new(),
             stats: Http2Stats::default(),
         };
+        if !request.response_from_start {
+            c.dirs[1].state = State::Lost;
+        }
         c.stats.streams += 1;
         c.streams.insert(
             1,
@@ -467,13 +484,22 @@ impl Http2Connection {
     pub fn feed(&mut self, side: Side, chunk: &Chunk<'_>, out: &mut Vec<H2Exchange>) {
         let di = side_index(side);
         if matches!(self.dirs[di].state, State::Lost) {
-            if !self.chain_starts_here(chunk) {
+            let state = if side == Side::Request && starts_preface(chunk.captured) {
+                // A new connection on a port pinned to HTTP/2: read from its start.
+                self.dirs[di].hpack.lose_sync();
+                State::Preface(0)
+            } else if self.chain_starts_here(chunk) {
+                self.stats.framing_found += 1;
+                State::Header
+            } else {
+                self.dirs[di].dropped_ns = Some(chunk.ts_ns);
                 return;
-            }
-            self.stats.framing_found += 1;
-            self.dirs[di].state = State::Header;
-            self.dirs[di].head_len = 0;
-            self.dirs[di].block = None;
+            };
+            let d = &mut self.dirs[di];
+            d.state = state;
+            d.head_len = 0;
+            d.block = None;
+            self.forget_gap(side);
         }
         let mut pos = 0;
         let cap = chunk.captured;
@@ -483,6 +509,30 @@ impl Http2Connection {
         let dark = chunk.total_len.saturating_sub(cap.len());
         if dark > 0 {
             self.dark(side, dark, chunk.ts_ns, out);
+        }
+        if matches!(self.dirs[di].state, State::Lost) {
+            self.dirs[di].dropped_ns = Some(chunk.ts_ns);
+        }
+    }
+
+    /// Framing is found again after bytes were dropped unread: any stream that had
+    /// started by then may have lost frames of this direction in them (a response's
+    /// HEADERS, an END_STREAM, gRPC messages). Their message counts are unknown, and a
+    /// response not yet seen is lost (its trailers must not pass for it).
+    fn forget_gap(&mut self, side: Side) {
+        let di = side_index(side);
+        let Some(dropped) = self.dirs[di].dropped_ns.take() else {
+            return;
+        };
+        for s in self.streams.values_mut() {
+            if s.req_mark.ts_ns > dropped {
+                continue;
+            }
+            s.messages[di].lose();
+            s.truncated = true;
+            if side == Side::Response && s.response.is_none() {
+                s.response_lost = true;
+            }
         }
     }
 
@@ -534,9 +584,10 @@ impl Http2Connection {
                 let want = &PREFACE[*matched..];
                 let n = want.len().min(cap.len() - pos);
                 if cap[pos..pos + n] != want[..n] {
-                    // Not a preface after all: read as frames from here.
-                    d.state = State::Header;
-                    return pos;
+                    // Not a preface after all (a connection older than weft, taken
+                    // for new): frame boundaries are unknown.
+                    self.lose_framing(side);
+                    return cap.len();
                 }
                 *matched += n;
                 if *matched == PREFACE.len() {
@@ -685,6 +736,16 @@ impl Http2Connection {
         let payload = std::mem::take(&mut d.payload);
         let mark = d.head_mark;
         let end_ns = if ts_ns == 0 { mark.ts_ns } else { ts_ns };
+        // Frames of a stream weft does not follow (opened before weft, lost in a gap,
+        // dropped) share syscalls with the streams it does: none of those has the
+        // thread's syscalls to itself.
+        let opens = head.ty == HEADERS && side == Side::Request;
+        if head.stream != 0 && !opens && !self.streams.contains_key(&head.stream) {
+            for s in self.streams.values_mut() {
+                s.multiplexed = true;
+            }
+        }
+        let d = &mut self.dirs[di];
         // A header block must continue with CONTINUATION frames of its stream.
         if d.block.is_some() && head.ty != CONTINUATION {
             self.stats.protocol_errors += 1;
@@ -801,6 +862,15 @@ impl Http2Connection {
                     // not a new one.
                     if id.is_multiple_of(2) || self.streams.range(id..).next().is_some() {
                         return;
+                    }
+                    if self.streams.len() >= SWEEP_STREAMS {
+                        // Streams whose end fell in lost bytes never end: after
+                        // STREAM_IDLE_NS they are given up.
+                        let now = block.mark.ts_ns;
+                        let before = self.streams.len();
+                        self.streams
+                            .retain(|_, s| s.req_mark.ts_ns.saturating_add(STREAM_IDLE_NS) > now);
+                        self.stats.unmatched += (before - self.streams.len()) as u64;
                     }
                     if self.streams.len() >= MAX_STREAMS {
                         if let Some((&old, _)) = self.streams.iter().next() {
@@ -928,7 +998,7 @@ impl Http2Connection {
             resp_tag: resp_mark.tag,
             multiplexed: s.multiplexed,
             reset,
-            truncated: s.truncated,
+            truncated: s.truncated || s.response_lost,
         });
     }
 

@@ -398,3 +398,130 @@ fn a_huge_header_block_is_skipped_and_the_table_forgotten() {
     assert_eq!(c.stats().header_blocks_lost, 1);
     assert_eq!(c.stats().unmatched, 1);
 }
+
+fn cut(bytes: &[u8], captured: usize, ts_ns: u64, seq: u32) -> Chunk<'_> {
+    Chunk {
+        captured: &bytes[..captured.min(bytes.len())],
+        total_len: bytes.len(),
+        ts_ns,
+        tcp_seq: Some(seq),
+        seq_linear: true,
+        tag: Tag::default(),
+    }
+}
+
+#[test]
+fn trailers_after_lost_framing_never_pass_for_the_response() {
+    let mut c = conn();
+    let mut out = Vec::new();
+    let mut req = super::http2::PREFACE.to_vec();
+    let grpc = [
+        lit(":method", "POST"),
+        lit(":path", "/pkg.Svc/Call"),
+        lit("content-type", "application/grpc"),
+    ]
+    .concat();
+    req.extend(frame(1, 0x4, 1, &grpc));
+    req.extend(frame(1, 0x4, 3, &grpc));
+    c.feed(Side::Request, &Chunk::full(&req, 10, 1), &mut out);
+    // One write: a large DATA frame of stream 3, then stream 1's response HEADERS,
+    // whose frame header falls past the captured bytes: framing is lost.
+    let mut resp = frame(0, 0, 3, &[0u8; 3000]);
+    resp.extend(frame(1, 0x4, 1, &lit(":status", "200")));
+    resp.extend(frame(0, 0, 1, &[0, 0, 0, 0, 1, b'x']));
+    c.feed(Side::Response, &cut(&resp, 1024, 20, 5000), &mut out);
+    assert_eq!(c.stats().framing_lost, 1);
+    // Found again at a write of whole frames: stream 1's trailers, then stream 3's
+    // response and trailers.
+    let mut again = frame(1, 0x5, 1, &lit("grpc-status", "0"));
+    again.extend(frame(1, 0x4, 3, &lit(":status", "200")));
+    again.extend(frame(1, 0x5, 3, &lit("grpc-status", "0")));
+    let seq = 5000 + resp.len() as u32;
+    c.feed(Side::Response, &Chunk::full(&again, 30, seq), &mut out);
+    c.feed(
+        Side::Request,
+        &Chunk::full(&frame(0, 0x1, 1, &[]), 40, 900),
+        &mut out,
+    );
+    c.feed(
+        Side::Request,
+        &Chunk::full(&frame(0, 0x1, 3, &[]), 41, 909),
+        &mut out,
+    );
+    // Both streams had started when bytes were dropped: their responses may have been
+    // in them (stream 1's was). No span rather than trailers taken for a response.
+    assert!(out.is_empty(), "{out:#?}");
+    assert_eq!(c.stats().unmatched, 2);
+    // A stream that starts after the gap is read as usual.
+    c.feed(
+        Side::Request,
+        &Chunk::full(&frame(1, 0x5, 5, &grpc), 50, 918),
+        &mut out,
+    );
+    let seq = seq + again.len() as u32;
+    let mut answer = frame(1, 0x4, 5, &lit(":status", "200"));
+    answer.extend(frame(0, 0, 5, &[0, 0, 0, 0, 1, b'y']));
+    answer.extend(frame(1, 0x5, 5, &lit("grpc-status", "0")));
+    c.feed(Side::Response, &Chunk::full(&answer, 60, seq), &mut out);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].stream_id, 5);
+    assert_eq!(out[0].response.as_ref().and_then(|r| r.status), Some(200));
+    assert_eq!(
+        out[0].trailers.as_ref().and_then(|t| t.grpc_status),
+        Some(0)
+    );
+    assert_eq!(
+        (out[0].request_messages, out[0].response_messages),
+        (Some(0), Some(1))
+    );
+    assert!(!out[0].truncated);
+}
+
+#[test]
+fn frames_of_a_stream_weft_does_not_follow_mark_the_others_multiplexed() {
+    // Read from its middle: stream 1 (a long bidi call) is older than weft.
+    let mut c = Http2Connection::new(Arc::new(ParserConfig::default()), false);
+    let mut out = Vec::new();
+    let open = frame(1, 0x5, 41, &request_block("/unary"));
+    c.feed(Side::Request, &Chunk::full(&open, 10, 100), &mut out);
+    c.feed(
+        Side::Request,
+        &Chunk::full(&frame(0, 0, 1, b"hi"), 11, 200),
+        &mut out,
+    );
+    c.feed(
+        Side::Response,
+        &Chunk::full(&frame(1, 0x5, 41, &[0x88]), 12, 300),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    assert!(out[0].multiplexed);
+}
+
+#[test]
+fn a_pinned_connection_that_starts_with_the_preface_is_read_from_its_start() {
+    let mut c = Http2Connection::new(Arc::new(ParserConfig::default()), false);
+    let mut out = Vec::new();
+    let mut req = super::http2::PREFACE.to_vec();
+    req.extend(frame(4, 0, 0, &[]));
+    // The first request inserts :path into the table; the second refers to it.
+    let mut first = vec![0x82, 0x44, 0x02];
+    first.extend_from_slice(b"/p");
+    req.extend(frame(1, 0x5, 1, &first));
+    c.feed(Side::Request, &Chunk::full(&req, 10, 100), &mut out);
+    let again = frame(1, 0x5, 3, &[0x82, 0xbe]);
+    c.feed(
+        Side::Request,
+        &Chunk::full(&again, 11, 100 + req.len() as u32),
+        &mut out,
+    );
+    let mut resp = frame(4, 0, 0, &[]);
+    resp.extend(frame(1, 0x5, 1, &[0x88]));
+    resp.extend(frame(1, 0x5, 3, &[0x88]));
+    c.feed(Side::Response, &Chunk::full(&resp, 12, 500), &mut out);
+    assert_eq!(out.len(), 2, "{out:#?}");
+    for x in &out {
+        assert_eq!(x.request.path.as_deref(), Some("/p"));
+        assert_eq!(x.request.unknown_fields, 0);
+    }
+}

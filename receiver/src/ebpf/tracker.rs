@@ -890,6 +890,7 @@ fn http_mode(parser: &Arc<ParserConfig>, requests: Direction) -> Mode {
 /// The most bytes a server may send after its `101` before the client's first bytes
 /// arrive and are still replayed into HTTP/2 (its SETTINGS, an early answer).
 const MAX_HELD_UPGRADE_BYTES: usize = 64 * 1024;
+const MAX_HELD_UPGRADE_CHUNKS: usize = 64;
 
 /// A chunk kept for later (the bytes a server sent after a `101`).
 #[derive(Debug)]
@@ -936,20 +937,32 @@ struct HeldUpgrade {
     response: Vec<OwnedChunk>,
     bytes: usize,
     overflow: bool,
+    /// The server's bytes after the `101` are held from their first one (the head's
+    /// end was found in the chunk that held it).
+    from_start: bool,
 }
 
 impl HeldUpgrade {
-    fn hold(&mut self, chunk: OwnedChunk) {
+    /// Keeps what the server sent after its `101`; false when that is not HTTP/2
+    /// (a server switching to h2c sends SETTINGS first): the exchange is released.
+    fn hold(&mut self, chunk: OwnedChunk) -> bool {
         if chunk.total_len == 0 || self.overflow {
-            return;
+            return true;
+        }
+        if self.response.is_empty()
+            && self.from_start
+            && !http2::looks_like_server_settings(&chunk.captured)
+        {
+            return false;
         }
         self.bytes += chunk.captured.len();
-        if self.bytes > MAX_HELD_UPGRADE_BYTES {
+        if self.bytes > MAX_HELD_UPGRADE_BYTES || self.response.len() >= MAX_HELD_UPGRADE_CHUNKS {
             self.overflow = true;
             self.response.clear();
         } else {
             self.response.push(chunk);
         }
+        true
     }
 
     fn request(&self) -> http2::UpgradedRequest {
@@ -969,6 +982,7 @@ impl HeldUpgrade {
             tcp_seq: x.req_tcp_seq,
             tag: x.req_tag,
             truncated: x.truncated,
+            response_from_start: self.from_start,
         }
     }
 }
@@ -979,12 +993,6 @@ fn after_switching_head(captured: &[u8]) -> Option<usize> {
     let start = find(captured, b"HTTP/1.1 101").or_else(|| find(captured, b"HTTP/1.0 101"))?;
     let end = find(&captured[start..], b"\r\n\r\n")?;
     Some(start + end + 4)
-}
-
-/// The client's first bytes after a `101`: (the start of) the HTTP/2 preface.
-fn starts_preface(captured: &[u8]) -> bool {
-    !captured.is_empty()
-        && (captured.starts_with(http2::PREFACE) || http2::PREFACE.starts_with(captured))
 }
 
 /// What the parsers produced since the last drain, one list per protocol family.
@@ -1028,7 +1036,7 @@ fn feed(
         } => {
             if dir == requests {
                 if let Some(held) = upgrade.take() {
-                    if !held.overflow && starts_preface(chunk.captured) {
+                    if !held.overflow && http2::starts_preface(chunk.captured) {
                         let mut h2 = Http2Connection::upgraded(parser.clone(), held.request());
                         for c in &held.response {
                             h2.feed(http2::Side::Response, &c.chunk(), h2_out);
@@ -1043,23 +1051,34 @@ fn feed(
                     http.feed_request(chunk, out);
                 }
             } else if let Some(held) = upgrade {
-                held.hold(OwnedChunk::of(chunk, 0));
+                if !held.hold(OwnedChunk::of(chunk, 0)) {
+                    if let Some(held) = upgrade.take() {
+                        out.push(held.exchange);
+                    }
+                }
             } else {
                 let before = out.len();
                 http.feed_response(chunk, out);
                 if h2_upgrade && http.is_upgraded() {
                     if let Some(i) = out[before..].iter().rposition(|x| x.status == 101) {
                         let exchange = out.remove(before + i);
+                        let at = after_switching_head(chunk.captured);
                         let mut held = HeldUpgrade {
                             exchange,
                             response: Vec::new(),
                             bytes: 0,
                             overflow: false,
+                            from_start: at.is_some(),
                         };
-                        if let Some(at) = after_switching_head(chunk.captured) {
-                            held.hold(OwnedChunk::of(chunk, at));
+                        let h2 = match at {
+                            Some(at) => held.hold(OwnedChunk::of(chunk, at)),
+                            None => true,
+                        };
+                        if h2 {
+                            *upgrade = Some(Box::new(held));
+                        } else {
+                            out.push(held.exchange);
                         }
-                        *upgrade = Some(Box::new(held));
                     }
                 }
             }
