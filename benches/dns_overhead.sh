@@ -47,12 +47,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-read -r PORT METRICS_PORT < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(2)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))')
+read -r PORT METRICS_PORT < <(free_ports 2)
 
 # 100 names dnsmasq knows, each asked for A.
 records=()

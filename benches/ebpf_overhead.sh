@@ -56,13 +56,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Three distinct free ports: every socket stays bound until all are picked.
-read -r PORT METRICS_PORT OTHER_PORT < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(3)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))')
+read -r PORT METRICS_PORT OTHER_PORT < <(free_ports 3)
 
 mkdir -p "$WORK/www" "$WORK/logs" "$WORK/tmp"
 LISTEN_TLS=""
@@ -151,21 +145,6 @@ run_wrk() { # $1: connections, $2: extra wrk args; prints "req/s p50_ms p99_ms"
              /^ +50%/ { p50 = ms($2) }
              /^ +99%/ { p99 = ms($2) }
              END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }'
-}
-start_weft() { # $1: config
-    "$WEFT_BIN" --config "$1" 2>"$WORK/weft.log" &
-    WEFT_PID=$!
-    for _ in $(seq 100); do
-        [[ "$(metric weft_ebpf_active)" == 1 ]] && return 0
-        sleep 0.1
-    done
-    cat "$WORK/weft.log" >&2
-    exit 1
-}
-stop_weft() {
-    kill -TERM "$WEFT_PID"
-    wait "$WEFT_PID" || true
-    WEFT_PID=""
 }
 
 # One measured run: $1 mode (off|on|filtered), $2 connections, $3 extra wrk args.

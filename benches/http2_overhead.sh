@@ -43,12 +43,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-read -r PORT METRICS_PORT OTHER_PORT < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(3)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))')
+read -r PORT METRICS_PORT OTHER_PORT < <(free_ports 3)
 
 mkdir -p "$WORK/www" "$WORK/logs" "$WORK/tmp"
 head -c 612 /dev/zero | tr '\0' 'x' >"$WORK/www/index.html"
@@ -117,21 +112,6 @@ run_h2load() { # prints "req/s succeeded"
         awk '/^finished in/ { gsub(/,/, ""); rps = $4 }
              /^requests:/ { gsub(/,/, ""); ok = $8 }
              END { printf "%.0f %d\n", rps, ok }'
-}
-start_weft() {
-    "$WEFT_BIN" --config "$1" 2>"$WORK/weft.log" &
-    WEFT_PID=$!
-    for _ in $(seq 100); do
-        [[ "$(metric weft_ebpf_active)" == 1 ]] && return 0
-        sleep 0.1
-    done
-    cat "$WORK/weft.log" >&2
-    exit 1
-}
-stop_weft() {
-    kill -TERM "$WEFT_PID"
-    wait "$WEFT_PID" || true
-    WEFT_PID=""
 }
 
 # One run: $1 mode. Sets RPS OK CPU KNS SPANS LOST.

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ import grpc  # noqa: E402
 import httpx  # noqa: E402
 
 from test_ebpf import nginx_bin  # noqa: E402
+from test_ebpf_tls import Started, cert, started  # noqa: E402,F401  (fixtures)
 
 PORT_POOL = 8
 UNSET, ERROR = 0, 2
@@ -108,48 +108,15 @@ def env(tmp_path_factory):
     assert code == 0, f"weft exited with {code}, want 0\n{w.log_tail()}"
 
 
-class Started:
-    """Processes a test started, stopped by pid at teardown."""
-
-    def __init__(self):
-        self.procs: list[subprocess.Popen] = []
-
-    def add(self, proc: subprocess.Popen) -> subprocess.Popen:
-        self.procs.append(proc)
-        return proc
-
-    def stop(self):
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-@pytest.fixture
-def started():
-    s = Started()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if not openssl:
-        pytest.fail("the openssl CLI is not installed (apt-get install openssl)", pytrace=False)
-    d = tmp_path_factory.mktemp("cert")
-    key, crt = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-keyout", str(key), "-out", str(crt), "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True, timeout=60,
-    )
-    return crt, key
+def start_app(started: Started, log_path: Path, app: Path, port: int) -> subprocess.Popen:
+    """One of apps/*.py serving on `port`, once it said "ready"; stderr in `log_path`."""
+    with open(log_path, "wb") as log:
+        proc = started.add(subprocess.Popen(
+            [sys.executable, str(app), str(port)],
+            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+        ))
+    assert proc.stdout.readline().decode().strip() == "ready", log_path.read_text()
+    return proc
 
 
 def start_nginx(started: Started, root: Path, port: int, tls=None) -> int:
@@ -283,13 +250,7 @@ def test_h2c_statuses_and_sequential_streams(env, started, tmp_path):
 
 def test_h2c_by_upgrade_from_http1(env, started, tmp_path):
     port = env.port()
-    log = open(tmp_path / "upgrade.log", "wb")
-    server = started.add(subprocess.Popen(
-        [sys.executable, str(UPGRADE_APP), str(port)],
-        stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
-    ))
-    log.close()
-    assert server.stdout.readline().decode().strip() == "ready", (tmp_path / "upgrade.log").read_text()
+    server = start_app(started, tmp_path / "upgrade.log", UPGRADE_APP, port)
     urls = [f"http://127.0.0.1:{port}/u/{i}" for i in range(3)]
     proc = subprocess.run(
         ["curl", "-sS", "--http2", "-H", "X-Request-ID: up-1", "-w", "%{http_version} %{http_code}\n",
@@ -426,13 +387,7 @@ def test_h2_over_tls_nginx_and_curl(env, started, tmp_path, cert):
 @pytest.fixture
 def grpc_server(started, tmp_path, env):
     port = env.port()
-    log = open(tmp_path / "grpc.log", "wb")
-    proc = started.add(subprocess.Popen(
-        [sys.executable, str(GRPC_APP), str(port)],
-        stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
-    ))
-    log.close()
-    assert proc.stdout.readline().decode().strip() == "ready", (tmp_path / "grpc.log").read_text()
+    proc = start_app(started, tmp_path / "grpc.log", GRPC_APP, port)
     return port, proc.pid
 
 

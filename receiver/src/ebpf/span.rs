@@ -135,6 +135,42 @@ fn kv_int(key: &str, v: i64) -> KeyValue {
 }
 
 /// The host part of a `Host` header (without the port, brackets of IPv6 removed).
+/// `server.address` of an HTTP span: the host the request named, else the server's IP.
+fn server_address<'a>(host: Option<&'a str>, ends: &Ends<'a>) -> &'a str {
+    match host.map(host_of) {
+        Some(h) if !h.is_empty() => h,
+        _ => ends.server_text.as_str(),
+    }
+}
+
+/// The TCP sequences of the request's and the response's first bytes, where known.
+fn push_seqs(attributes: &mut Vec<KeyValue>, req: Option<u32>, resp: Option<u32>) {
+    if let Some(seq) = req {
+        attributes.push(kv_int("weft.tcp.req_seq", i64::from(seq)));
+    }
+    if let Some(seq) = resp {
+        attributes.push(kv_int("weft.tcp.resp_seq", i64::from(seq)));
+    }
+}
+
+/// The request ids of both messages and the request's captured propagation headers.
+fn push_request_ids(
+    attributes: &mut Vec<KeyValue>,
+    req: Option<&str>,
+    resp: Option<&str>,
+    headers: &[(String, String)],
+) {
+    if let Some(id) = req {
+        attributes.push(kv_str("weft.x_request_id.req", id));
+    }
+    if let Some(id) = resp {
+        attributes.push(kv_str("weft.x_request_id.resp", id));
+    }
+    for (name, value) in headers {
+        attributes.push(kv_str(&format!("weft.header.{name}"), value));
+    }
+}
+
 fn host_of(host: &str) -> &str {
     let h = host.trim();
     if let Some(rest) = h.strip_prefix('[') {
@@ -259,18 +295,13 @@ impl SpanBuilder {
             }
         }
         attributes.push(kv_int("http.response.status_code", i64::from(x.status)));
-        let server_address = match x.host.as_deref().map(host_of) {
-            Some(h) if !h.is_empty() => h,
-            _ => ends.server_text.as_str(),
-        };
-        ends.push(&mut attributes, server_address, conn);
+        ends.push(
+            &mut attributes,
+            server_address(x.host.as_deref(), &ends),
+            conn,
+        );
         attributes.push(kv_int("thread.id", i64::from(x.req_tag.tid)));
-        if let Some(seq) = x.req_tcp_seq {
-            attributes.push(kv_int("weft.tcp.req_seq", i64::from(seq)));
-        }
-        if let Some(seq) = x.resp_tcp_seq {
-            attributes.push(kv_int("weft.tcp.resp_seq", i64::from(seq)));
-        }
+        push_seqs(&mut attributes, x.req_tcp_seq, x.resp_tcp_seq);
         attributes.push(kv_int(
             "weft.syscall_trace_id.req",
             x.req_tag.syscall_id as i64,
@@ -280,15 +311,12 @@ impl SpanBuilder {
             x.resp_tag.syscall_id as i64,
         ));
         attributes.push(kv_int("weft.socket.id", conn.sock_id as i64));
-        if let Some(id) = &x.x_request_id {
-            attributes.push(kv_str("weft.x_request_id.req", id));
-        }
-        if let Some(id) = &x.resp_x_request_id {
-            attributes.push(kv_str("weft.x_request_id.resp", id));
-        }
-        for (name, value) in &x.req_headers_of_interest {
-            attributes.push(kv_str(&format!("weft.header.{name}"), value));
-        }
+        push_request_ids(
+            &mut attributes,
+            x.x_request_id.as_deref(),
+            x.resp_x_request_id.as_deref(),
+            &x.req_headers_of_interest,
+        );
         if x.truncated {
             attributes.push(kv("weft.truncated", Value::BoolValue(true)));
         }
@@ -478,11 +506,11 @@ impl SpanBuilder {
         }
         attributes.push(kv_str("network.protocol.name", "http"));
         attributes.push(kv_str("network.protocol.version", "2"));
-        let server_address = match req.authority.as_deref().map(host_of) {
-            Some(h) if !h.is_empty() => h,
-            _ => ends.server_text.as_str(),
-        };
-        ends.push(&mut attributes, server_address, conn);
+        ends.push(
+            &mut attributes,
+            server_address(req.authority.as_deref(), &ends),
+            conn,
+        );
         // gRPC: /package.Service/Method.
         let rpc = req
             .path
@@ -512,12 +540,7 @@ impl SpanBuilder {
             }
         }
         attributes.push(kv_int("thread.id", i64::from(x.req_tag.tid)));
-        if let Some(seq) = x.req_tcp_seq {
-            attributes.push(kv_int("weft.tcp.req_seq", i64::from(seq)));
-        }
-        if let Some(seq) = x.resp_tcp_seq {
-            attributes.push(kv_int("weft.tcp.resp_seq", i64::from(seq)));
-        }
+        push_seqs(&mut attributes, x.req_tcp_seq, x.resp_tcp_seq);
         // The syscalls of a stream that shared its connection with others carried
         // those others too: they tie the stream to no thread's work (autotracing T2).
         if !x.multiplexed {
@@ -534,15 +557,12 @@ impl SpanBuilder {
         }
         attributes.push(kv_int("weft.socket.id", conn.sock_id as i64));
         attributes.push(kv_int("weft.http2.stream_id", i64::from(x.stream_id)));
-        if let Some(id) = &req.x_request_id {
-            attributes.push(kv_str("weft.x_request_id.req", id));
-        }
-        if let Some(id) = x.response.as_ref().and_then(|r| r.x_request_id.as_ref()) {
-            attributes.push(kv_str("weft.x_request_id.resp", id));
-        }
-        for (name, value) in &req.of_interest {
-            attributes.push(kv_str(&format!("weft.header.{name}"), value));
-        }
+        push_request_ids(
+            &mut attributes,
+            req.x_request_id.as_deref(),
+            x.response.as_ref().and_then(|r| r.x_request_id.as_deref()),
+            &req.of_interest,
+        );
         let unknown = req.unknown_fields
             + x.response.as_ref().map_or(0, |r| r.unknown_fields)
             + x.trailers.as_ref().map_or(0, |r| r.unknown_fields);
