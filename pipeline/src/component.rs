@@ -267,6 +267,7 @@ impl Registry {
     pub fn new() -> Registry {
         let mut r = Registry::default();
         crate::extensions::register(&mut r);
+        crate::storage::register(&mut r);
         r
     }
 

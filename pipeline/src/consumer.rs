@@ -41,6 +41,10 @@ impl ConsumeError {
 pub struct Capabilities {
     /// The consumer changes the data it receives in place.
     pub mutates_data: bool,
+    /// `consume` returns Ok only once the data is on disk somewhere
+    /// downstream (an exporter with a persistent sending queue): a processor
+    /// that holds data (batch) then answers only once its data got there.
+    pub acks_on_disk: bool,
 }
 
 #[async_trait]
@@ -101,6 +105,7 @@ impl Consumer for Fanout {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             mutates_data: self.consumers.iter().any(|c| c.capabilities().mutates_data),
+            acks_on_disk: self.consumers.iter().any(|c| c.capabilities().acks_on_disk),
         }
     }
 }

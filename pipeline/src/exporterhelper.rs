@@ -12,15 +12,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch, RwLock};
 use tokio::task::JoinHandle;
 
 use crate::component::{ComponentError, ConfigFieldError, Exporter, Lifecycle, Settings};
 use crate::consumer::{ConsumeError, Consumer};
 use crate::data::{Batch, Payload, Signal};
+use crate::host::Host;
 use crate::otlp_wire::EncodedTraces;
-use crate::telemetry::ExporterMetrics;
+use crate::storage::queue::{self as pqueue, FileQueue, QueueError};
+use crate::telemetry::{Counter, ExporterMetrics};
 
 /// The longest a shutdown waits for the sending queue to drain.
 pub const DRAIN_DEADLINE_CAP: Duration = Duration::from_secs(10);
@@ -60,9 +62,9 @@ pub struct QueueSettings {
     /// points, log records) or `bytes` (the data's encoded size), the last
     /// two bounding the queue's memory by its data.
     pub sizer: QueueSizer,
-    /// Persistent queue storage (a storage extension id) is not supported;
-    /// any value is rejected.
-    #[serde(deserialize_with = "reject_storage")]
+    /// A storage extension id (`file_storage`, `file_storage/q`): the queue
+    /// is kept on disk there, a batch is acknowledged once it is written, and
+    /// what was not sent when weft stopped is sent first at the next start.
     pub storage: Option<String>,
 }
 
@@ -92,15 +94,6 @@ pub enum QueueSizer {
     Bytes,
 }
 
-fn reject_storage<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    match Option::<serde::de::IgnoredAny>::deserialize(d)? {
-        None => Ok(None),
-        Some(_) => Err(serde::de::Error::custom(
-            "persistent queue storage is not supported: remove `storage` to use the in-memory sending queue",
-        )),
-    }
-}
-
 impl QueueSettings {
     /// A queue that is off: `consume` sends synchronously.
     pub fn disabled() -> QueueSettings {
@@ -126,6 +119,20 @@ impl QueueSettings {
                 &[key, "queue_size"],
                 "`queue_size` must be positive",
             ));
+        }
+        if let Some(id) = &self.storage {
+            if crate::component::ComponentId::parse(id).is_err() {
+                return Err(ConfigFieldError::at(
+                    &[key, "storage"],
+                    format!("`storage` {id:?} is not a component id such as file_storage/queue"),
+                ));
+            }
+            if self.wait_for_result {
+                return Err(ConfigFieldError::at(
+                    &[key, "wait_for_result"],
+                    "`wait_for_result` cannot be combined with `storage`: a persistent queue acknowledges once the data is on disk",
+                ));
+            }
         }
         Ok(())
     }
@@ -365,20 +372,29 @@ impl Core {
     /// Sends one batch until it succeeds, fails permanently, runs out of
     /// retry time, or the drain deadline aborts it. Updates the counters.
     async fn send(&self, batch: &Batch, items: u64) -> Result<(), ConsumeError> {
+        match self.send_or_abort(batch, items).await {
+            Some(r) => r,
+            None => {
+                Err(self.drop_batch(batch.signal(), items, "the shutdown drain deadline passed"))
+            }
+        }
+    }
+
+    /// As `send`, but an abort (the drain deadline) returns None and counts
+    /// nothing: the caller still holds the batch (a persistent queue keeps it).
+    async fn send_or_abort(&self, batch: &Batch, items: u64) -> Option<Result<(), ConsumeError>> {
         let signal = batch.signal();
         let first_attempt = Instant::now();
         let mut backoff = Backoff::new(&self.retry);
         loop {
             let result = tokio::select! {
                 r = self.attempt(batch) => r,
-                _ = aborted(self.abort.subscribe()) => {
-                    return Err(self.drop_batch(signal, items, "the shutdown drain deadline passed"));
-                }
+                _ = aborted(self.abort.subscribe()) => return None,
             };
             let (message, retry_after) = match result {
                 Ok(()) => {
                     self.metrics.sent(signal).add(items);
-                    return Ok(());
+                    return Some(Ok(()));
                 }
                 Err(ExportError::Permanent(message)) => {
                     self.metrics.send_failed(signal).add(items);
@@ -389,7 +405,7 @@ impl Core {
                         error = %message,
                         "Exporting failed with a permanent error; dropping data"
                     );
-                    return Err(ConsumeError::Permanent(message));
+                    return Some(Err(ConsumeError::Permanent(message)));
                 }
                 Err(ExportError::Retryable {
                     message,
@@ -397,11 +413,11 @@ impl Core {
                 }) => (message, retry_after),
             };
             if !self.retry.enabled {
-                return Err(self.drop_batch(
+                return Some(Err(self.drop_batch(
                     signal,
                     items,
                     &format!("{message} (retry_on_failure is disabled)"),
-                ));
+                )));
             }
             let mut delay = backoff.next_delay();
             if let Some(asked) = retry_after {
@@ -409,11 +425,11 @@ impl Core {
             }
             let max_elapsed = self.retry.max_elapsed_time;
             if !max_elapsed.is_zero() && first_attempt.elapsed() + delay > max_elapsed {
-                return Err(self.drop_batch(
+                return Some(Err(self.drop_batch(
                     signal,
                     items,
                     &format!("no more retries left within max_elapsed_time: {message}"),
-                ));
+                )));
             }
             tracing::info!(
                 exporter = %self.id,
@@ -424,13 +440,7 @@ impl Core {
             );
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = aborted(self.abort.subscribe()) => {
-                    return Err(self.drop_batch(
-                        signal,
-                        items,
-                        &format!("the shutdown drain deadline passed while retrying: {message}"),
-                    ));
-                }
+                _ = aborted(self.abort.subscribe()) => return None,
             }
         }
     }
@@ -483,6 +493,20 @@ struct Queue {
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Item>>>,
 }
 
+/// A sending queue kept by a storage extension (`sending_queue.storage`),
+/// opened when the exporter starts.
+struct Persistent {
+    storage: String,
+    settings: QueueSettings,
+    host: Arc<Host>,
+    queue: std::sync::OnceLock<Arc<FileQueue>>,
+    /// Raised at shutdown: senders stop taking batches.
+    stop: watch::Sender<bool>,
+    recovered: Counter,
+    damaged: Counter,
+    damaged_bytes: Counter,
+}
+
 /// A pipeline exporter built from an [`ExportClient`]: queue, retries,
 /// timeout and the collector's exporter metrics.
 ///
@@ -502,6 +526,7 @@ struct Queue {
 pub struct QueuedExporter {
     core: Arc<Core>,
     queue: Option<Queue>,
+    persistent: Option<Persistent>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     /// Held shared by synchronous sends; shutdown takes it exclusively to
     /// wait for them.
@@ -526,7 +551,40 @@ impl QueuedExporter {
         } else {
             retry.max_elapsed_time.min(DRAIN_DEADLINE_CAP)
         };
-        let queue = if queue.enabled {
+        let persistent = match &queue.storage {
+            Some(storage) if queue.enabled => {
+                metrics.queue_capacity.set(queue.queue_size as i64);
+                let id = settings.id.to_string();
+                let labels = [("exporter", id.as_str())];
+                let t = &settings.telemetry;
+                Some(Persistent {
+                    storage: storage.clone(),
+                    settings: queue.clone(),
+                    host: settings.host.clone(),
+                    queue: std::sync::OnceLock::new(),
+                    stop: watch::channel(false).0,
+                    recovered: t.counter(
+                        "weft_exporter_queue_recovered_batches",
+                        "Batches found in the persistent queue at start, sent before new data",
+                        &labels,
+                    ),
+                    damaged: t.counter(
+                        "weft_exporter_queue_damaged_items",
+                        "Items lost because their record in the persistent queue was damaged",
+                        &labels,
+                    ),
+                    damaged_bytes: t.counter(
+                        "weft_exporter_queue_damaged_bytes",
+                        "Bytes of the persistent queue's files skipped as damaged at start",
+                        &labels,
+                    ),
+                })
+            }
+            _ => None,
+        };
+        let queue = if persistent.is_some() {
+            None
+        } else if queue.enabled {
             metrics.queue_capacity.set(queue.queue_size as i64);
             let (tx, rx) = mpsc::channel(queue.queue_size.max(1));
             let room = (queue.sizer != QueueSizer::Requests).then(|| {
@@ -555,6 +613,7 @@ impl QueuedExporter {
                 abort,
             }),
             queue,
+            persistent,
             workers: Mutex::new(Vec::new()),
             in_flight: RwLock::new(()),
             started: AtomicBool::new(false),
@@ -612,6 +671,165 @@ impl QueuedExporter {
     }
 }
 
+/// A sender of a persistent queue: a batch leaves the queue once it was sent
+/// or dropped for good; one the drain deadline interrupts stays queued.
+async fn run_persistent_consumer(
+    core: Arc<Core>,
+    queue: Arc<FileQueue>,
+    mut stop: watch::Receiver<bool>,
+    damaged: Counter,
+) {
+    loop {
+        let popped = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            p = queue.pop() => p,
+        };
+        let lost = queue.take_damaged_reads();
+        if lost > 0 {
+            damaged.add(lost);
+        }
+        let kept = match core.send_or_abort(&popped.batch, popped.items).await {
+            Some(_) => {
+                queue.ack(popped.seq);
+                false
+            }
+            None => {
+                queue.nack(popped.seq);
+                true
+            }
+        };
+        core.metrics.queue_size.set(queue.used() as i64);
+        if kept {
+            break;
+        }
+    }
+}
+
+impl QueuedExporter {
+    /// Opens the persistent queue and starts its senders.
+    async fn start_persistent(&self, p: &Persistent) -> Result<(), ComponentError> {
+        let spec = p.host.storage(&p.storage).ok_or_else(|| {
+            ComponentError::new(format!(
+                "sending_queue.storage: {:?} is not a started storage extension; configure it under `extensions` and list it in `service.extensions`",
+                p.storage
+            ))
+        })?;
+        let dir = spec.queue_dir(&self.core.id);
+        let opts = pqueue::OpenOptions {
+            fsync: spec.fsync,
+            capacity: p.settings.queue_size as u64,
+            unit: match p.settings.sizer {
+                QueueSizer::Requests => pqueue::Unit::Requests,
+                QueueSizer::Items => pqueue::Unit::Items,
+                QueueSizer::Bytes => pqueue::Unit::Bytes,
+            },
+            lock_timeout: spec.timeout,
+            ..pqueue::OpenOptions::default()
+        };
+        let (queue, recovery) = tokio::task::spawn_blocking(move || FileQueue::open(&dir, opts))
+            .await
+            .map_err(|e| ComponentError::new(format!("sending_queue.storage: {e}")))?
+            .map_err(|e| ComponentError::new(format!("sending_queue.storage: {e}")))?;
+        queue.set_capacity(p.settings.queue_size as u64);
+        for line in &recovery.damage {
+            tracing::error!(exporter = %self.core.id, dir = %queue.dir().display(), "persistent queue damaged: {line}");
+        }
+        p.damaged_bytes.add(recovery.damaged_bytes);
+        p.recovered.add(recovery.records);
+        if recovery.records > 0 {
+            tracing::info!(
+                exporter = %self.core.id,
+                batches = recovery.records,
+                items = recovery.items,
+                "Persistent queue holds data from before the restart; it is sent before new data"
+            );
+        }
+        self.core.metrics.queue_size.set(queue.used() as i64);
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..p.settings.num_consumers {
+            workers.push(tokio::spawn(run_persistent_consumer(
+                self.core.clone(),
+                queue.clone(),
+                p.stop.subscribe(),
+                p.damaged.clone(),
+            )));
+        }
+        let _ = p.queue.set(queue);
+        Ok(())
+    }
+
+    /// Writes the batch to the persistent queue; Ok once it is on disk.
+    async fn consume_persistent(&self, p: &Persistent, batch: Batch) -> Result<(), ConsumeError> {
+        let signal = batch.signal();
+        let items = batch.item_count() as u64;
+        let Some(queue) = p.queue.get() else {
+            return Err(self.refuse_after_shutdown(signal, items));
+        };
+        let payload = pqueue::encode_batch(&batch);
+        let units = queue.units_for(items, payload.len());
+        let give_up = tokio::time::Instant::now() + BLOCK_ON_OVERFLOW_WAIT;
+        loop {
+            match queue.push(signal, items, &payload).await {
+                Ok(_) => {
+                    self.core.metrics.queue_size.set(queue.used() as i64);
+                    return Ok(());
+                }
+                Err(QueueError::Full) => {
+                    let now = tokio::time::Instant::now();
+                    if p.settings.block_on_overflow
+                        && now < give_up
+                        && queue.wait_for_room(units, give_up - now).await
+                    {
+                        continue;
+                    }
+                    return Err(self.refuse_full(signal, items));
+                }
+                Err(e) => {
+                    self.core.metrics.enqueue_failed(signal).add(items);
+                    tracing::error!(
+                        exporter = %self.core.id,
+                        signal = %signal,
+                        dropped_items = items,
+                        error = %e,
+                        "Cannot write to the persistent sending queue; refusing data"
+                    );
+                    return Err(ConsumeError::retryable(format!(
+                        "exporter {}: {e}",
+                        self.core.id
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Stops the senders; what they did not send stays on disk.
+    async fn shutdown_persistent(&self, p: &Persistent, deadline: Instant) {
+        p.stop.send_replace(true);
+        let workers: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        let all = futures_util::future::join_all(workers);
+        tokio::pin!(all);
+        if tokio::time::timeout_at(deadline.into(), &mut all)
+            .await
+            .is_err()
+        {
+            self.core.abort.send_replace(true);
+            all.await;
+        }
+        if let Some(q) = p.queue.get() {
+            let left = q.pending();
+            if left > 0 {
+                tracing::info!(
+                    exporter = %self.core.id,
+                    batches = left,
+                    "Batches not yet sent stay in the persistent queue for the next start"
+                );
+            }
+        }
+    }
+}
+
 async fn run_consumer(core: Arc<Core>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Item>>>) {
     loop {
         let next = {
@@ -642,6 +860,9 @@ impl Lifecycle for QueuedExporter {
             return Ok(());
         }
         self.core.client.start().await?;
+        if let Some(p) = &self.persistent {
+            self.start_persistent(p).await?;
+        }
         if let Some(queue) = &self.queue {
             let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
             for _ in 0..queue.settings.num_consumers {
@@ -663,6 +884,9 @@ impl Lifecycle for QueuedExporter {
         let started = self.started.load(Ordering::Acquire);
         let deadline = Instant::now() + self.drain_deadline;
 
+        if let Some(p) = &self.persistent {
+            self.shutdown_persistent(p, deadline).await;
+        }
         if let Some(queue) = &self.queue {
             // Closing the queue lets the consumers finish once it is empty.
             queue.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -717,6 +941,9 @@ impl Consumer for QueuedExporter {
         let items = batch.item_count() as u64;
         if self.stopping.load(Ordering::Acquire) {
             return Err(self.refuse_after_shutdown(signal, items));
+        }
+        if let Some(p) = &self.persistent {
+            return self.consume_persistent(p, batch).await;
         }
         let Some(queue) = &self.queue else {
             let Ok(_guard) = self.in_flight.try_read() else {
@@ -814,6 +1041,13 @@ impl Consumer for QueuedExporter {
                 )))
             }),
             None => Ok(()),
+        }
+    }
+
+    fn capabilities(&self) -> crate::consumer::Capabilities {
+        crate::consumer::Capabilities {
+            mutates_data: false,
+            acks_on_disk: self.persistent.is_some(),
         }
     }
 }
@@ -1013,17 +1247,22 @@ mod tests {
     }
 
     #[test]
-    fn storage_is_rejected_with_a_clear_message() {
-        let err = parse("sending_queue:\n  storage: file_storage/q\n").unwrap_err();
+    fn storage_names_an_extension() {
+        let cfg = parse("sending_queue:\n  storage: file_storage/q\n").unwrap();
+        assert_eq!(cfg.sending_queue.storage.as_deref(), Some("file_storage/q"));
+        let err = parse("sending_queue:\n  storage: 'file storage'\n").unwrap_err();
         assert_eq!(err.path, vec!["sending_queue", "storage"]);
-        assert!(
-            err.message
-                .contains("persistent queue storage is not supported"),
-            "{}",
-            err.message
-        );
+        let err = parse("sending_queue:\n  storage: file_storage\n  wait_for_result: true\n")
+            .unwrap_err();
+        assert_eq!(err.path, vec!["sending_queue", "wait_for_result"]);
         // an explicit null is the same as leaving it out
-        assert!(parse("sending_queue:\n  storage:\n").is_ok());
+        assert_eq!(
+            parse("sending_queue:\n  storage:\n")
+                .unwrap()
+                .sending_queue
+                .storage,
+            None
+        );
     }
 
     #[test]
@@ -1586,5 +1825,126 @@ mod tests {
         );
         assert_eq!(client.decoded.load(Ordering::Relaxed), 0);
         assert_eq!(value(&t, "otelcol_exporter_sent_spans"), 3);
+    }
+
+    /// A host with a started `file_storage` at a fresh directory.
+    fn storage_host(name: &str) -> (Arc<Host>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("weft-pq-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let host = Arc::new(Host::new());
+        host.add_storage(
+            "file_storage",
+            Arc::new(crate::storage::StorageSpec {
+                directory: dir.clone(),
+                fsync: true,
+                timeout: Duration::from_secs(1),
+            }),
+        );
+        (host, dir)
+    }
+
+    fn persistent(consumers: usize, size: usize) -> QueueSettings {
+        QueueSettings {
+            storage: Some("file_storage".into()),
+            ..queue(consumers, size)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_persistent_queue_keeps_what_was_not_sent_for_the_next_start() {
+        let t = Telemetry::new();
+        let (host, dir) = storage_host("restart");
+        let s = Settings {
+            host: host.clone(),
+            ..settings(&t)
+        };
+        let down = QueuedExporter::new(
+            &s,
+            persistent(2, 100),
+            fast_retry(),
+            TimeoutSettings::default(),
+            Arc::new(DownClient),
+        )
+        .with_drain_deadline(Duration::from_millis(50));
+        assert!(down.capabilities().acks_on_disk);
+        down.start().await.unwrap();
+        for i in 0..5 {
+            down.consume(batch(&[&format!("s{i}")])).await.unwrap();
+        }
+        assert_eq!(value(&t, "otelcol_exporter_queue_size"), 5);
+        down.shutdown().await.unwrap();
+        drop(down);
+        // Nothing was dropped: the batches wait on disk.
+        assert_eq!(value(&t, "otelcol_exporter_send_failed_spans"), 0);
+        assert!(dir.join("exporter_otlp~test").is_dir());
+
+        let client = Arc::new(ScriptedClient::default());
+        let up = QueuedExporter::new(
+            &s,
+            persistent(1, 100),
+            fast_retry(),
+            TimeoutSettings::default(),
+            client.clone(),
+        );
+        up.start().await.unwrap();
+        assert_eq!(value(&t, "weft_exporter_queue_recovered_batches"), 5);
+        up.consume(batch(&["new"])).await.unwrap();
+        for _ in 0..200 {
+            if client.delivered().len() == 6 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let names: Vec<String> = client.delivered().into_iter().flatten().collect();
+        assert_eq!(names, ["s0", "s1", "s2", "s3", "s4", "new"]);
+        assert_eq!(value(&t, "otelcol_exporter_sent_spans"), 6);
+        up.shutdown().await.unwrap();
+        assert_eq!(value(&t, "otelcol_exporter_queue_size"), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_full_persistent_queue_refuses_and_counts() {
+        let t = Telemetry::new();
+        let (host, dir) = storage_host("full");
+        let s = Settings {
+            host,
+            ..settings(&t)
+        };
+        let exp = QueuedExporter::new(
+            &s,
+            persistent(1, 2),
+            fast_retry(),
+            TimeoutSettings::default(),
+            Arc::new(DownClient),
+        )
+        .with_drain_deadline(Duration::from_millis(20));
+        exp.start().await.unwrap();
+        exp.consume(batch(&["a"])).await.unwrap();
+        exp.consume(batch(&["b"])).await.unwrap();
+        let err = exp.consume(batch(&["c", "d"])).await.unwrap_err();
+        assert!(err.is_retryable());
+        assert_eq!(err.to_string(), "sending queue is full");
+        assert_eq!(value(&t, "otelcol_exporter_enqueue_failed_spans"), 2);
+        exp.shutdown().await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_missing_storage_extension_fails_the_start_clearly() {
+        let t = Telemetry::new();
+        let exp = QueuedExporter::new(
+            &settings(&t),
+            persistent(1, 2),
+            fast_retry(),
+            TimeoutSettings::default(),
+            Arc::new(DownClient),
+        );
+        let err = exp.start().await.unwrap_err().to_string();
+        assert!(
+            err.contains("\"file_storage\" is not a started storage extension"),
+            "{err}"
+        );
     }
 }

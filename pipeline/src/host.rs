@@ -1,10 +1,17 @@
-//! Service-wide state that components can read: readiness for health checks.
+//! Service-wide state that components can read: readiness for health checks,
+//! and the extensions other components use by id (storage for persistent
+//! sending queues).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::storage::StorageSpec;
 
 #[derive(Debug, Default)]
 pub struct Host {
     ready: AtomicBool,
+    storages: Mutex<BTreeMap<String, Arc<StorageSpec>>>,
 }
 
 impl Host {
@@ -19,5 +26,29 @@ impl Host {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release)
+    }
+
+    /// A started storage extension, by id (`file_storage/queue`).
+    pub fn storage(&self, id: &str) -> Option<Arc<StorageSpec>> {
+        self.storages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    pub fn add_storage(&self, id: &str, spec: Arc<StorageSpec>) {
+        self.storages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), spec);
+    }
+
+    /// Forgets `id` if it is still `spec` (a replacement may have taken it).
+    pub fn remove_storage(&self, id: &str, spec: &Arc<StorageSpec>) {
+        let mut m = self.storages.lock().unwrap_or_else(|p| p.into_inner());
+        if m.get(id).is_some_and(|s| Arc::ptr_eq(s, spec)) {
+            m.remove(id);
+        }
     }
 }

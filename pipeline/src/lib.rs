@@ -10,6 +10,7 @@ pub mod extensions;
 pub mod graph;
 pub mod host;
 pub mod otlp_wire;
+pub mod storage;
 pub mod telemetry;
 
 pub use component::{

@@ -220,10 +220,8 @@ mod tests {
         );
         let err = parse("{endpoint: 'h:1', tls: {insecure_skp_verify: true}}").unwrap_err();
         assert_eq!(err.path, vec!["tls", "insecure_skp_verify"]);
-        let err = parse("{endpoint: 'h:1', sending_queue: {storage: file_storage}}").unwrap_err();
-        assert!(err
-            .message
-            .contains("persistent queue storage is not supported"));
+        let c = parse("{endpoint: 'h:1', sending_queue: {storage: file_storage}}").unwrap();
+        assert_eq!(c.sending_queue.storage.as_deref(), Some("file_storage"));
         let err = parse("{endpoint: 'h:1', headers: {'bad key': v}}").unwrap_err();
         assert_eq!(err.path, vec!["headers", "bad key"]);
         assert_eq!(

@@ -183,7 +183,11 @@ impl Consumer for Autotracing {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { mutates_data: true }
+        // Spans wait in memory for their trace: acknowledged on arrival.
+        Capabilities {
+            mutates_data: true,
+            acks_on_disk: false,
+        }
     }
 }
 

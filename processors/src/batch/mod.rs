@@ -1,7 +1,10 @@
 //! `batch` processor: gathers incoming batches until `send_batch_size` items
 //! or `timeout`, splits at `send_batch_max_size`, and sends downstream from one
 //! task. Like the collector's, it accepts data asynchronously: a downstream
-//! failure is logged and counted, not returned to the receiver.
+//! failure is logged and counted, not returned to the receiver. Unlike the
+//! collector's, when the data goes on to a persistent sending queue
+//! (`Capabilities::acks_on_disk`), each caller is answered only once its
+//! items were handed on: on disk, or refused with the downstream error.
 
 mod config;
 pub mod split;
@@ -11,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_yaml_ng::Value;
-use tokio::sync::{mpsc, Mutex, RwLock};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::{mpsc, oneshot, Mutex, RwLock};
 use tokio::task::JoinHandle;
 use tracing::warn;
 use weft_pipeline::otlp_wire::EncodedTraces;
@@ -72,7 +78,10 @@ pub struct BatchProcessor {
     next: DynConsumer,
     stats: Arc<Stats>,
     /// None once shut down; later batches go straight downstream.
-    tx: RwLock<Option<mpsc::Sender<Batch>>>,
+    tx: RwLock<Option<mpsc::Sender<Queued>>>,
+    /// Callers wait until their items were handed on (the next consumer
+    /// acknowledges on disk).
+    wait: AtomicBool,
     worker: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -110,9 +119,23 @@ impl BatchProcessor {
             next,
             stats,
             tx: RwLock::new(None),
+            wait: AtomicBool::new(false),
             worker: Mutex::new(None),
         }
     }
+}
+
+type Reply = oneshot::Sender<Result<(), ConsumeError>>;
+/// A batch on its way to the worker, with the caller's reply when it waits.
+type Queued = (Batch, Option<Reply>);
+
+/// A caller waiting for its items, which are items `start..end` of all
+/// items ever added.
+struct Waiter {
+    start: u64,
+    end: u64,
+    error: Option<ConsumeError>,
+    reply: Reply,
 }
 
 struct Worker {
@@ -127,10 +150,28 @@ struct Worker {
     pending_items: usize,
     origin: Option<Arc<str>>,
     first_at: Option<Instant>,
+    waiters: VecDeque<Waiter>,
+    /// Items added and items handed on, since the start.
+    added: u64,
+    handed_on: u64,
 }
 
 impl Worker {
-    fn add(&mut self, batch: Batch) {
+    fn add(&mut self, batch: Batch, reply: Option<Reply>) {
+        let items = batch.item_count() as u64;
+        if let Some(reply) = reply {
+            if items == 0 {
+                let _ = reply.send(Ok(()));
+            } else {
+                self.waiters.push_back(Waiter {
+                    start: self.added,
+                    end: self.added + items,
+                    error: None,
+                    reply,
+                });
+            }
+        }
+        self.added += items;
         if batch.encoded_traces().is_some_and(|w| w.span_count() == 0) && self.pending.is_empty() {
             // Resources without spans: dropped, as a flush of decoded data drops them.
             return;
@@ -205,9 +246,26 @@ impl Worker {
         if let Some(at) = self.first_at {
             b.received_at = at;
         }
-        if let Err(e) = self.next.consume(b).await {
+        let result = self.next.consume(b).await;
+        let (from, to) = (self.handed_on, self.handed_on + items as u64);
+        self.handed_on = to;
+        if let Err(e) = &result {
             self.stats.failed.add(items as u64);
             warn!(processor = %self.id, items, error = %e, "downstream refused a batch; it is dropped");
+            for w in self.waiters.iter_mut() {
+                if w.start < to && w.end > from && w.error.is_none() {
+                    w.error = Some(e.clone());
+                }
+            }
+        }
+        while self
+            .waiters
+            .front()
+            .is_some_and(|w| w.end <= self.handed_on)
+        {
+            if let Some(w) = self.waiters.pop_front() {
+                let _ = w.reply.send(w.error.map_or(Ok(()), Err));
+            }
         }
     }
 
@@ -265,7 +323,7 @@ impl Worker {
         self.origin = None;
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Batch>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
         let timeout = self.config.timeout;
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
@@ -280,13 +338,13 @@ impl Worker {
                 },
                 None => rx.recv().await,
             };
-            let Some(batch) = msg else {
+            let Some((batch, reply)) = msg else {
                 // Channel closed: shutdown. Send the rest.
                 self.flush().await;
                 return;
             };
             let was_empty = self.nothing_pending();
-            self.add(batch);
+            self.add(batch, reply);
             if timeout.is_zero() {
                 self.flush().await;
                 continue;
@@ -307,7 +365,9 @@ impl Worker {
 #[async_trait]
 impl Lifecycle for BatchProcessor {
     async fn start(&self) -> Result<(), ComponentError> {
-        let (tx, rx) = mpsc::channel::<Batch>(64);
+        let (tx, rx) = mpsc::channel::<Queued>(64);
+        self.wait
+            .store(self.next.capabilities().acks_on_disk, Ordering::Relaxed);
         let worker = Worker {
             id: self.id.clone(),
             config: self.config.clone(),
@@ -318,6 +378,9 @@ impl Lifecycle for BatchProcessor {
             pending_items: 0,
             origin: None,
             first_at: None,
+            waiters: VecDeque::new(),
+            added: 0,
+            handed_on: 0,
         };
         *self.worker.lock().await = Some(tokio::spawn(worker.run(rx)));
         *self.tx.write().await = Some(tx);
@@ -339,13 +402,35 @@ impl Lifecycle for BatchProcessor {
 impl Consumer for BatchProcessor {
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
         let tx = self.tx.read().await.clone();
-        match tx {
-            Some(tx) => match tx.send(batch).await {
-                Ok(()) => Ok(()),
-                // The worker is gone (shutdown raced us): deliver directly.
-                Err(mpsc::error::SendError(batch)) => self.next.consume(batch).await,
-            },
-            None => self.next.consume(batch).await,
+        let Some(tx) = tx else {
+            return self.next.consume(batch).await;
+        };
+        let (reply, answer) = if self.wait.load(Ordering::Relaxed) {
+            let (t, r) = oneshot::channel();
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
+        match tx.send((batch, reply)).await {
+            Ok(()) => {}
+            // The worker is gone (shutdown raced us): deliver directly.
+            Err(mpsc::error::SendError((batch, _))) => return self.next.consume(batch).await,
+        }
+        match answer {
+            None => Ok(()),
+            Some(r) => r.await.unwrap_or_else(|_| {
+                Err(ConsumeError::retryable(format!(
+                    "processor {} stopped before handing the data on",
+                    self.id
+                )))
+            }),
+        }
+    }
+
+    fn capabilities(&self) -> weft_pipeline::Capabilities {
+        weft_pipeline::Capabilities {
+            mutates_data: false,
+            acks_on_disk: self.next.capabilities().acks_on_disk,
         }
     }
 }
@@ -599,5 +684,95 @@ mod tests {
             (c.send_batch_size, c.send_batch_max_size, c.timeout),
             (8192, 0, DEFAULT_TIMEOUT)
         );
+    }
+
+    /// A downstream that acknowledges on disk: records what it got, refuses
+    /// batches holding a span named "refuse".
+    #[derive(Default)]
+    struct Disk(std::sync::Mutex<Vec<Vec<String>>>);
+
+    #[async_trait]
+    impl Consumer for Disk {
+        async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+            let names: Vec<String> = match batch.payload() {
+                Payload::Traces(rs) => rs
+                    .iter()
+                    .flat_map(|r| &r.scope_spans)
+                    .flat_map(|s| &s.spans)
+                    .map(|s| s.name.clone())
+                    .collect(),
+                _ => vec![],
+            };
+            let refuse = names.iter().any(|n| n == "refuse");
+            self.0.lock().unwrap().push(names);
+            if refuse {
+                return Err(ConsumeError::retryable("disk full"));
+            }
+            Ok(())
+        }
+
+        fn capabilities(&self) -> weft_pipeline::Capabilities {
+            weft_pipeline::Capabilities {
+                mutates_data: false,
+                acks_on_disk: true,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn callers_wait_until_a_disk_backed_downstream_has_their_items() {
+        let disk = Arc::new(Disk::default());
+        let settings = Settings {
+            id: ComponentId::new("batch"),
+            kind: Kind::Processor,
+            telemetry: Telemetry::new(),
+            host: Arc::new(Host::new()),
+        };
+        let cfg = BatchConfig {
+            send_batch_size: 3,
+            send_batch_max_size: 3,
+            timeout: Duration::from_millis(100),
+            ..BatchConfig::default()
+        };
+        let p = Arc::new(BatchProcessor::new(
+            settings,
+            cfg,
+            Signal::Traces,
+            disk.clone(),
+        ));
+        assert!(p.capabilities().acks_on_disk);
+        p.start().await.unwrap();
+        // Two spans wait for a third (or the timeout): the caller waits too.
+        let first = {
+            let p = p.clone();
+            tokio::spawn(async move { p.consume(batch_of(&["a", "b"])).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !first.is_finished(),
+            "answered before its items were handed on"
+        );
+        assert!(disk.0.lock().unwrap().is_empty());
+        // The next caller's items fill the batch: a, b, c go; d stays.
+        let second = {
+            let p = p.clone();
+            tokio::spawn(async move { p.consume(batch_of(&["c", "d"])).await })
+        };
+        first.await.unwrap().unwrap();
+        assert_eq!(disk.0.lock().unwrap()[0], ["a", "b", "c"]);
+        assert!(!second.is_finished(), "d is not on disk yet");
+        // d leaves at the timeout, in a batch with a refused item: the caller
+        // of d and the caller of "refuse" hear the error.
+        let third = {
+            let p = p.clone();
+            tokio::spawn(async move { p.consume(batch_of(&["refuse"])).await })
+        };
+        let err = second.await.unwrap().unwrap_err();
+        assert_eq!(err.to_string(), "disk full");
+        assert!(third.await.unwrap().is_err());
+        assert_eq!(disk.0.lock().unwrap()[1], ["d", "refuse"]);
+        // An empty batch is answered at once.
+        p.consume(batch_of(&[])).await.unwrap();
+        p.shutdown().await.unwrap();
     }
 }

@@ -281,6 +281,7 @@ impl Consumer for MemoryLimiter {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             mutates_data: false,
+            acks_on_disk: self.next.capabilities().acks_on_disk,
         }
     }
 }

@@ -524,7 +524,10 @@ impl Consumer for PropagationMerge {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { mutates_data: true }
+        Capabilities {
+            mutates_data: true,
+            acks_on_disk: self.next.capabilities().acks_on_disk,
+        }
     }
 }
 
