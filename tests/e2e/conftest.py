@@ -84,7 +84,7 @@ def weft(tmp_path: Path, grpc_sink, http_sink):
 
     failures = []
     for w in started:
-        if w.proc is None:
+        if w.proc is None or w.killed:
             continue
         try:
             code = w.stop()

@@ -142,6 +142,7 @@ class Weft:
         self.metrics_port = free_port()
         self.proc: subprocess.Popen | None = None
         self.exit_code: int | None = None
+        self.killed = False
         self.config: dict = {}
 
     # -- config ------------------------------------------------------------
@@ -235,6 +236,16 @@ class Weft:
     def signal(self, sig: int) -> None:
         assert self.alive(), f"weft is not running\n{self.log_tail()}"
         self.proc.send_signal(sig)
+
+    def kill(self) -> int:
+        """SIGKILL this process (only this pid), as a crash would end it; return
+        its exit status. The fixture's teardown then leaves it alone."""
+        assert self.alive(), f"weft is not running\n{self.log_tail()}"
+        self.proc.send_signal(signal.SIGKILL)
+        code = self.proc.wait(timeout=10)
+        self._log.close()
+        self.killed = True
+        return code
 
     def stop(self, timeout: float = SHUTDOWN_TIMEOUT) -> int:
         """SIGTERM this process (only this pid) and return its exit code."""
