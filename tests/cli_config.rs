@@ -136,6 +136,21 @@ const BAD: &[(&str, &str, &[&str])] = &[
         &["references extension \"health_check\" which is not configured"],
     ),
     (
+        "auth names an extension not enabled",
+        "extensions:\n  bearertokenauth:\n    token: t\nreceivers:\n  otlp:\n    protocols:\n      grpc:\n        auth:\n          authenticator: bearertokenauth\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n",
+        &["receivers::otlp::protocols::grpc::auth::authenticator", "references extension \"bearertokenauth\", which is not configured under `extensions` and listed in `service.extensions`", "line 9"],
+    ),
+    (
+        "storage names an unknown extension",
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\nexporters:\n  otlp:\n    endpoint: h:4317\n    sending_queue:\n      storage: file_storage/missing\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [otlp]\n",
+        &["exporters::otlp::sending_queue::storage", "references extension \"file_storage/missing\""],
+    ),
+    (
+        "bearertokenauth without a token",
+        "extensions:\n  bearertokenauth:\n    scheme: Bearer\nreceivers:\n  otlp:\n    protocols:\n      grpc:\nexporters:\n  debug:\nservice:\n  extensions: [bearertokenauth]\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n",
+        &["extensions::bearertokenauth", "set one of `token`, `tokens` or `filename`"],
+    ),
+    (
         "unknown service key",
         "receivers:\n  otlp:\n    protocols:\n      grpc:\nexporters:\n  debug:\nservice:\n  pipeline:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n",
         &["'service' has invalid keys: pipeline", "line 8, column 3"],
@@ -341,5 +356,8 @@ fn components_lists_every_type() {
             "zipkin"
         ]
     );
-    assert_eq!(names("extensions"), ["health_check"]);
+    assert_eq!(
+        names("extensions"),
+        ["bearertokenauth", "file_storage", "health_check"]
+    );
 }

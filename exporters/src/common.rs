@@ -82,6 +82,51 @@ pub fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), Config
 }
 
 /// The configured `headers` as a header map; errors name the header.
+/// The `auth` of an exporter: an authenticator extension's credentials,
+/// fetched for every request (a token file may have been rotated).
+#[derive(Clone, Default)]
+pub struct ClientAuth(Option<std::sync::Arc<dyn weft_pipeline::auth::ClientAuthenticator>>);
+
+impl ClientAuth {
+    pub fn new(
+        settings: &weft_pipeline::Settings,
+        auth: Option<&weft_pipeline::auth::AuthConfig>,
+    ) -> Result<ClientAuth, ComponentError> {
+        Ok(ClientAuth(match auth {
+            Some(a) => Some(weft_pipeline::auth::client_authenticator(
+                &settings.host,
+                a,
+            )?),
+            None => None,
+        }))
+    }
+
+    /// The credential headers to add; an authenticator that cannot give
+    /// them (an unreadable token file) fails the attempt, retryably.
+    pub fn headers(
+        &self,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, weft_pipeline::exporterhelper::ExportError> {
+        match &self.0 {
+            None => Ok(Vec::new()),
+            Some(a) => a.headers().map_err(|e| {
+                weft_pipeline::exporterhelper::ExportError::retryable(format!("auth: {e}"))
+            }),
+        }
+    }
+
+    /// `base` with the credential headers added.
+    pub fn apply(
+        &self,
+        base: &HeaderMap,
+    ) -> Result<HeaderMap, weft_pipeline::exporterhelper::ExportError> {
+        let mut h = base.clone();
+        for (k, v) in self.headers()? {
+            h.insert(k, v);
+        }
+        Ok(h)
+    }
+}
+
 pub fn header_map(headers: &BTreeMap<String, String>) -> Result<HeaderMap, ComponentError> {
     let mut map = HeaderMap::new();
     for (k, v) in headers {

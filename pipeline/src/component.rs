@@ -268,6 +268,7 @@ impl Registry {
         let mut r = Registry::default();
         crate::extensions::register(&mut r);
         crate::storage::register(&mut r);
+        crate::auth::register(&mut r);
         r
     }
 

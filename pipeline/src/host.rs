@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::auth::Authenticator;
 use crate::storage::StorageSpec;
 
 #[derive(Debug, Default)]
 pub struct Host {
     ready: AtomicBool,
     storages: Mutex<BTreeMap<String, Arc<StorageSpec>>>,
+    authenticators: Mutex<BTreeMap<String, Authenticator>>,
 }
 
 impl Host {
@@ -48,6 +50,37 @@ impl Host {
     pub fn remove_storage(&self, id: &str, spec: &Arc<StorageSpec>) {
         let mut m = self.storages.lock().unwrap_or_else(|p| p.into_inner());
         if m.get(id).is_some_and(|s| Arc::ptr_eq(s, spec)) {
+            m.remove(id);
+        }
+    }
+
+    /// A started authenticator extension, by id (`bearertokenauth/ingest`).
+    pub fn authenticator(&self, id: &str) -> Option<Authenticator> {
+        self.authenticators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    pub fn add_authenticator(&self, id: &str, a: Authenticator) {
+        self.authenticators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), a);
+    }
+
+    /// Forgets `id` if it is still `a` (a replacement may have taken it).
+    pub fn remove_authenticator(&self, id: &str, a: &Authenticator) {
+        let mut m = self
+            .authenticators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let same = m.get(id).is_some_and(|cur| match (&cur.server, &a.server) {
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+            _ => false,
+        });
+        if same {
             m.remove(id);
         }
     }

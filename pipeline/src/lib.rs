@@ -1,6 +1,7 @@
 //! weft's pipeline core: config model, component traits and registry, graph
 //! builder and runtime, reload, exporter helper and self-telemetry.
 
+pub mod auth;
 pub mod component;
 pub mod config;
 pub mod consumer;

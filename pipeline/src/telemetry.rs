@@ -174,6 +174,11 @@ pub struct ReceiverMetrics {
     refused: [Counter; 3],
     /// Requests that could not be decoded (bad protobuf/JSON/compression...).
     pub bad_requests: Counter,
+    /// Requests refused by the `auth` authenticator (401 / UNAUTHENTICATED).
+    pub unauthenticated: Counter,
+    /// TLS handshakes that failed (a missing or untrusted client certificate
+    /// with `client_ca_file`, a protocol error) or timed out.
+    pub tls_handshake_failures: Counter,
 }
 
 fn idx(s: Signal) -> usize {
@@ -206,6 +211,16 @@ impl ReceiverMetrics {
             bad_requests: t.counter(
                 "weft_receiver_bad_requests",
                 "Requests rejected before their data reached a pipeline (wrong method or content type, bad compression, malformed body, too large)",
+                &labels,
+            ),
+            unauthenticated: t.counter(
+                "weft_receiver_unauthenticated_requests",
+                "Requests refused because the authenticator did not accept their credentials",
+                &labels,
+            ),
+            tls_handshake_failures: t.counter(
+                "weft_receiver_tls_handshake_failures",
+                "TLS handshakes that failed or timed out (for instance a client certificate the client CA does not sign)",
                 &labels,
             ),
         }

@@ -289,13 +289,16 @@ class Weft:
         return parse_prometheus(self.metrics_text())
 
 
-def run_app(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    """Run tests/e2e/apps/otel_app.py with this interpreter."""
+def run_app(*args: str, timeout: float = 60.0, env: dict | None = None
+            ) -> subprocess.CompletedProcess:
+    """Run tests/e2e/apps/otel_app.py with this interpreter (`env` adds variables,
+    e.g. OTEL_EXPORTER_OTLP_HEADERS)."""
     return subprocess.run(
         [sys.executable, str(E2E_DIR / "apps" / "otel_app.py"), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 

@@ -49,6 +49,9 @@ pub struct JaegerExporterConfig {
     pub compression: Option<Compression>,
     /// Extra gRPC metadata or HTTP headers sent with every request.
     pub headers: BTreeMap<String, String>,
+    /// Add the credentials of this authenticator extension to every request
+    /// (`authenticator: bearertokenauth/client`).
+    pub auth: Option<weft_pipeline::auth::AuthConfig>,
     /// Per-attempt deadline. Default 5s.
     pub timeout: TimeoutSettings,
     /// Retries of retryable failures.
@@ -88,6 +91,7 @@ impl JaegerExporterConfig {
             tls: self.tls.clone(),
             compression: self.compression.unwrap_or(Compression::None),
             headers: self.headers.clone(),
+            auth: self.auth.clone(),
             timeout: self.timeout,
             retry_on_failure: self.retry_on_failure.clone(),
             sending_queue: self.sending_queue.clone(),

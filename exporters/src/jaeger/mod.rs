@@ -59,7 +59,7 @@ impl ExporterFactory for JaegerFactory {
         let cfg = parse_config::<JaegerExporterConfig>(raw).map_err(config_error)?;
         let client: Arc<dyn ExportClient> = match cfg.protocol {
             JaegerProtocol::Grpc => Arc::new(JaegerGrpc::new(&settings, &cfg)?),
-            JaegerProtocol::ThriftHttp => Arc::new(JaegerThriftHttp::new(&cfg)?),
+            JaegerProtocol::ThriftHttp => Arc::new(JaegerThriftHttp::new(&settings, &cfg)?),
         };
         Ok(Arc::new(QueuedExporter::new(
             &settings,
@@ -156,10 +156,14 @@ pub struct JaegerThriftHttp {
     url: String,
     client: reqwest::Client,
     headers: HeaderMap,
+    auth: crate::common::ClientAuth,
 }
 
 impl JaegerThriftHttp {
-    pub fn new(cfg: &JaegerExporterConfig) -> Result<JaegerThriftHttp, ComponentError> {
+    pub fn new(
+        settings: &Settings,
+        cfg: &JaegerExporterConfig,
+    ) -> Result<JaegerThriftHttp, ComponentError> {
         let url = cfg
             .thrift_http_url()
             .map_err(|m| ComponentError::new(format!("endpoint: {m}")))?;
@@ -176,6 +180,7 @@ impl JaegerThriftHttp {
             url,
             client,
             headers,
+            auth: crate::common::ClientAuth::new(settings, cfg.auth.as_ref())?,
         })
     }
 }
@@ -189,7 +194,7 @@ impl ExportClient for JaegerThriftHttp {
             let response = self
                 .client
                 .post(url)
-                .headers(self.headers.clone())
+                .headers(self.auth.apply(&self.headers)?)
                 .body(body)
                 .send()
                 .await

@@ -25,6 +25,9 @@ pub struct OtlpGrpcConfig {
     pub compression: Compression,
     /// Extra gRPC metadata sent with every request.
     pub headers: BTreeMap<String, String>,
+    /// Add the credentials of this authenticator extension to every request
+    /// (`authenticator: bearertokenauth/client`).
+    pub auth: Option<weft_pipeline::auth::AuthConfig>,
     /// Per-attempt deadline, also sent as `grpc-timeout`. Default 5s.
     pub timeout: TimeoutSettings,
     /// Retries of retryable failures.

@@ -83,6 +83,7 @@ pub struct GrpcClient {
     target: GrpcTarget,
     tls: Option<Arc<rustls::ClientConfig>>,
     metadata: MetadataMap,
+    auth: crate::common::ClientAuth,
     clients: OnceCell<Clients>,
 }
 
@@ -115,6 +116,7 @@ impl GrpcClient {
             target,
             tls,
             metadata,
+            auth: crate::common::ClientAuth::new(settings, cfg.auth.as_ref())?,
             clients: OnceCell::new(),
         })
     }
@@ -218,6 +220,20 @@ impl GrpcClient {
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(message);
         *req.metadata_mut() = self.metadata.clone();
+        match self.auth.headers() {
+            Ok(h) => {
+                for (k, v) in h {
+                    let key = MetadataKey::from_bytes(k.as_str().as_bytes());
+                    let value = MetadataValue::try_from(v.as_bytes());
+                    if let (Ok(key), Ok(mut value)) = (key, value) {
+                        value.set_sensitive(true);
+                        req.metadata_mut().insert(key, value);
+                    }
+                }
+            }
+            // The server refuses the request and the attempt fails with its answer.
+            Err(e) => tracing::warn!(exporter = %self.id, "{e}; sending without credentials"),
+        }
         if !self.cfg.timeout.timeout.is_zero() {
             req.set_timeout(self.cfg.timeout.timeout);
         }

@@ -42,6 +42,9 @@ pub struct OtlpHttpConfig {
     pub compression_params: Option<CompressionParams>,
     /// Extra HTTP headers sent with every request.
     pub headers: BTreeMap<String, String>,
+    /// Add the credentials of this authenticator extension to every request
+    /// (`authenticator: bearertokenauth/client`).
+    pub auth: Option<weft_pipeline::auth::AuthConfig>,
     /// Client TLS settings for `https://` URLs.
     pub tls: TlsClientSettings,
     /// Per-request timeout. Default 30s, as the collector's HTTP client.
@@ -85,6 +88,7 @@ impl Default for OtlpHttpConfig {
             compression: Compression::Gzip,
             compression_params: None,
             headers: BTreeMap::new(),
+            auth: None,
             tls: TlsClientSettings::default(),
             timeout: TimeoutSettings {
                 timeout: Duration::from_secs(30),

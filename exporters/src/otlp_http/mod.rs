@@ -63,6 +63,7 @@ pub struct HttpClient {
     client: reqwest::Client,
     urls: [Option<String>; 3],
     headers: HeaderMap,
+    auth: crate::common::ClientAuth,
 }
 
 fn signal_index(s: Signal) -> usize {
@@ -98,6 +99,7 @@ impl HttpClient {
             client,
             urls: Signal::ALL.map(|s| cfg.signal_url(s)),
             headers,
+            auth: crate::common::ClientAuth::new(settings, cfg.auth.as_ref())?,
         })
     }
 
@@ -275,7 +277,7 @@ impl HttpClient {
         let response = self
             .client
             .post(url)
-            .headers(self.headers.clone())
+            .headers(self.auth.apply(&self.headers)?)
             .body(body)
             .send()
             .await

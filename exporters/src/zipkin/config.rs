@@ -44,6 +44,9 @@ pub struct ZipkinExporterConfig {
     pub compression: Compression,
     /// Extra HTTP headers sent with every request.
     pub headers: BTreeMap<String, String>,
+    /// Add the credentials of this authenticator extension to every request
+    /// (`authenticator: bearertokenauth/client`).
+    pub auth: Option<weft_pipeline::auth::AuthConfig>,
     /// Client TLS settings for `https://` endpoints.
     pub tls: TlsClientSettings,
     /// Per-request timeout (default 5s).
@@ -77,6 +80,7 @@ impl Default for ZipkinExporterConfig {
             default_service_name: DEFAULT_SERVICE_NAME.to_string(),
             compression: Compression::None,
             headers: BTreeMap::new(),
+            auth: None,
             tls: TlsClientSettings::default(),
             timeout: TimeoutSettings::default(),
             retry_on_failure: RetrySettings::default(),

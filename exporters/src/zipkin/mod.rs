@@ -60,6 +60,7 @@ pub struct ZipkinClient {
     compression: crate::common::Compression,
     client: reqwest::Client,
     headers: HeaderMap,
+    auth: crate::common::ClientAuth,
 }
 
 impl ZipkinClient {
@@ -95,6 +96,7 @@ impl ZipkinClient {
             compression: cfg.compression,
             client,
             headers,
+            auth: crate::common::ClientAuth::new(settings, cfg.auth.as_ref())?,
         })
     }
 
@@ -139,7 +141,7 @@ impl ExportClient for ZipkinClient {
         let response = self
             .client
             .post(url)
-            .headers(self.headers.clone())
+            .headers(self.auth.apply(&self.headers)?)
             .body(body)
             .send()
             .await

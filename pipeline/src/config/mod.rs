@@ -427,6 +427,30 @@ fn as_map<'a>(
     }
 }
 
+/// Where a component's config names an extension: `auth: {authenticator: id}`
+/// anywhere, and `sending_queue: {storage: id}`.
+fn extension_refs(v: &Value, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, String)>) {
+    let Value::Mapping(m) = v else { return };
+    for (k, child) in m {
+        let Some(key) = k.as_str() else { continue };
+        path.push(key.to_string());
+        let named = match key {
+            "auth" => child.get("authenticator").map(|x| ("authenticator", x)),
+            "sending_queue" => child.get("storage").map(|x| ("storage", x)),
+            _ => None,
+        };
+        match named {
+            Some((field, Value::String(id))) => {
+                let mut at = path.clone();
+                at.push(field.to_string());
+                out.push((at, id.clone()));
+            }
+            _ => extension_refs(child, path, out),
+        }
+        path.pop();
+    }
+}
+
 fn p(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
 }
@@ -567,6 +591,31 @@ impl ServiceConfig {
                     ));
                 }
                 service_extensions.push(id);
+            }
+        }
+
+        // `auth.authenticator` and `sending_queue.storage` name extensions
+        // that must be enabled in service.extensions.
+        for (section, parsed) in [("receivers", &receivers), ("exporters", &exporters)] {
+            for (id, raw) in parsed.iter() {
+                let mut refs = Vec::new();
+                extension_refs(
+                    raw,
+                    &mut vec![section.to_string(), id.to_string()],
+                    &mut refs,
+                );
+                for (path, wanted) in refs {
+                    let enabled =
+                        ComponentId::parse(&wanted).is_ok_and(|w| service_extensions.contains(&w));
+                    if !enabled {
+                        return Err(doc.error(
+                            &path,
+                            format!(
+                                "references extension {wanted:?}, which is not configured under `extensions` and listed in `service.extensions`"
+                            ),
+                        ));
+                    }
+                }
             }
         }
 

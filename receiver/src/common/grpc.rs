@@ -22,6 +22,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use tower::layer::util::{Identity, Stack};
 use weft_pipeline::{ClientMetadata, ConsumeError, Counter};
 
+use super::guard::Guard;
 use crate::otlp::config::GrpcConfig;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,7 +34,7 @@ pub(crate) type GrpcRouter = Router<Stack<CountRejectsLayer, Identity>>;
 
 /// A tonic server with the connection settings of `cfg` (streams,
 /// keepalive, connection age) that counts rejected calls in `bad_requests`.
-pub(crate) fn server(cfg: &GrpcConfig, bad_requests: Counter) -> GrpcServer {
+pub(crate) fn server(cfg: &GrpcConfig, bad_requests: Counter, guard: Guard) -> GrpcServer {
     let mut server = Server::builder().max_concurrent_streams(cfg.max_concurrent_streams);
     if let Some(p) = cfg
         .keepalive
@@ -50,7 +51,10 @@ pub(crate) fn server(cfg: &GrpcConfig, bad_requests: Counter) -> GrpcServer {
             server = server.max_connection_age_grace(grace);
         }
     }
-    server.layer(CountRejectsLayer { bad_requests })
+    server.layer(CountRejectsLayer {
+        bad_requests,
+        guard,
+    })
 }
 
 /// Serves `router` on `listener` (TLS when `tls` is set) until `token` is
@@ -61,6 +65,7 @@ pub(crate) fn spawn(
     router: GrpcRouter,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    guard: Guard,
     token: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -71,7 +76,7 @@ pub(crate) fn spawn(
                 router.serve_with_incoming_shutdown(incoming, signal).await
             }
             Some(cfg) => {
-                let incoming = tls_incoming(listener, TlsAcceptor::from(cfg), token);
+                let incoming = tls_incoming(listener, TlsAcceptor::from(cfg), guard, token);
                 router.serve_with_incoming_shutdown(incoming, signal).await
             }
         };
@@ -86,6 +91,7 @@ pub(crate) fn spawn(
 fn tls_incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    guard: Guard,
     token: CancellationToken,
 ) -> impl futures_util::Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<TlsStream<TcpStream>>(64);
@@ -106,13 +112,20 @@ fn tls_incoming(
             let _ = stream.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let guard = guard.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {
                         let _ = tx.send(tls).await;
                     }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    Ok(Err(e)) => {
+                        guard.tls_failed();
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        guard.tls_failed();
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                    }
                 }
             });
         }
@@ -200,6 +213,7 @@ fn too_large_is_resource_exhausted<RB>(resp: &mut http::Response<RB>) {
 #[derive(Clone)]
 pub(crate) struct CountRejectsLayer {
     bad_requests: Counter,
+    guard: Guard,
 }
 
 impl<S> tower::Layer<S> for CountRejectsLayer {
@@ -209,6 +223,7 @@ impl<S> tower::Layer<S> for CountRejectsLayer {
         CountRejects {
             inner,
             bad_requests: self.bad_requests.clone(),
+            guard: self.guard.clone(),
         }
     }
 }
@@ -217,12 +232,15 @@ impl<S> tower::Layer<S> for CountRejectsLayer {
 pub(crate) struct CountRejects<S> {
     inner: S,
     bad_requests: Counter,
+    guard: Guard,
 }
 
 impl<S, B, RB> tower::Service<http::Request<B>> for CountRejects<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    RB: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -233,6 +251,10 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        if let Err(e) = self.guard.check(req.headers()) {
+            let resp = Status::unauthenticated(e.to_string()).into_http();
+            return Box::pin(async move { Ok(resp) });
+        }
         let reached = Arc::new(AtomicBool::new(false));
         req.extensions_mut().insert(Reached(reached.clone()));
         let path = req.uri().path().to_string();

@@ -23,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::cors::{Cors, CorsConfig};
+use super::guard::Guard;
 
 /// Response bodies are always complete buffers.
 pub(crate) type Body = Full<Bytes>;
@@ -40,12 +41,14 @@ pub(crate) struct ServerOptions {
 }
 
 /// Accepts connections until `token` is cancelled, then lets open requests
-/// finish (the caller bounds how long). `name` labels log lines.
+/// finish (the caller bounds how long). `name` labels log lines. A request
+/// `guard` refuses is answered 401 without reaching `handler`.
 pub(crate) fn serve<H, F>(
     name: &'static str,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     options: ServerOptions,
+    guard: Guard,
     handler: H,
     token: CancellationToken,
 ) -> JoinHandle<()>
@@ -78,10 +81,18 @@ where
             };
             let _ = stream.set_nodelay(true);
             let handler = handler.clone();
-            let service = hyper::service::service_fn(move |req| {
-                let response = handler(peer, req);
-                async move { Ok::<_, Infallible>(response.await) }
+            let check = guard.clone();
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let refused = check.check(req.headers()).err();
+                let response = refused.is_none().then(|| handler(peer, req));
+                async move {
+                    Ok::<_, Infallible>(match (response, refused) {
+                        (Some(r), _) => r.await,
+                        (None, reason) => unauthorized(reason),
+                    })
+                }
             });
+            let guard = guard.clone();
             let builder = builder.clone();
             let watcher = graceful.watcher();
             let acceptor = acceptor.clone();
@@ -100,10 +111,12 @@ where
                         {
                             Ok(Ok(tls)) => tls,
                             Ok(Err(e)) => {
+                                guard.tls_failed();
                                 tracing::debug!(server = name, %peer, error = %e, "TLS handshake failed");
                                 return;
                             }
                             Err(_) => {
+                                guard.tls_failed();
                                 tracing::debug!(server = name, %peer, "TLS handshake timed out");
                                 return;
                             }
@@ -121,6 +134,22 @@ where
         drop(listener);
         graceful.shutdown().await;
     })
+}
+
+/// The answer to a request the authenticator refused.
+fn unauthorized(reason: Option<weft_pipeline::auth::AuthError>) -> Response<Body> {
+    let mut r = text(
+        StatusCode::UNAUTHORIZED,
+        format!(
+            "Unauthorized: {}\n",
+            reason.map_or_else(|| "not authenticated".to_string(), |e| e.to_string())
+        ),
+    );
+    r.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer"),
+    );
+    r
 }
 
 /// Why a request body could not be read.

@@ -12,6 +12,7 @@ use weft_pipeline::{
 /// Hands decoded requests to the pipeline and counts the outcome, for one
 /// receiver and transport.
 pub(crate) struct Ingest {
+    host: Arc<weft_pipeline::host::Host>,
     origin: Arc<str>,
     transport: &'static str,
     outputs: ReceiverOutputs,
@@ -25,11 +26,28 @@ impl Ingest {
         outputs: ReceiverOutputs,
     ) -> Arc<Ingest> {
         Arc::new(Ingest {
+            host: settings.host.clone(),
             origin: Arc::from(settings.id.to_string()),
             transport,
             outputs,
             metrics: ReceiverMetrics::new(&settings.telemetry, &settings.id, transport),
         })
+    }
+
+    /// The credential and TLS checks of one server, from its `auth` key.
+    pub(crate) fn guard(
+        &self,
+        auth: Option<&weft_pipeline::auth::AuthConfig>,
+    ) -> Result<super::guard::Guard, weft_pipeline::ComponentError> {
+        let auth = match auth {
+            Some(a) => Some(weft_pipeline::auth::server_authenticator(&self.host, a)?),
+            None => None,
+        };
+        Ok(super::guard::Guard::new(
+            auth,
+            self.metrics.unauthenticated.clone(),
+            self.metrics.tls_handshake_failures.clone(),
+        ))
     }
 
     /// Sends one request's data downstream. A request without any resource

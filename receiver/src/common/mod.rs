@@ -4,6 +4,7 @@
 
 pub(crate) mod cors;
 pub(crate) mod grpc;
+pub(crate) mod guard;
 pub(crate) mod http;
 pub(crate) mod ingest;
 pub mod net;

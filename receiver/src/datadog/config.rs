@@ -48,6 +48,9 @@ pub struct DatadogReceiverConfig {
     pub include_metadata: bool,
     /// Serve TLS with this certificate and key. Absent: plaintext.
     pub tls: Option<ServerTlsConfig>,
+    /// Check each request's credentials with this authenticator extension
+    /// (`authenticator: bearertokenauth`); refused requests get 401 / UNAUTHENTICATED.
+    pub auth: Option<weft_pipeline::auth::AuthConfig>,
     /// Browser cross-origin access; off unless `allowed_origins` is set.
     pub cors: Option<CorsConfig>,
     /// Headers added to every response.
@@ -78,6 +81,7 @@ impl Default for DatadogReceiverConfig {
             max_request_body_size: DEFAULT_MAX_REQUEST_BODY_SIZE,
             include_metadata: false,
             tls: None,
+            auth: None,
             cors: None,
             response_headers: BTreeMap::new(),
             compression_algorithms: None,

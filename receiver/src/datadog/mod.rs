@@ -132,6 +132,10 @@ impl Lifecycle for DatadogReceiver {
             }
             None => None,
         };
+        let guard = self
+            .ingest
+            .guard(cfg.auth.as_ref())
+            .map_err(|e| self.error(e))?;
         let listener = net::bind(&cfg.endpoint).await.map_err(|e| self.error(e))?;
         let addr = listener.local_addr().ok();
         let state = Arc::new(State {
@@ -158,7 +162,15 @@ impl Lifecycle for DatadogReceiver {
             }
         };
         let token = CancellationToken::new();
-        let task = serve("Datadog", listener, tls, options, handler, token.clone());
+        let task = serve(
+            "Datadog",
+            listener,
+            tls,
+            options,
+            guard,
+            handler,
+            token.clone(),
+        );
         tracing::info!(receiver = %self.id, endpoint = %crate::common::net::shown(addr), "Datadog trace API listening");
         self.set_addr(addr);
         *running = Some(Running {

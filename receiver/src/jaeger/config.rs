@@ -129,6 +129,9 @@ pub struct ThriftHttpConfig {
     pub endpoint: String,
     /// Serve TLS with this certificate and key. Absent: plaintext.
     pub tls: Option<ServerTlsConfig>,
+    /// Check each request's credentials with this authenticator extension
+    /// (`authenticator: bearertokenauth`); refused requests get 401 / UNAUTHENTICATED.
+    pub auth: Option<weft_pipeline::auth::AuthConfig>,
     /// Browser cross-origin access; off unless `allowed_origins` is set.
     pub cors: Option<CorsConfig>,
     /// Attach the peer address and request headers to every batch.
@@ -162,6 +165,7 @@ impl Default for ThriftHttpConfig {
         ThriftHttpConfig {
             endpoint: DEFAULT_THRIFT_HTTP_ENDPOINT.to_string(),
             tls: None,
+            auth: None,
             cors: None,
             include_metadata: false,
             max_request_body_size: DEFAULT_MAX_REQUEST_BODY_SIZE,

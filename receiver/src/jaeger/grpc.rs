@@ -23,6 +23,7 @@ use crate::otlp::config::GrpcConfig;
 pub(crate) fn spawn(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    guard: crate::common::guard::Guard,
     cfg: &GrpcConfig,
     ingest: Arc<Ingest>,
     token: CancellationToken,
@@ -34,8 +35,9 @@ pub(crate) fn spawn(
     .accept_compressed(CompressionEncoding::Gzip)
     .accept_compressed(CompressionEncoding::Zstd)
     .max_decoding_message_size(cfg.max_recv_msg_size_bytes());
-    let router = grpc::server(cfg, ingest.metrics.bad_requests.clone()).add_service(service);
-    grpc::spawn("Jaeger gRPC", router, listener, tls, token)
+    let router =
+        grpc::server(cfg, ingest.metrics.bad_requests.clone(), guard.clone()).add_service(service);
+    grpc::spawn("Jaeger gRPC", router, listener, tls, guard, token)
 }
 
 struct Handler {

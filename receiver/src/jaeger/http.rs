@@ -48,6 +48,7 @@ struct State {
 pub(crate) fn spawn(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    guard: crate::common::guard::Guard,
     cfg: &ThriftHttpConfig,
     ingest: Arc<Ingest>,
     token: CancellationToken,
@@ -74,7 +75,15 @@ pub(crate) fn spawn(
                 .await
         }
     };
-    serve("Jaeger Thrift/HTTP", listener, tls, options, handler, token)
+    serve(
+        "Jaeger Thrift/HTTP",
+        listener,
+        tls,
+        options,
+        guard,
+        handler,
+        token,
+    )
 }
 
 /// A rejected request, counted and answered as text.

@@ -159,8 +159,12 @@ impl Lifecycle for JaegerReceiver {
                     Some(t) => Some(tls::server_config(t, &[b"h2"]).map_err(|e| self.error(e))?),
                     None => None,
                 };
+                let guard = self
+                    .grpc
+                    .guard(cfg.auth.as_ref())
+                    .map_err(|e| self.error(e))?;
                 let listener = net::bind(&cfg.endpoint).await.map_err(|e| self.error(e))?;
-                Some((cfg, listener, tls))
+                Some((cfg, listener, tls, guard))
             }
             None => None,
         };
@@ -172,8 +176,12 @@ impl Lifecycle for JaegerReceiver {
                     ),
                     None => None,
                 };
+                let guard = self
+                    .http
+                    .guard(cfg.auth.as_ref())
+                    .map_err(|e| self.error(e))?;
                 let listener = net::bind(&cfg.endpoint).await.map_err(|e| self.error(e))?;
-                Some((cfg, listener, tls))
+                Some((cfg, listener, tls, guard))
             }
             None => None,
         };
@@ -193,20 +201,20 @@ impl Lifecycle for JaegerReceiver {
         let token = CancellationToken::new();
         let mut tasks = Vec::new();
         let mut addrs = BoundAddrs::default();
-        if let Some((cfg, listener, tls)) = grpc {
+        if let Some((cfg, listener, tls, guard)) = grpc {
             addrs.grpc = listener.local_addr().ok();
             tracing::info!(receiver = %self.id, endpoint = %crate::common::net::shown(addrs.grpc), "Jaeger gRPC server listening");
             tasks.push((
                 TRANSPORT_GRPC,
-                grpc::spawn(listener, tls, cfg, self.grpc.clone(), token.clone()),
+                grpc::spawn(listener, tls, guard, cfg, self.grpc.clone(), token.clone()),
             ));
         }
-        if let Some((cfg, listener, tls)) = http {
+        if let Some((cfg, listener, tls, guard)) = http {
             addrs.thrift_http = listener.local_addr().ok();
             tracing::info!(receiver = %self.id, endpoint = %crate::common::net::shown(addrs.thrift_http), "Jaeger Thrift/HTTP server listening");
             tasks.push((
                 TRANSPORT_HTTP,
-                http::spawn(listener, tls, cfg, self.http.clone(), token.clone()),
+                http::spawn(listener, tls, guard, cfg, self.http.clone(), token.clone()),
             ));
         }
         for (cfg, protocol, socket) in udp {

@@ -62,6 +62,9 @@ pub struct GrpcConfig {
     pub transport: String,
     /// Serve TLS with this certificate and key. Absent: plaintext.
     pub tls: Option<ServerTlsConfig>,
+    /// Check each request's credentials with this authenticator extension
+    /// (`authenticator: bearertokenauth`); refused requests get 401 / UNAUTHENTICATED.
+    pub auth: Option<weft_pipeline::auth::AuthConfig>,
     /// Largest decoded request message, in MiB (default 4).
     pub max_recv_msg_size_mib: u64,
     /// HTTP/2 concurrent streams per connection (default: no explicit limit).
@@ -82,6 +85,7 @@ impl Default for GrpcConfig {
             endpoint: DEFAULT_GRPC_ENDPOINT.to_string(),
             transport: "tcp".to_string(),
             tls: None,
+            auth: None,
             max_recv_msg_size_mib: DEFAULT_MAX_RECV_MSG_SIZE_MIB,
             max_concurrent_streams: None,
             read_buffer_size: None,
@@ -151,6 +155,9 @@ pub struct HttpConfig {
     pub endpoint: String,
     /// Serve TLS with this certificate and key. Absent: plaintext.
     pub tls: Option<ServerTlsConfig>,
+    /// Check each request's credentials with this authenticator extension
+    /// (`authenticator: bearertokenauth`); refused requests get 401 / UNAUTHENTICATED.
+    pub auth: Option<weft_pipeline::auth::AuthConfig>,
     /// Browser cross-origin access; off unless `allowed_origins` is set.
     pub cors: Option<CorsConfig>,
     /// Attach the peer address and request headers to every batch.
@@ -190,6 +197,7 @@ impl Default for HttpConfig {
         HttpConfig {
             endpoint: DEFAULT_HTTP_ENDPOINT.to_string(),
             tls: None,
+            auth: None,
             cors: None,
             include_metadata: false,
             max_request_body_size: DEFAULT_MAX_REQUEST_BODY_SIZE,

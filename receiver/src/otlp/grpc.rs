@@ -36,6 +36,7 @@ use crate::common::ingest::Ingest;
 pub(crate) fn spawn(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    guard: crate::common::guard::Guard,
     cfg: &GrpcConfig,
     ingest: Arc<Ingest>,
     token: CancellationToken,
@@ -61,11 +62,11 @@ pub(crate) fn spawn(
         .accept_compressed(CompressionEncoding::Zstd)
         .max_decoding_message_size(limit);
 
-    let router = grpc::server(cfg, ingest.metrics.bad_requests.clone())
+    let router = grpc::server(cfg, ingest.metrics.bad_requests.clone(), guard.clone())
         .add_service(traces)
         .add_service(metrics)
         .add_service(logs);
-    grpc::spawn("OTLP/gRPC", router, listener, tls, token)
+    grpc::spawn("OTLP/gRPC", router, listener, tls, guard, token)
 }
 
 struct Handler {

@@ -64,6 +64,7 @@ impl State {
 pub(crate) fn spawn(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    guard: crate::common::guard::Guard,
     cfg: &HttpConfig,
     ingest: Arc<Ingest>,
     token: CancellationToken,
@@ -95,7 +96,7 @@ pub(crate) fn spawn(
                 .await
         }
     };
-    serve("OTLP/HTTP", listener, tls, options, handler, token)
+    serve("OTLP/HTTP", listener, tls, options, guard, handler, token)
 }
 
 async fn route(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {

@@ -138,7 +138,11 @@ impl Lifecycle for OtlpReceiver {
                     Some(t) => Some(tls::server_config(t, &[b"h2"]).map_err(|e| self.error(e))?),
                     None => None,
                 };
-                Some((cfg, self.listen(&cfg.endpoint).await?, tls))
+                let guard = self
+                    .grpc
+                    .guard(cfg.auth.as_ref())
+                    .map_err(|e| self.error(e))?;
+                Some((cfg, self.listen(&cfg.endpoint).await?, tls, guard))
             }
             None => None,
         };
@@ -150,7 +154,11 @@ impl Lifecycle for OtlpReceiver {
                     ),
                     None => None,
                 };
-                Some((cfg, self.listen(&cfg.endpoint).await?, tls))
+                let guard = self
+                    .http
+                    .guard(cfg.auth.as_ref())
+                    .map_err(|e| self.error(e))?;
+                Some((cfg, self.listen(&cfg.endpoint).await?, tls, guard))
             }
             None => None,
         };
@@ -159,20 +167,20 @@ impl Lifecycle for OtlpReceiver {
         let mut tasks = Vec::new();
         let mut grpc_addr = None;
         let mut http_addr = None;
-        if let Some((cfg, listener, tls)) = grpc {
+        if let Some((cfg, listener, tls, guard)) = grpc {
             grpc_addr = listener.local_addr().ok();
             tracing::info!(receiver = %self.id, endpoint = %crate::common::net::shown(grpc_addr), "OTLP/gRPC server listening");
             tasks.push((
                 "grpc",
-                grpc::spawn(listener, tls, cfg, self.grpc.clone(), token.clone()),
+                grpc::spawn(listener, tls, guard, cfg, self.grpc.clone(), token.clone()),
             ));
         }
-        if let Some((cfg, listener, tls)) = http {
+        if let Some((cfg, listener, tls, guard)) = http {
             http_addr = listener.local_addr().ok();
             tracing::info!(receiver = %self.id, endpoint = %crate::common::net::shown(http_addr), "OTLP/HTTP server listening");
             tasks.push((
                 "http",
-                http::spawn(listener, tls, cfg, self.http.clone(), token.clone()),
+                http::spawn(listener, tls, guard, cfg, self.http.clone(), token.clone()),
             ));
         }
         self.set_bound_addrs(BoundAddrs {

@@ -39,6 +39,9 @@ pub struct ZipkinReceiverConfig {
     pub include_metadata: bool,
     /// Serve TLS with this certificate and key. Absent: plaintext.
     pub tls: Option<ServerTlsConfig>,
+    /// Check each request's credentials with this authenticator extension
+    /// (`authenticator: bearertokenauth`); refused requests get 401 / UNAUTHENTICATED.
+    pub auth: Option<weft_pipeline::auth::AuthConfig>,
     /// Browser cross-origin access (zipkin-js in a page); off unless
     /// `allowed_origins` is set.
     pub cors: Option<CorsConfig>,
@@ -72,6 +75,7 @@ impl Default for ZipkinReceiverConfig {
             max_request_body_size: DEFAULT_MAX_REQUEST_BODY_SIZE,
             include_metadata: false,
             tls: None,
+            auth: None,
             cors: None,
             response_headers: BTreeMap::new(),
             compression_algorithms: None,

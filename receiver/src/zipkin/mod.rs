@@ -123,6 +123,10 @@ impl Lifecycle for ZipkinReceiver {
             }
             None => None,
         };
+        let guard = self
+            .ingest
+            .guard(cfg.auth.as_ref())
+            .map_err(|e| self.error(e))?;
         let listener = net::bind(&cfg.endpoint).await.map_err(|e| self.error(e))?;
         let addr = listener.local_addr().ok();
         let state = Arc::new(State {
@@ -149,7 +153,15 @@ impl Lifecycle for ZipkinReceiver {
             }
         };
         let token = CancellationToken::new();
-        let task = serve("Zipkin", listener, tls, options, handler, token.clone());
+        let task = serve(
+            "Zipkin",
+            listener,
+            tls,
+            options,
+            guard,
+            handler,
+            token.clone(),
+        );
         tracing::info!(
             receiver = %self.id,
             endpoint = %crate::common::net::shown(addr),
