@@ -37,6 +37,12 @@ pub struct MemoryLimiterConfig {
     pub limit_percentage: u64,
     /// Spike headroom as a percentage of total memory.
     pub spike_limit_percentage: u64,
+    /// weft only: tell refused clients when to try again. HTTP receivers then
+    /// answer 429 with `Retry-After` (rounded up to whole seconds) instead of
+    /// 503, gRPC receivers UNAVAILABLE with a RetryInfo detail. Unset: 503 /
+    /// UNAVAILABLE without a delay, as the collector answers.
+    #[serde(with = "weft_pipeline::config::duration::option")]
+    pub retry_after: Option<Duration>,
 }
 
 impl Default for MemoryLimiterConfig {
@@ -47,6 +53,7 @@ impl Default for MemoryLimiterConfig {
             spike_limit_mib: 0,
             limit_percentage: 0,
             spike_limit_percentage: 0,
+            retry_after: None,
         }
     }
 }
@@ -176,6 +183,7 @@ impl ProcessorFactory for MemoryLimiterFactory {
         Ok(Arc::new(MemoryLimiter {
             id: id.clone(),
             interval: config.check_interval,
+            retry_after: config.retry_after,
             hard,
             soft,
             next,
@@ -206,6 +214,7 @@ struct State {
 pub struct MemoryLimiter {
     id: String,
     interval: Duration,
+    retry_after: Option<Duration>,
     hard: u64,
     soft: u64,
     next: DynConsumer,
@@ -272,7 +281,7 @@ impl Consumer for MemoryLimiter {
             self.refused.add(batch.item_count() as u64);
             return Err(ConsumeError::Retryable {
                 message: "data refused due to high memory usage".into(),
-                retry_after: None,
+                retry_after: self.retry_after,
             });
         }
         self.next.consume(batch).await

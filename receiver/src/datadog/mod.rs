@@ -449,13 +449,18 @@ fn too_large(state: &State) -> Response<Body> {
     )
 }
 
-/// The pipeline's refusal: retryable is 503 (with Retry-After when known),
+/// The pipeline's refusal: retryable is 503, or 429 with Retry-After when a delay is known;
 /// permanent 400.
 fn refusal(e: &ConsumeError) -> Response<Body> {
     let msg = format!("{e}\n");
     match e {
         ConsumeError::Retryable { retry_after, .. } => {
-            let mut resp = text(StatusCode::SERVICE_UNAVAILABLE, msg);
+            // A refusal that says when to come back is "too many requests".
+            let code = match retry_after {
+                Some(_) => StatusCode::TOO_MANY_REQUESTS,
+                None => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let mut resp = text(code, msg);
             if let Some(after) = retry_after {
                 // Whole seconds, rounded up: "0" would invite an immediate retry.
                 let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);

@@ -108,6 +108,7 @@ struct Metrics {
     non_http_streams: Counter,
     exchanges: Counter,
     spans_dropped: Counter,
+    spans_built: Counter,
     dropped_line_too_long: Counter,
     dropped_head_not_captured: Counter,
     dropped_closed_mid_message: Counter,
@@ -244,6 +245,10 @@ impl Metrics {
             exchanges: c(
                 "weft_ebpf_exchanges",
                 "Request/response pairs turned into spans",
+            ),
+            spans_built: c(
+                "weft_ebpf_spans_built",
+                "Spans built from captured exchanges: each is then accepted or refused by the pipeline (otelcol_receiver_*_spans) or dropped (weft_ebpf_spans_dropped)",
             ),
             spans_dropped: c(
                 "weft_ebpf_spans_dropped",
@@ -619,6 +624,7 @@ fn ship(tracker: &mut Tracker, tx: &mpsc::Sender<Payload>, metrics: &Metrics) {
         return;
     }
     let rs = tracker.take_spans();
+    metrics.spans_built.add(n as u64);
     if tx.try_send(Payload::Traces(rs)).is_err() {
         metrics.spans_dropped.add(n as u64);
     }

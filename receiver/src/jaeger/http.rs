@@ -254,10 +254,12 @@ fn too_large(state: &State) -> Response<Body> {
 fn refusal(e: &ConsumeError) -> Response<Body> {
     match e {
         ConsumeError::Retryable { retry_after, .. } => {
-            let mut resp = text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("Cannot submit Jaeger batch: {e}\n"),
-            );
+            // A refusal that says when to come back is "too many requests".
+            let code = match retry_after {
+                Some(_) => StatusCode::TOO_MANY_REQUESTS,
+                None => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let mut resp = text(code, format!("Cannot submit Jaeger batch: {e}\n"));
             if let Some(after) = retry_after {
                 // Whole seconds, rounded up: "0" would invite an immediate retry.
                 let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);

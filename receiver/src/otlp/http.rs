@@ -275,12 +275,12 @@ fn refusal(format: Format, e: &ConsumeError) -> Response<Body> {
     let msg = e.to_string();
     match e {
         ConsumeError::Retryable { retry_after, .. } => {
-            let mut resp = status(
-                format,
-                StatusCode::SERVICE_UNAVAILABLE,
-                CODE_UNAVAILABLE,
-                &msg,
-            );
+            // A refusal that says when to come back is "too many requests".
+            let code = match retry_after {
+                Some(_) => StatusCode::TOO_MANY_REQUESTS,
+                None => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let mut resp = status(format, code, CODE_UNAVAILABLE, &msg);
             if let Some(after) = retry_after {
                 // Whole seconds, rounded up: "0" would invite an immediate retry.
                 let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);

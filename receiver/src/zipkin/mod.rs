@@ -328,7 +328,12 @@ fn refusal(e: &ConsumeError) -> Response<Body> {
     match e {
         ConsumeError::Permanent(_) => text(StatusCode::BAD_REQUEST, msg),
         ConsumeError::Retryable { retry_after, .. } => {
-            let mut resp = text(StatusCode::SERVICE_UNAVAILABLE, msg);
+            // A refusal that says when to come back is "too many requests".
+            let code = match retry_after {
+                Some(_) => StatusCode::TOO_MANY_REQUESTS,
+                None => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let mut resp = text(code, msg);
             if let Some(after) = retry_after {
                 // Whole seconds, rounded up: "0" would invite an immediate retry.
                 let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
