@@ -197,7 +197,7 @@ write_buffer_size: 524288
                 &["headers", "bad header"],
             ),
             (
-                "{endpoint: 'http://z', sending_queue: {storage: file}}",
+                "{endpoint: 'http://z', sending_queue: {storage: 'not an id'}}",
                 &["sending_queue", "storage"],
             ),
             ("{endpoint: 'http://z', endpiont: x}", &["endpiont"]),

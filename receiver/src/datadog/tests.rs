@@ -1115,7 +1115,7 @@ async fn info_and_root_advertise_only_what_is_implemented() {
 }
 
 #[tokio::test]
-async fn pipeline_refusals_map_to_503_and_400() {
+async fn pipeline_refusals_map_to_429_503_and_400() {
     let h = Harness::start(LOCAL).await;
     let body = v05_payload(&[root_and_child()]);
     *h.sink.refuse.lock().unwrap() = Some(ConsumeError::Retryable {
@@ -1129,16 +1129,20 @@ async fn pipeline_refusals_map_to_503_and_400() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 503);
+    // A refusal that says when to come back is "too many requests".
+    assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "2");
     assert_eq!(resp.text().await.unwrap(), "memory limit\n");
+    *h.sink.refuse.lock().unwrap() = Some(ConsumeError::retryable("memory limit"));
+    let (status, _, _) = h.send("PUT", "/v0.5/traces", MSGPACK, body.clone()).await;
+    assert_eq!(status, 503);
     *h.sink.refuse.lock().unwrap() = Some(ConsumeError::Permanent("bad data".into()));
     let (status, _, text) = h.send("PUT", "/v0.5/traces", MSGPACK, body.clone()).await;
     assert_eq!((status, text.as_str()), (400, "bad data\n"));
     *h.sink.refuse.lock().unwrap() = Some(ConsumeError::NoPipeline(Signal::Traces));
     let (status, _, _) = h.send("PUT", "/v0.5/traces", MSGPACK, body).await;
     assert_eq!(status, 503);
-    assert_eq!(h.refused(), 6);
+    assert_eq!(h.refused(), 8);
     assert_eq!(h.accepted(), 0);
     assert_eq!(h.bad_requests(), 0);
     h.receiver.shutdown().await.unwrap();

@@ -480,7 +480,7 @@ async fn thrift_http_refusals() {
                 message: "memory limit".into(),
                 retry_after: Some(Duration::from_millis(1500)),
             },
-            503,
+            429,
             "2",
         ),
         (ConsumeError::retryable("busy"), 503, ""),

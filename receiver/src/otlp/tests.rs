@@ -444,7 +444,8 @@ async fn consumer_refusals_map_to_status_codes() {
     let proto = trace_request(&["a", "b", "c"]).encode_to_vec();
 
     let resp = post(&url, "application/x-protobuf", None, proto.clone()).await;
-    assert_eq!(resp.status(), 503);
+    // A refusal that says when to come back is "too many requests".
+    assert_eq!(resp.status(), 429);
     assert_eq!(header(&resp, "retry-after"), "3");
     assert_eq!(
         rpc_status(resp, false).await,
@@ -457,7 +458,7 @@ async fn consumer_refusals_map_to_status_codes() {
         include_str!("testdata/spec_trace.json").into(),
     )
     .await;
-    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.status(), 429);
     assert_eq!(rpc_status(resp, true).await.0, 14);
     assert_eq!(h.refused_spans("http"), 4);
     assert_eq!(h.accepted_spans("http"), 0);

@@ -500,7 +500,7 @@ async fn bad_input_table() {
 }
 
 #[tokio::test]
-async fn refusals_map_to_503_and_400() {
+async fn refusals_map_to_429_503_and_400() {
     let h = Harness::start(LOCAL).await;
     let url = h.url("/api/v2/spans");
     let pb = [("content-type", "application/x-protobuf")];
@@ -510,15 +510,20 @@ async fn refusals_map_to_503_and_400() {
         retry_after: Some(Duration::from_millis(1500)),
     });
     let resp = post(&url, &pb, proto_body()).await;
-    assert_eq!(resp.status(), 503);
+    // A refusal that says when to come back is "too many requests".
+    assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "2");
+    *h.sink.refuse.lock().unwrap() = Some(ConsumeError::retryable("busy"));
+    let resp = post(&url, &pb, proto_body()).await;
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().get("retry-after").is_none());
 
     *h.sink.refuse.lock().unwrap() = Some(ConsumeError::Permanent("bad data".into()));
     let resp = post(&url, &pb, proto_body()).await;
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.text().await.unwrap(), "bad data\n");
 
-    assert_eq!(h.counter("otelcol_receiver_refused_spans"), 2);
+    assert_eq!(h.counter("otelcol_receiver_refused_spans"), 3);
     assert_eq!(h.counter("otelcol_receiver_accepted_spans"), 0);
     assert_eq!(h.counter("weft_receiver_bad_requests"), 0);
     h.receiver.shutdown().await.unwrap();
