@@ -11,7 +11,9 @@
 #   PYTEST_ARGS    extra arguments for pytest (e.g. "-k reload -x")
 #   WEFT_JAEGER_PYTHON, WEFT_ZIPKIN_PROTO_PYTHON, WEFT_DD_PYTHON
 #                  interpreters of the side venvs (default .venv-<name>/bin/python)
-#   SKIP_E2E=1     stop after the Rust tests
+#   SKIP_FUZZ=1    skip the fuzz smoke (scripts/fuzz --smoke: needs the nightly toolchain;
+#                  it installs cargo-fuzz when missing)
+#   SKIP_E2E=1     stop after the Rust tests and the fuzz smoke
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -120,6 +122,16 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     step "cargo test --workspace"
     cargo test --workspace || fail "Rust tests failed"
+fi
+
+# --- fuzz smoke ------------------------------------------------------------------
+# Every cargo-fuzz target builds, replays its seed corpus (fuzz/seeds) and fuzzes for a
+# couple of seconds. Long campaigns: scripts/fuzz (docs/reliability.md).
+if [[ "${SKIP_FUZZ:-0}" == 1 ]]; then
+    step "SKIP_FUZZ=1: fuzz smoke skipped"
+else
+    step "scripts/fuzz --smoke --time 2"
+    scripts/fuzz --smoke --time 2 || fail "a fuzz target failed to build or crashed on its seeds"
 fi
 
 if [[ "${SKIP_E2E:-0}" == 1 ]]; then

@@ -81,7 +81,8 @@ pub fn run(protocol: DbProtocol, data: &[u8]) {
             captured: &r.bytes[..r.bytes.len().min(cap)],
             total_len: r.bytes.len() + r.uncaptured,
             ts_ns: i as u64,
-            tcp_seq: (i as u32).wrapping_mul(7919),
+            tcp_seq: Some((i as u32).wrapping_mul(7919)),
+            seq_linear: true,
             tag: Tag::default(),
         };
         c.feed(r.side, &chunk, &mut out);
