@@ -121,10 +121,38 @@ pub fn client_authenticator(
     })
 }
 
-/// A secret string: `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq, Deserialize, Default)]
-#[serde(transparent)]
+/// A secret string: `Debug` never shows it, and a value of the wrong type is
+/// refused without repeating it (a number is taken as its digits).
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(pub String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a string (quote it)"))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a string (quote it)"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -207,7 +235,16 @@ impl ComponentConfig for BearerTokenAuthConfig {
 struct Tokens {
     fixed: Vec<String>,
     file: Option<PathBuf>,
-    cached: Mutex<(Option<SystemTime>, Vec<String>)>,
+    cached: Mutex<Cached>,
+}
+
+/// The file's modification time and tokens as last read, and the
+/// modification time of a bad file already warned about.
+#[derive(Default)]
+struct Cached {
+    modified: Option<SystemTime>,
+    tokens: Vec<String>,
+    warned: Option<Option<SystemTime>>,
 }
 
 impl Tokens {
@@ -235,15 +272,25 @@ impl Tokens {
         };
         let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         let mut c = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-        if c.0.is_none() || c.0 != modified {
+        if c.modified.is_none() || c.modified != modified {
             match Tokens::load_file(path) {
-                Ok(fresh) => *c = fresh,
-                // Keep the last good token rather than refusing everything.
-                Err(e) if !c.1.is_empty() => tracing::warn!("{e}; keeping the previous token"),
+                Ok((m, tokens)) => {
+                    c.modified = m;
+                    c.tokens = tokens;
+                    c.warned = None;
+                }
+                // Keep the last good token rather than refusing everything;
+                // say so once per change of the file.
+                Err(e) if !c.tokens.is_empty() => {
+                    if c.warned != Some(modified) {
+                        c.warned = Some(modified);
+                        tracing::warn!("{e}; keeping the previous token");
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
-        Ok(c.1.clone())
+        Ok(c.tokens.clone())
     }
 }
 
@@ -336,7 +383,7 @@ impl ExtensionFactory for BearerTokenAuthFactory {
             tokens: Tokens {
                 fixed,
                 file: c.filename.as_ref().map(PathBuf::from),
-                cached: Mutex::new((None, Vec::new())),
+                cached: Mutex::new(Cached::default()),
             },
         });
         Ok(Arc::new(BearerTokenAuth {
@@ -408,7 +455,7 @@ mod tests {
                     .map(|s| s.0.clone())
                     .collect(),
                 file: c.filename.map(PathBuf::from),
-                cached: Mutex::new((None, Vec::new())),
+                cached: Mutex::new(Cached::default()),
             },
         }
     }
@@ -489,6 +536,9 @@ mod tests {
             parse("token: a\nheader: 'bad header'").unwrap_err().path,
             vec!["header"]
         );
+        assert_eq!(parse("token: 12345").unwrap().token.unwrap().0, "12345");
+        let e = parse("token: true").unwrap_err();
+        assert!(!e.message.contains("true"), "{}", e.message);
         let c = parse("token: hunter2").unwrap();
         let shown = format!("{c:?}");
         assert!(

@@ -716,14 +716,15 @@ impl QueuedExporter {
             ))
         })?;
         let dir = spec.queue_dir(&self.core.id);
+        let unit = match p.settings.sizer {
+            QueueSizer::Requests => pqueue::Unit::Requests,
+            QueueSizer::Items => pqueue::Unit::Items,
+            QueueSizer::Bytes => pqueue::Unit::Bytes,
+        };
         let opts = pqueue::OpenOptions {
             fsync: spec.fsync,
             capacity: p.settings.queue_size as u64,
-            unit: match p.settings.sizer {
-                QueueSizer::Requests => pqueue::Unit::Requests,
-                QueueSizer::Items => pqueue::Unit::Items,
-                QueueSizer::Bytes => pqueue::Unit::Bytes,
-            },
+            unit,
             lock_timeout: spec.timeout,
             ..pqueue::OpenOptions::default()
         };
@@ -731,7 +732,8 @@ impl QueuedExporter {
             .await
             .map_err(|e| ComponentError::new(format!("sending_queue.storage: {e}")))?
             .map_err(|e| ComponentError::new(format!("sending_queue.storage: {e}")))?;
-        queue.set_capacity(p.settings.queue_size as u64);
+        // A queue this process already had open (a reload) takes these settings.
+        queue.reconfigure(p.settings.queue_size as u64, unit, spec.fsync);
         for line in &recovery.damage {
             tracing::error!(exporter = %self.core.id, dir = %queue.dir().display(), "persistent queue damaged: {line}");
         }

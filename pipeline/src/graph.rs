@@ -199,6 +199,16 @@ impl Service {
         let mut new = Running::default();
         // Components created by this build, stopped again if the build fails.
         let mut created = Running::default();
+        // Extensions (re)created by this build: a component that names one of
+        // them (auth, storage) is rebuilt too, so it uses the new instance.
+        let mut fresh_extensions: BTreeSet<String> = BTreeSet::new();
+        let uses_fresh = |raw: &Value, fresh: &BTreeSet<String>| {
+            let mut refs = Vec::new();
+            crate::config::extension_refs(raw, &mut Vec::new(), &mut refs);
+            refs.iter().any(|(_, id)| {
+                ComponentId::parse(id).is_ok_and(|id| fresh.contains(&id.to_string()))
+            })
+        };
 
         macro_rules! bail {
             ($e:expr) => {{
@@ -243,6 +253,7 @@ impl Service {
                     source
                 });
             }
+            fresh_extensions.insert(id.to_string());
             created.extensions.insert(
                 id.clone(),
                 RunningExtension {
@@ -267,7 +278,11 @@ impl Service {
             .collect();
         for id in used_exporters {
             let raw = cfg.exporters.get(id).cloned().unwrap_or(Value::Null);
-            if let Some(prev) = old.exporters.get(id).filter(|p| p.config == raw) {
+            if let Some(prev) = old
+                .exporters
+                .get(id)
+                .filter(|p| p.config == raw && !uses_fresh(&raw, &fresh_extensions))
+            {
                 new.exporters.insert(
                     id.clone(),
                     RunningExporter {
@@ -407,7 +422,7 @@ impl Service {
         for id in &used_receivers {
             let raw = cfg.receivers.get(*id).cloned().unwrap_or(Value::Null);
             if let Some(prev) = old.receivers.get(*id) {
-                if prev.config == raw {
+                if prev.config == raw && !uses_fresh(&raw, &fresh_extensions) {
                     new.receivers.insert(
                         (*id).clone(),
                         RunningReceiver {

@@ -286,3 +286,25 @@ def test_mutual_tls_refuses_missing_and_foreign_client_certificates(weft, grpc_s
     assert metric_sum(samples, "weft_receiver_tls_handshake_failures", transport="grpc") >= 2
     assert metric_sum(samples, "weft_receiver_tls_handshake_failures", transport="http") == 2
     assert front.stop() == 0
+
+
+def test_a_reload_that_changes_the_token_revokes_the_old_one(weft, grpc_sink, ports):
+    """Only the extension changes: the receiver that names it is rebuilt with it."""
+    g, h = ports(2)
+    sink = grpc_sink()
+    cfg = receiver_cfg(g, h, sink.endpoint, "bearertokenauth/in")
+    w = weft(cfg)
+    ep = f"127.0.0.1:{g}"
+    assert grpc_export(ep, [1], TOKEN) == (grpc.StatusCode.OK, "")
+    new_token = "rotated-0c4e1b7a"
+    cfg["extensions"]["bearertokenauth/in"] = {"token": new_token}
+    w.write_config(cfg)
+    assert wait_until(lambda: grpc_export(ep, [2], new_token)[0] == grpc.StatusCode.OK, 15, 0.2), (
+        w.log_tail()
+    )
+    code, details = grpc_export(ep, [3], TOKEN)
+    assert (code, details) == (grpc.StatusCode.UNAUTHENTICATED,
+                               "wrong credentials in the authorization header")
+    assert sink.wait_for_spans(2, timeout=10)
+    assert sorted(seq_of(r.item) for r in sink.spans()) == [1, 2]
+    assert new_token not in w.log_text() and TOKEN not in w.log_text()

@@ -256,9 +256,46 @@ impl Document {
         }
     }
 
-    /// The merged, expanded config as YAML (what `print-config` shows).
+    /// The merged, expanded config as YAML (what `print-config` shows), with
+    /// secrets shown as `[REDACTED]`: the values of keys named `token`,
+    /// `tokens`, `password`, `key_pem`, `client_secret`, `api_key`, and of
+    /// `authorization`, `api-key`, `x-api-key`, `dd-api-key` entries of a
+    /// `headers` map.
     pub fn to_yaml(&self) -> String {
-        serde_yaml_ng::to_string(&self.value).unwrap_or_default()
+        let mut v = self.value.clone();
+        redact(&mut v, false);
+        serde_yaml_ng::to_string(&v).unwrap_or_default()
+    }
+}
+
+const SECRET_KEYS: [&str; 6] = [
+    "token",
+    "tokens",
+    "password",
+    "key_pem",
+    "client_secret",
+    "api_key",
+];
+const SECRET_HEADERS: [&str; 4] = ["authorization", "api-key", "x-api-key", "dd-api-key"];
+
+fn redact(v: &mut Value, in_headers: bool) {
+    let Value::Mapping(m) = v else { return };
+    for (k, child) in m.iter_mut() {
+        let key = k.as_str().unwrap_or_default().to_ascii_lowercase();
+        let secret = SECRET_KEYS.contains(&key.as_str())
+            || (in_headers && SECRET_HEADERS.contains(&key.as_str()));
+        if secret && !child.is_null() {
+            *child = match child {
+                Value::Sequence(s) => Value::Sequence(
+                    s.iter()
+                        .map(|_| Value::String("[REDACTED]".into()))
+                        .collect(),
+                ),
+                _ => Value::String("[REDACTED]".into()),
+            };
+        } else {
+            redact(child, key == "headers");
+        }
     }
 }
 
@@ -428,8 +465,13 @@ fn as_map<'a>(
 }
 
 /// Where a component's config names an extension: `auth: {authenticator: id}`
-/// anywhere, and `sending_queue: {storage: id}`.
-fn extension_refs(v: &Value, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, String)>) {
+/// anywhere, and `sending_queue: {storage: id}`. A reload rebuilds a component
+/// whose extension changed, even when its own config did not.
+pub(crate) fn extension_refs(
+    v: &Value,
+    path: &mut Vec<String>,
+    out: &mut Vec<(Vec<String>, String)>,
+) {
     let Value::Mapping(m) = v else { return };
     for (k, child) in m {
         let Some(key) = k.as_str() else { continue };
@@ -844,5 +886,24 @@ mod tests {
             .unwrap_err();
         assert!(e.message.starts_with("cannot parse YAML"), "{e}");
         assert!(e.location.unwrap().at.is_some());
+    }
+
+    #[test]
+    fn print_config_redacts_secrets() {
+        let doc = Document::load_with_env(
+            &[text(
+                "c.yaml",
+                "extensions:\n  bearertokenauth:\n    token: hunter2\n  bearertokenauth/b:\n    tokens: [a1, b2]\nexporters:\n  otlp:\n    endpoint: h:1\n    headers: {Authorization: Bearer hunter2, x-tenant: acme}\n",
+            )],
+            &[],
+            &|_| None,
+        )
+        .unwrap();
+        let y = doc.to_yaml();
+        assert!(!y.contains("hunter2") && !y.contains("a1"), "{y}");
+        assert!(
+            y.contains("x-tenant: acme") && y.contains("[REDACTED]"),
+            "{y}"
+        );
     }
 }

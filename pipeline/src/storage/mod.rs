@@ -116,16 +116,20 @@ pub struct StorageSpec {
 }
 
 impl StorageSpec {
-    /// The queue directory of one exporter.
+    /// The queue directory of one exporter: `exporter_<id>` with `/` written
+    /// as `~` and any byte outside `[A-Za-z0-9_.-]` as `%XX`, so two ids never
+    /// share a directory.
     pub fn queue_dir(&self, exporter: &str) -> PathBuf {
-        let safe: String = exporter
-            .chars()
-            .map(|c| match c {
-                'a'..='z' | 'A'..='Z' | '0'..='9' | '_' | '-' | '.' => c,
-                '/' => '~',
-                _ => '%',
-            })
-            .collect();
+        let mut safe = String::with_capacity(exporter.len());
+        for b in exporter.bytes() {
+            match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => {
+                    safe.push(b as char)
+                }
+                b'/' => safe.push('~'),
+                _ => safe.push_str(&format!("%{b:02X}")),
+            }
+        }
         self.directory.join(format!("exporter_{safe}"))
     }
 }

@@ -39,6 +39,9 @@ const ACK_LEN: usize = 12;
 const MAX_PAYLOAD: usize = 512 << 20;
 /// The ack log is rewritten once it holds this many entries more than needed.
 const ACK_COMPACT_ENTRIES: u64 = 64 * 1024;
+/// After damage, a record is believed only if its sequence number follows the
+/// last good one within this distance.
+const RESYNC_SEQ_WINDOW: u64 = 1 << 20;
 
 /// What the queue's size limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +62,9 @@ pub struct OpenOptions {
     pub segment_bytes: u64,
     /// How long to wait for another process to release the directory.
     pub lock_timeout: std::time::Duration,
+    /// The ack log is rewritten once it holds this many entries and four
+    /// times what the segments on disk still need.
+    pub ack_compact_entries: u64,
 }
 
 impl Default for OpenOptions {
@@ -69,6 +75,7 @@ impl Default for OpenOptions {
             unit: Unit::Requests,
             segment_bytes: 8 << 20,
             lock_timeout: std::time::Duration::from_secs(1),
+            ack_compact_entries: ACK_COMPACT_ENTRIES,
         }
     }
 }
@@ -85,6 +92,8 @@ pub enum QueueError {
     Locked(String),
     #[error("the persistent sending queue is full")]
     Full,
+    #[error("a batch of {0} bytes is larger than the persistent queue takes (512 MiB)")]
+    TooLarge(usize),
 }
 
 /// What opening found on disk.
@@ -121,11 +130,11 @@ struct Entry {
 struct Segment {
     file: Arc<File>,
     size: u64,
-    /// Seqs in this segment are `first..=last` (written in order by one writer).
-    first: u64,
-    last: u64,
     /// Records not yet acknowledged.
     live: u64,
+    /// Sequence numbers of this segment's records that left the queue: what the
+    /// ack log must keep while the segment is on disk.
+    acked: Vec<u64>,
 }
 
 struct State {
@@ -136,8 +145,11 @@ struct State {
     pending: VecDeque<Entry>,
     in_flight: HashMap<u64, Entry>,
     acks: File,
+    /// Entries in the ack log, and how many of them the segments still need.
     ack_entries: u64,
+    acks_needed: u64,
     used: u64,
+    unit: Unit,
     /// Records found damaged when read back; counted by the exporter.
     damaged_reads: u64,
 }
@@ -147,8 +159,10 @@ struct State {
 pub struct FileQueue {
     dir: PathBuf,
     opts: OpenOptions,
-    /// The capacity in units; the exporter that opens the queue sets it.
+    /// The capacity in units and the `fsync` setting; the exporter that
+    /// opens the queue sets them.
     capacity: std::sync::atomic::AtomicU64,
+    fsync: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
     available: tokio::sync::Notify,
     room: tokio::sync::Notify,
@@ -277,7 +291,8 @@ fn units_of(unit: Unit, items: u64, len: usize) -> u64 {
 
 impl FileQueue {
     /// Opens (creating it if needed) the queue in `dir`, or returns the one
-    /// this process already has open there.
+    /// this process already has open there (then `reconfigure` applies the
+    /// caller's settings).
     pub fn open(dir: &Path, opts: OpenOptions) -> Result<(Arc<FileQueue>, Recovery), QueueError> {
         let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
         let map = open.get_or_insert_with(HashMap::new);
@@ -353,7 +368,7 @@ impl FileQueue {
         let mut segments = BTreeMap::new();
         let mut pending = VecDeque::new();
         let mut used = 0u64;
-        let mut max_seq = acked.iter().copied().max();
+        let mut max_seq: Option<u64> = None;
         for (n, path) in &names {
             let mut bytes = Vec::new();
             let file = FsOpen::new()
@@ -364,21 +379,27 @@ impl FileQueue {
             (&file)
                 .read_to_end(&mut bytes)
                 .map_err(io(dir, format!("cannot read {}", path.display())))?;
-            let mut off = 0usize;
             let mut seg = Segment {
                 file: Arc::new(file),
                 size: bytes.len() as u64,
-                first: u64::MAX,
-                last: 0,
                 live: 0,
+                acked: Vec::new(),
             };
+            // Sequence numbers grow within a segment. After damage, a record is
+            // believed only if it continues the numbering of the last good one.
+            let mut prev: Option<u64> = None;
+            let follows = |prev: Option<u64>, seq: u64| {
+                prev.is_none_or(|q| seq > q && seq - q <= RESYNC_SEQ_WINDOW)
+            };
+            let mut off = 0usize;
             while off < bytes.len() {
-                match parse_record(&bytes[off..]) {
+                match parse_record(&bytes[off..]).filter(|p| follows(prev, p.seq)) {
                     Some(p) => {
-                        seg.first = seg.first.min(p.seq);
-                        seg.last = seg.last.max(p.seq);
+                        prev = Some(p.seq);
                         max_seq = Some(max_seq.map_or(p.seq, |m| m.max(p.seq)));
-                        if !acked.contains(&p.seq) {
+                        if acked.contains(&p.seq) {
+                            seg.acked.push(p.seq);
+                        } else {
                             let units = units_of(opts.unit, p.items, p.len);
                             pending.push_back(Entry {
                                 seq: p.seq,
@@ -393,7 +414,6 @@ impl FileQueue {
                             rec.records += 1;
                             rec.items += p.items;
                         }
-                        let _ = p.signal;
                         off += HEADER + p.len;
                     }
                     None => {
@@ -402,7 +422,7 @@ impl FileQueue {
                         off += 1;
                         while off < bytes.len() {
                             if bytes[off..].starts_with(MAGIC)
-                                && parse_record(&bytes[off..]).is_some()
+                                && parse_record(&bytes[off..]).is_some_and(|p| follows(prev, p.seq))
                             {
                                 break;
                             }
@@ -442,29 +462,31 @@ impl FileQueue {
             .append(true)
             .open(dir.join(seg_name(head)))
             .map_err(io(dir, "cannot create a segment"))?;
-        let next_seq = max_seq.map_or(0, |m| m + 1);
+        // Acked records count too: a sequence number is never reused.
+        let max_seq = acked.iter().copied().chain(max_seq).max();
+        let next_seq = max_seq.map_or(0, |m| m.saturating_add(1));
         segments.insert(
             head,
             Segment {
                 file: Arc::new(head_file),
                 size: 0,
-                first: next_seq,
-                last: next_seq,
                 live: 0,
+                acked: Vec::new(),
             },
         );
         // The ack log keeps only what the remaining segments need.
-        let keep: Vec<u64> = acked
-            .into_iter()
-            .filter(|s| {
-                segments
-                    .values()
-                    .any(|g| g.live > 0 && *s >= g.first && *s <= g.last)
-            })
+        let keep: Vec<u64> = segments
+            .values()
+            .flat_map(|g| g.acked.iter().copied())
             .collect();
         let acks = rewrite_acks(dir, &keep)?;
+        if opts.fsync {
+            sync_dir(dir);
+        }
         let q = FileQueue {
             dir: dir.to_path_buf(),
+            capacity: std::sync::atomic::AtomicU64::new(opts.capacity),
+            fsync: std::sync::atomic::AtomicBool::new(opts.fsync),
             state: Mutex::new(State {
                 segments,
                 head,
@@ -473,18 +495,16 @@ impl FileQueue {
                 in_flight: HashMap::new(),
                 acks,
                 ack_entries: keep.len() as u64,
+                acks_needed: keep.len() as u64,
                 used,
+                unit: opts.unit,
                 damaged_reads: 0,
             }),
-            capacity: std::sync::atomic::AtomicU64::new(opts.capacity),
             opts,
             available: tokio::sync::Notify::new(),
             room: tokio::sync::Notify::new(),
             _lock: lock,
         };
-        if q.opts.fsync {
-            sync_dir(dir);
-        }
         Ok((q, rec))
     }
 
@@ -496,10 +516,33 @@ impl FileQueue {
         self.capacity.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Changes the size limit (a reloaded exporter may ask for another).
-    pub fn set_capacity(&self, units: u64) {
+    fn fsync(&self) -> bool {
+        self.fsync.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Applies the settings of the exporter that opened the queue: a reloaded
+    /// exporter may ask for another size, unit or `fsync`.
+    pub fn reconfigure(&self, capacity: u64, unit: Unit, fsync: bool) {
         self.capacity
-            .store(units, std::sync::atomic::Ordering::Relaxed);
+            .store(capacity, std::sync::atomic::Ordering::Relaxed);
+        self.fsync
+            .store(fsync, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            if st.unit != unit {
+                st.unit = unit;
+                for e in st.pending.iter_mut().chain(st.in_flight.values_mut()) {
+                    e.units = units_of(unit, e.items, e.len as usize);
+                }
+                st.used = st
+                    .pending
+                    .iter()
+                    .chain(st.in_flight.values())
+                    .map(|e| e.units)
+                    .sum();
+            }
+        }
         self.room.notify_waiters();
     }
 
@@ -524,27 +567,35 @@ impl FileQueue {
 
     /// What a batch of this size counts for against the capacity.
     pub fn units_for(&self, items: u64, len: usize) -> u64 {
-        units_of(self.opts.unit, items, len)
+        units_of(self.lock().unit, items, len)
     }
 
     /// Appends `payload` (an encoded export request of `signal`) and returns
     /// once it is written (and synced when `fsync` is on). A batch larger
     /// than the whole queue is taken when the queue is empty.
+    ///
+    /// The record is queued for sending in the critical section that writes
+    /// it, so dropping this future while it waits for the sync leaks nothing;
+    /// a caller that gives up (or gets a sync error) may send the data again,
+    /// which makes a duplicate, never a loss.
     pub async fn push(
         &self,
         signal: Signal,
         items: u64,
         payload: &[u8],
     ) -> Result<u64, QueueError> {
-        let units = units_of(self.opts.unit, items, payload.len());
+        if payload.len() > MAX_PAYLOAD {
+            return Err(QueueError::TooLarge(payload.len()));
+        }
         let items32 = u32::try_from(items).unwrap_or(u32::MAX);
         let mut rec = Vec::with_capacity(HEADER + payload.len());
         rec.extend_from_slice(MAGIC);
         rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         rec.extend_from_slice(&[0; 4]);
-        let (file, entry) = {
+        let (file, seq) = {
             let mut guard = self.lock();
             let st = &mut *guard;
+            let units = units_of(st.unit, items, payload.len());
             if st.used > 0 && st.used + units > self.capacity() {
                 return Err(QueueError::Full);
             }
@@ -576,37 +627,29 @@ impl FileQueue {
                 return Err(io(&self.dir, "cannot write a record")(e));
             }
             seg.size += rec.len() as u64;
-            if seg.live == 0 {
-                seg.first = seq;
-            }
-            seg.last = seq;
             seg.live += 1;
-            st.next_seq += 1;
+            let file = seg.file.clone();
+            st.next_seq = st.next_seq.saturating_add(1);
             st.used += units;
-            let entry = Entry {
+            st.pending.push_back(Entry {
                 seq,
                 seg: head,
                 offset,
                 len: payload.len() as u32,
                 items,
                 units,
-            };
-            (seg.file.clone(), entry)
+            });
+            (file, seq)
         };
-        if self.opts.fsync {
-            let f = file.clone();
-            let r = tokio::task::spawn_blocking(move || f.sync_data()).await;
+        self.available.notify_one();
+        if self.fsync() {
+            let r = tokio::task::spawn_blocking(move || file.sync_data()).await;
             let r = r.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
             if let Err(e) = r {
-                // Not durable, and the caller is told so: it must not be
-                // sent as well (the caller's retry would make it twice).
-                self.finish(entry, true);
                 return Err(io(&self.dir, "cannot fsync a segment")(e));
             }
         }
-        self.lock().pending.push_back(entry);
-        self.available.notify_one();
-        Ok(entry.seq)
+        Ok(seq)
     }
 
     fn roll(&self, st: &mut State) -> Result<(), QueueError> {
@@ -624,12 +667,11 @@ impl FileQueue {
             Segment {
                 file: Arc::new(f),
                 size: 0,
-                first: st.next_seq,
-                last: st.next_seq,
                 live: 0,
+                acked: Vec::new(),
             },
         );
-        if self.opts.fsync {
+        if self.fsync() {
             sync_dir(&self.dir);
         }
         self.drop_if_done(st, old);
@@ -641,7 +683,9 @@ impl FileQueue {
             return;
         }
         if st.segments.get(&n).is_some_and(|s| s.live == 0) {
-            st.segments.remove(&n);
+            if let Some(gone) = st.segments.remove(&n) {
+                st.acks_needed = st.acks_needed.saturating_sub(gone.acked.len() as u64);
+            }
             if let Err(e) = std::fs::remove_file(self.dir.join(seg_name(n))) {
                 tracing::warn!(dir = %self.dir.display(), segment = n, error = %e, "cannot remove a sent segment");
             }
@@ -680,7 +724,9 @@ impl FileQueue {
                 None => Err("its segment is gone".to_string()),
             };
             let batch = read.and_then(|()| {
-                let p = parse_record(&buf).ok_or_else(|| "it no longer checks".to_string())?;
+                let p = parse_record(&buf)
+                    .filter(|p| p.seq == entry.seq)
+                    .ok_or_else(|| "it no longer checks".to_string())?;
                 let payload = Bytes::from(buf).slice(HEADER..HEADER + p.len);
                 decode_batch(p.signal, payload)
             });
@@ -715,7 +761,7 @@ impl FileQueue {
     pub fn ack(&self, seq: u64) {
         let e = self.lock().in_flight.remove(&seq);
         if let Some(e) = e {
-            self.finish(e, true);
+            self.finish(e);
         }
     }
 
@@ -731,48 +777,44 @@ impl FileQueue {
         }
     }
 
-    fn finish(&self, e: Entry, log: bool) {
-        let mut st = self.lock();
-        if log {
-            let mut rec = [0u8; ACK_LEN];
-            rec[..8].copy_from_slice(&e.seq.to_le_bytes());
-            rec[8..].copy_from_slice(&crc32fast::hash(&e.seq.to_le_bytes()).to_le_bytes());
-            if let Err(err) = st.acks.write_all(&rec) {
-                tracing::warn!(dir = %self.dir.display(), error = %err, "cannot record a sent batch; it may be sent again after a restart");
-            }
-            st.ack_entries += 1;
+    fn finish(&self, e: Entry) {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let mut rec = [0u8; ACK_LEN];
+        rec[..8].copy_from_slice(&e.seq.to_le_bytes());
+        rec[8..].copy_from_slice(&crc32fast::hash(&e.seq.to_le_bytes()).to_le_bytes());
+        if let Err(err) = st.acks.write_all(&rec) {
+            tracing::warn!(dir = %self.dir.display(), error = %err, "cannot record a sent batch; it may be sent again after a restart");
         }
+        st.ack_entries += 1;
         st.used = st.used.saturating_sub(e.units);
         if let Some(seg) = st.segments.get_mut(&e.seg) {
             seg.live = seg.live.saturating_sub(1);
+            seg.acked.push(e.seq);
+            st.acks_needed += 1;
         }
-        self.drop_if_done(&mut st, e.seg);
-        if st.ack_entries > ACK_COMPACT_ENTRIES && st.ack_entries > 4 * (st.used + 1) {
-            self.compact_acks(&mut st);
+        self.drop_if_done(st, e.seg);
+        if st.ack_entries > self.opts.ack_compact_entries
+            && st.ack_entries > 4 * (st.acks_needed + 1)
+        {
+            self.compact_acks(st);
         }
-        drop(st);
+        drop(guard);
         self.room.notify_waiters();
     }
 
-    /// Rewrites the ack log with the acks the remaining segments need.
+    /// Rewrites the ack log with the acks of the segments still on disk.
     fn compact_acks(&self, st: &mut State) {
-        let live: HashSet<u64> = st
-            .pending
-            .iter()
-            .map(|e| e.seq)
-            .chain(st.in_flight.keys().copied())
+        let keep: Vec<u64> = st
+            .segments
+            .values()
+            .flat_map(|s| s.acked.iter().copied())
             .collect();
-        let mut keep = Vec::new();
-        for s in st.segments.values() {
-            if s.live == 0 || s.first == u64::MAX {
-                continue;
-            }
-            keep.extend((s.first..=s.last).filter(|q| !live.contains(q)));
-        }
         match rewrite_acks(&self.dir, &keep) {
             Ok(f) => {
                 st.acks = f;
                 st.ack_entries = keep.len() as u64;
+                st.acks_needed = keep.len() as u64;
             }
             Err(e) => tracing::warn!(error = %e, "cannot compact the ack log"),
         }

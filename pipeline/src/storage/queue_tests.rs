@@ -313,3 +313,95 @@ async fn a_record_damaged_after_it_was_written_is_dropped_and_counted() {
     assert_eq!(q.take_damaged_reads(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn ack_log_entries(dir: &Path) -> usize {
+    std::fs::metadata(dir.join("acks.log")).unwrap().len() as usize / ACK_LEN
+}
+
+#[tokio::test]
+async fn compaction_keeps_every_ack_still_needed_and_no_unsent_record_is_marked_sent() {
+    let dir = scratch("compact");
+    let opts = OpenOptions {
+        ack_compact_entries: 8,
+        segment_bytes: 4096,
+        ..OpenOptions::default()
+    };
+    let (q, _) = FileQueue::open(&dir, opts.clone()).unwrap();
+    // A queue that keeps up: each batch is sent before the next arrives, so the
+    // head segment is empty of live records again and again.
+    for i in 0..200 {
+        push(&q, &[&format!("sent-{i}")]).await;
+        let p = q.pop().await;
+        q.ack(p.seq);
+    }
+    // Then a backlog: written, never taken, while compactions run on the acks of
+    // a second sender's work.
+    for i in 0..5 {
+        push(&q, &[&format!("waiting-{i}")]).await;
+    }
+    let held: Vec<Popped> = (0..5).map(|_| q.try_pop().unwrap()).collect();
+    for i in 0..60 {
+        push(&q, &[&format!("more-{i}")]).await;
+        let p = q.pop().await;
+        q.ack(p.seq);
+    }
+    assert!(
+        ack_log_entries(&dir) < 200,
+        "the ack log was never compacted"
+    );
+    for p in &held {
+        q.nack(p.seq);
+    }
+    drop(held);
+    drop(q);
+    let (q, rec) = FileQueue::open(&dir, opts).unwrap();
+    // Exactly the five never sent come back; nothing sent is sent again.
+    assert_eq!(rec.records, 5, "{rec:?}");
+    let got: Vec<String> = (0..5)
+        .map(|_| names(&q.try_pop().unwrap().batch).remove(0))
+        .collect();
+    let want: Vec<String> = (0..5).map(|i| format!("waiting-{i}")).collect();
+    assert_eq!(got, want);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_push_dropped_while_syncing_leaks_nothing() {
+    let dir = scratch("cancel");
+    let opts = OpenOptions {
+        fsync: true,
+        capacity: 2,
+        ..OpenOptions::default()
+    };
+    let (q, _) = FileQueue::open(&dir, opts).unwrap();
+    for i in 0..4 {
+        let b = traces(&[&format!("s{i}")]);
+        let payload = encode_batch(&b);
+        // Dropped at its first await (the sync): the record is queued anyway.
+        let mut fut = Box::pin(q.push(Signal::Traces, 1, &payload));
+        let _ = futures_util::poll!(fut.as_mut());
+        drop(fut);
+        let p = q.pop().await;
+        assert_eq!(names(&p.batch), [format!("s{i}")]);
+        q.ack(p.seq);
+    }
+    assert_eq!(q.used(), 0, "capacity leaked");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_reopened_queue_takes_the_new_unit_and_limit() {
+    let dir = scratch("reconf");
+    let (q, _) = FileQueue::open(&dir, OpenOptions::default()).unwrap();
+    push(&q, &["a", "b", "c"]).await;
+    assert_eq!(q.used(), 1);
+    q.reconfigure(4, Unit::Items, false);
+    assert_eq!(q.used(), 3);
+    let b = traces(&["d", "e"]);
+    assert!(matches!(
+        q.push(Signal::Traces, 2, &encode_batch(&b)).await,
+        Err(QueueError::Full)
+    ));
+    push(&q, &["d"]).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

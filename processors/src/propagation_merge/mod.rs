@@ -524,9 +524,11 @@ impl Consumer for PropagationMerge {
     }
 
     fn capabilities(&self) -> Capabilities {
+        // Spans held for their window wait in memory and are acknowledged on
+        // arrival: only without a window does an Ok mean "on disk" downstream.
         Capabilities {
             mutates_data: true,
-            acks_on_disk: self.next.capabilities().acks_on_disk,
+            acks_on_disk: self.config.window.is_zero() && self.next.capabilities().acks_on_disk,
         }
     }
 }

@@ -83,7 +83,13 @@ where
             let handler = handler.clone();
             let check = guard.clone();
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let refused = check.check(req.headers()).err();
+                // Browsers send CORS preflights without credentials: they are
+                // answered (or refused) by the CORS rules, not the authenticator.
+                let refused = if Cors::is_preflight(&req) {
+                    None
+                } else {
+                    check.check(req.headers()).err()
+                };
                 let response = refused.is_none().then(|| handler(peer, req));
                 async move {
                     Ok::<_, Infallible>(match (response, refused) {
