@@ -23,10 +23,15 @@ done
 WORK="$(mktemp -d)"
 SINK_PID="" WEFT_PID="" SAMPLER_PID=""
 cleanup() {
+    local rc=$?
     for p in "$SAMPLER_PID" "$WEFT_PID" "$SINK_PID"; do
-        [[ -n "$p" ]] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
+        if [[ -n "$p" ]]; then
+            kill "$p" 2>/dev/null || true
+            wait "$p" 2>/dev/null || true
+        fi
     done
     rm -rf "$WORK"
+    exit "$rc"
 }
 trap cleanup EXIT
 
@@ -113,6 +118,6 @@ soak: ${DURATION}s at ${half} spans/s (half of the ${sustained} spans/s sustaine
   RSS end        $((rss_end / 1024)) MiB
   RSS peak       $((peak / 1024)) MiB
   weft CPU       $(python3 -c "print(f'{($cpu_end - $cpu_start) / $DURATION * 100:.0f} %')") of one core
-  exporter sent  $(m otelcol_exporter_sent_spans), send_failed $(m otelcol_exporter_send_failed_spans), queue now $(m otelcol_exporter_queue_size) bytes
+  exporter sent  $(m otelcol_exporter_sent_spans) (the rate probe's spans included), send_failed $(m otelcol_exporter_send_failed_spans), queue now $(m otelcol_exporter_queue_size) bytes
 EOF
 [[ "$acked" == "$delivered" && "$failed" == 0 ]]
