@@ -911,6 +911,12 @@ impl Http1Stream {
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
             return Err(NonHttpReason::BadHeader);
         }
+        // A bare CR inside a line (its CRLF is already gone) is invalid (RFC 9112
+        // §2.2) and would glue the next header into this value: a redacted header
+        // could then leave inside another one's value.
+        if line.contains(&b'\r') {
+            return Err(NonHttpReason::BadHeader);
+        }
         let value = trim_ows(&line[colon + 1..]);
         let cur = &mut self.cur;
         if name.eq_ignore_ascii_case(b"content-length") {

@@ -494,6 +494,23 @@ fn garbage_header_marks_the_stream_non_http() {
     assert_eq!(c.request_stats().non_http, Some(NonHttpReason::BadHeader));
 }
 
+/// Found by fuzzing: a bare CR glued `Authorization` into the Host value, so
+/// the redacted header left as part of `server.address`.
+#[test]
+fn a_bare_cr_in_a_header_line_marks_the_stream_non_http() {
+    let mut c = conn();
+    let req = b"POST /v1/charge HTTP/1.1\r\nHost: billing\r$Authorization: Bearer s3cr3t\r\nContent-Length: 0\r\n\r\n";
+    let mut got = send_req(&mut c, req, 1, 0);
+    got.extend(send_resp(
+        &mut c,
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+        2,
+        0,
+    ));
+    assert!(got.is_empty(), "{got:?}");
+    assert_eq!(c.request_stats().non_http, Some(NonHttpReason::BadHeader));
+}
+
 #[test]
 fn tls_client_hello_is_not_http() {
     let mut c = conn();
