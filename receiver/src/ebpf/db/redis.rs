@@ -299,8 +299,15 @@ impl Redis {
                 self.db = u32::try_from(n).unwrap_or(self.db);
             }
         }
+        // `*1\r\n$0\r\n\r\n` is valid RESP (the server answers "unknown command"):
+        // it still makes a span, under a name that is not empty.
+        let operation = if op.is_empty() {
+            "UNKNOWN".to_string()
+        } else {
+            op
+        };
         Some(DbRequest {
-            operation: op,
+            operation,
             text: Some(text),
             namespace,
             traceparent: None,

@@ -240,6 +240,19 @@ fn redis_select_sets_the_namespace_and_auth_is_masked() {
     assert_eq!(x.len(), 3);
 }
 
+/// Found by fuzzing: an empty command name made a span with an empty name.
+#[test]
+fn redis_empty_command_is_named_unknown() {
+    let recs = [
+        rq(b"*1\r\n$0\r\n\r\n".to_vec()),
+        rs(b"-ERR unknown command ''\r\n"),
+    ];
+    let (x, _) = run(DbProtocol::Redis, &recs);
+    assert_eq!(x.len(), 1);
+    assert_eq!(x[0].request.operation, "UNKNOWN");
+    assert!(x[0].response.error.is_some());
+}
+
 #[test]
 fn redis_value_in_uncaptured_bytes_is_skipped_by_count() {
     // A 100000-byte value: 64 bytes of it captured, the rest dark; the next exchange
