@@ -244,7 +244,7 @@ fn redis_select_sets_the_namespace_and_auth_is_masked() {
 #[test]
 fn redis_empty_command_is_named_unknown() {
     let recs = [
-        rq(b"*1\r\n$0\r\n\r\n".to_vec()),
+        rq(b"*1\r\n$0\r\n\r\n"),
         rs(b"-ERR unknown command ''\r\n"),
     ];
     let (x, _) = run(DbProtocol::Redis, &recs);
