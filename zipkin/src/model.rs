@@ -52,7 +52,9 @@ impl TraceId {
     /// Parses 1 to 32 hex digits, upper or lower case (shorter ids are
     /// left-padded, as Zipkin's own readers do).
     pub fn parse_hex(s: &str) -> Result<TraceId, String> {
-        if s.is_empty() || s.len() > 32 {
+        // Checked before splitting: a multi-byte character would put the split
+        // inside it (found by fuzzing; slicing there panics).
+        if s.is_empty() || s.len() > 32 || !s.is_ascii() {
             return Err(format!("trace id {s:?} must be 16 or 32 hex characters"));
         }
         let split = s.len().saturating_sub(16);
@@ -209,6 +211,10 @@ mod tests {
         assert!(TraceId::parse_hex("").is_err());
         assert!(TraceId::parse_hex(&"1".repeat(33)).is_err());
         assert!(TraceId::parse_hex("xyz").is_err());
+        // Found by fuzzing: 17 to 32 bytes with a multi-byte character where the
+        // high and low halves split used to panic.
+        assert!(TraceId::parse_hex("4bf92f3577b3\u{319}a6a3ce8").is_err());
+        assert!(TraceId::parse_hex("ééééééééé").is_err());
         assert!(TraceId::parse_hex("-1").is_err());
         assert!(TraceId::parse_hex("+1").is_err());
     }
