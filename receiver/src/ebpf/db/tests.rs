@@ -243,10 +243,7 @@ fn redis_select_sets_the_namespace_and_auth_is_masked() {
 /// Found by fuzzing: an empty command name made a span with an empty name.
 #[test]
 fn redis_empty_command_is_named_unknown() {
-    let recs = [
-        rq(b"*1\r\n$0\r\n\r\n"),
-        rs(b"-ERR unknown command ''\r\n"),
-    ];
+    let recs = [rq(b"*1\r\n$0\r\n\r\n"), rs(b"-ERR unknown command ''\r\n")];
     let (x, _) = run(DbProtocol::Redis, &recs);
     assert_eq!(x.len(), 1);
     assert_eq!(x[0].request.operation, "UNKNOWN");
