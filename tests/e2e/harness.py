@@ -289,6 +289,14 @@ class Weft:
         return parse_prometheus(self.metrics_text())
 
 
+def loadgen_binary() -> Path:
+    """weft-loadgen: $WEFT_LOADGEN, else the workspace's debug build."""
+    path = Path(os.environ.get("WEFT_LOADGEN") or REPO_ROOT / "target" / "debug" / "weft-loadgen")
+    if not path.is_file():
+        pytest.fail(f"weft-loadgen not found at {path}: run `cargo build --workspace`", pytrace=False)
+    return path
+
+
 def run_app(*args: str, timeout: float = 60.0, env: dict | None = None
             ) -> subprocess.CompletedProcess:
     """Run tests/e2e/apps/otel_app.py with this interpreter (`env` adds variables,

@@ -7,24 +7,15 @@ malformed join would show here."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from harness import REPO_ROOT, otlp_receiver, wait_for_metric
+from harness import loadgen_binary, otlp_receiver, wait_for_metric
 
 SPANS_PER_REQUEST = 50
 ATTRIBUTES = 4
 ATTRIBUTE_SIZE = 24
-
-
-def loadgen_binary() -> Path:
-    path = Path(os.environ.get("WEFT_LOADGEN") or REPO_ROOT / "target" / "debug" / "weft-loadgen")
-    if not path.is_file():
-        pytest.fail(f"weft-loadgen not found at {path}: run `cargo build --workspace`", pytrace=False)
-    return path
 
 
 def send(protocol: str, endpoint: str, compression: str = "none") -> dict:

@@ -9,7 +9,6 @@ kernel: it builds the spans, the pipeline refuses them, and every one is counted
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import threading
 import time
@@ -19,18 +18,11 @@ import grpc
 import pytest
 import requests
 
-from harness import REPO_ROOT, ebpf_unavailable, free_port, otlp_receiver, wait_until
+from harness import ebpf_unavailable, free_port, loadgen_binary, otlp_receiver, wait_until
 from otlp_support import OtlpGrpcClient, make_trace_request, metric_sum
 
 LIMIT_MIB = 120
 SPIKE_MIB = 30
-
-
-def loadgen_binary() -> Path:
-    path = Path(os.environ.get("WEFT_LOADGEN") or REPO_ROOT / "target" / "debug" / "weft-loadgen")
-    if not path.is_file():
-        pytest.fail(f"weft-loadgen not found at {path}: run `cargo build --workspace`", pytrace=False)
-    return path
 
 
 def loadgen(endpoint: str, rate: int, seconds: int, connections: int = 4) -> dict:
