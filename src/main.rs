@@ -156,7 +156,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(run(cli, registry, cfg)) {
+            match rt.block_on(run(cli, registry, doc, cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     let msg = one_line(&e);
@@ -236,9 +236,16 @@ fn fingerprint(paths: &[PathBuf]) -> Vec<Option<Vec<u8>>> {
     paths.iter().map(|p| std::fs::read(p).ok()).collect()
 }
 
-async fn run(cli: Cli, registry: Registry, cfg: ServiceConfig) -> anyhow::Result<()> {
+async fn run(
+    cli: Cli,
+    registry: Registry,
+    doc: Document,
+    cfg: ServiceConfig,
+) -> anyhow::Result<()> {
     let telemetry = Telemetry::new();
     let host = Arc::new(Host::new());
+    let status = host.status();
+    status.set_config(doc.to_yaml());
     let metrics_endpoint = cfg
         .telemetry
         .metrics
@@ -284,21 +291,30 @@ async fn run(cli: Cli, registry: Registry, cfg: ServiceConfig) -> anyhow::Result
         match load(&cli, &registry) {
             Err(e) => {
                 service.record_reload_failure();
+                status.record_reload("failure", why, format!("invalid configuration: {e}"));
                 error!(
                     trigger = why,
                     "reload failed, the running configuration stays: invalid configuration: {e}"
                 );
             }
-            Ok((_, new_cfg)) => match service.reload(new_cfg).await {
-                Ok(false) => info!(trigger = why, "configuration unchanged; nothing to reload"),
+            Ok((new_doc, new_cfg)) => match service.reload(new_cfg).await {
+                Ok(false) => {
+                    status.record_reload("unchanged", why, "nothing to reload".into());
+                    info!(trigger = why, "configuration unchanged; nothing to reload")
+                }
                 Ok(true) => {
+                    status.set_config(new_doc.to_yaml());
                     let summary = service.running_summary().await.unwrap_or_default();
+                    status.record_reload("success", why, summary.clone());
                     info!(trigger = why, "configuration reloaded: {summary}");
                 }
-                Err(e) => error!(
-                    trigger = why,
-                    "reload failed, the running configuration stays: {e}"
-                ),
+                Err(e) => {
+                    status.record_reload("failure", why, e.to_string());
+                    error!(
+                        trigger = why,
+                        "reload failed, the running configuration stays: {e}"
+                    )
+                }
             },
         }
     }

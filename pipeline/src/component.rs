@@ -269,6 +269,7 @@ impl Registry {
         crate::extensions::register(&mut r);
         crate::storage::register(&mut r);
         crate::auth::register(&mut r);
+        crate::status::register(&mut r);
         r
     }
 

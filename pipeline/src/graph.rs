@@ -22,6 +22,7 @@ use crate::config::{PipelineConfig, PipelineId, ServiceConfig};
 use crate::consumer::{DynConsumer, Fanout, ReceiverOutputs, SwapConsumer};
 use crate::data::Signal;
 use crate::host::Host;
+use crate::status::{GraphView, PipelineView, TapConsumer};
 use crate::telemetry::{Counter, Telemetry};
 
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +173,7 @@ impl Service {
         }
         match self.build(&config, &mut old).await {
             Ok((new, leftovers)) => {
+                self.host.status().set_graph(graph_view(&config));
                 *guard = Some((config, new));
                 drop(guard);
                 // Retire what the new graph no longer uses, upstream first.
@@ -363,6 +365,12 @@ impl Service {
             }
             let mut next: DynConsumer =
                 Fanout::build(exporters.iter().map(|e| e.clone() as DynConsumer).collect());
+            if pid.signal == Signal::Traces {
+                // What leaves the pipeline, for the status page (off unless a
+                // `status` extension runs).
+                let tap = self.host.status().tap(&pid.to_string());
+                next = Arc::new(TapConsumer::new(tap, next));
+            }
             let mut processors = Vec::new();
             for id in pc.processors.iter().rev() {
                 let raw = cfg.processors.get(id).cloned().unwrap_or(Value::Null);
@@ -627,6 +635,25 @@ impl Service {
                     .join(", "),
             )
         })
+    }
+}
+
+/// The running graph as the status page draws it.
+fn graph_view(cfg: &ServiceConfig) -> GraphView {
+    let ids = |v: &[ComponentId]| v.iter().map(|i| i.to_string()).collect::<Vec<_>>();
+    GraphView {
+        pipelines: cfg
+            .pipelines
+            .iter()
+            .map(|(pid, pc)| PipelineView {
+                id: pid.to_string(),
+                signal: pid.signal.to_string(),
+                receivers: ids(&pc.receivers),
+                processors: ids(&pc.processors),
+                exporters: ids(&pc.exporters),
+            })
+            .collect(),
+        extensions: ids(&cfg.service_extensions),
     }
 }
 

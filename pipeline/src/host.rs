@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::auth::Authenticator;
+use crate::status::StatusHub;
 use crate::storage::StorageSpec;
 
 #[derive(Debug, Default)]
@@ -14,11 +15,17 @@ pub struct Host {
     ready: AtomicBool,
     storages: Mutex<BTreeMap<String, Arc<StorageSpec>>>,
     authenticators: Mutex<BTreeMap<String, Authenticator>>,
+    status: Arc<StatusHub>,
 }
 
 impl Host {
     pub fn new() -> Host {
         Host::default()
+    }
+
+    /// What the `status` extension shows (kept whether or not one runs).
+    pub fn status(&self) -> Arc<StatusHub> {
+        self.status.clone()
     }
 
     /// True while a pipeline graph is running and accepting data.

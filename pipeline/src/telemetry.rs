@@ -27,6 +27,16 @@ struct Family {
     gauges: BTreeMap<Labels, Arc<AtomicI64>>,
 }
 
+/// One series of [`Telemetry::snapshot`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub name: String,
+    /// A counter (else a gauge).
+    pub counter: bool,
+    pub labels: Vec<(String, String)>,
+    pub value: i64,
+}
+
 #[derive(Clone, Default)]
 pub struct Telemetry {
     families: Arc<Mutex<BTreeMap<String, Family>>>,
@@ -117,6 +127,37 @@ impl Telemetry {
                 .map(|c| c.load(Ordering::Relaxed) as i64),
             MetricType::Gauge => fam.gauges.get(&key).map(|g| g.load(Ordering::Relaxed)),
         }
+    }
+
+    /// Every series now: name, labels, value (the status page's counters).
+    pub fn snapshot(&self) -> Vec<Series> {
+        let map = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for (name, fam) in map.iter() {
+            match fam.kind {
+                MetricType::Counter => {
+                    for (l, v) in &fam.counters {
+                        out.push(Series {
+                            name: name.clone(),
+                            counter: true,
+                            labels: l.clone(),
+                            value: v.load(Ordering::Relaxed) as i64,
+                        });
+                    }
+                }
+                MetricType::Gauge => {
+                    for (l, v) in &fam.gauges {
+                        out.push(Series {
+                            name: name.clone(),
+                            counter: false,
+                            labels: l.clone(),
+                            value: v.load(Ordering::Relaxed),
+                        });
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The Prometheus text exposition (version 0.0.4) of every series.

@@ -279,9 +279,17 @@ pub struct Stitcher {
     held_spans: usize,
     stats: Arc<Stats>,
     out: Vec<(Arc<Origin>, Span)>,
+    /// Where the rule of each edge is told to the status page, if one runs.
+    status: Option<Arc<weft_pipeline::status::StatusHub>>,
 }
 
 impl Stitcher {
+    /// Tells `hub` the rule of every edge made while its status page runs.
+    pub fn with_status(mut self, hub: Arc<weft_pipeline::status::StatusHub>) -> Stitcher {
+        self.status = Some(hub);
+        self
+    }
+
     pub fn new(cfg: AutotracingConfig, stats: Arc<Stats>) -> Stitcher {
         let rid_keys = RidKeys::new(&cfg.request_id_headers);
         Stitcher {
@@ -303,6 +311,7 @@ impl Stitcher {
             held_spans: 0,
             stats,
             out: Vec::new(),
+            status: None,
         }
     }
 
@@ -1420,6 +1429,11 @@ impl Stitcher {
         }
         if span.parent_span_id.is_empty() || span.parent_span_id.iter().all(|b| *b == 0) {
             self.stats.root(n.f.ebpf, n.f.role);
+        }
+        if let (Some(rule), Some(hub)) = (rule, &self.status) {
+            if let (Some(rules), Ok(id)) = (hub.edge_rules(), <[u8; 8]>::try_from(&span.span_id[..])) {
+                rules.record(id, rule);
+            }
         }
         if keep {
             if let Some(rule) = rule {

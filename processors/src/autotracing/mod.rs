@@ -82,7 +82,9 @@ impl Autotracing {
             window,
             next,
             stats: stats.clone(),
-            state: Arc::new(StdMutex::new(Stitcher::new(config, stats))),
+            state: Arc::new(StdMutex::new(
+                Stitcher::new(config, stats).with_status(settings.host.status()),
+            )),
             shut: Arc::new(AtomicBool::new(false)),
             ticker: Mutex::new(None),
         }

@@ -1,0 +1,369 @@
+//! The status page's JSON API (`/api/...`) and its embedded assets.
+//!
+//! Read only: every route answers GET (and HEAD); anything else is 405.
+//! Errors are JSON `{"error": "..."}` with 400 (a bad query parameter),
+//! 404 (no such trace or route).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+
+use super::hub::StatusHub;
+use super::tap::TraceSummary;
+use crate::telemetry::{Series, Telemetry};
+
+const INDEX_HTML: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const APP_CSS: &str = include_str!("assets/app.css");
+
+/// Most traces one list answer holds.
+pub const MAX_LIMIT: usize = 1000;
+const DEFAULT_LIMIT: usize = 100;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub hub: Arc<StatusHub>,
+    pub telemetry: Telemetry,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/app.js", get(app_js))
+        .route("/app.css", get(app_css))
+        .route("/api/pipelines", get(pipelines))
+        .route("/api/metrics", get(metrics))
+        .route("/api/config", get(config))
+        .route("/api/reloads", get(reloads))
+        .route("/api/traces", get(traces))
+        .route("/api/traces/{trace_id}", get(trace))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX_HTML)
+}
+
+async fn app_js() -> Response {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn app_css() -> Response {
+    asset("text/css; charset=utf-8", APP_CSS)
+}
+
+fn error(code: StatusCode, message: impl Into<String>) -> Response {
+    (code, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such page or API route")
+}
+
+type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+/// The query parameters, refusing any not in `allowed`.
+fn params(q: Params, allowed: &[&str]) -> Result<HashMap<String, String>, Response> {
+    let Query(map) = q.map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("bad query string: {}", e.body_text()),
+        )
+    })?;
+    let mut unknown: Vec<&String> = map.keys().filter(|k| !allowed.contains(&k.as_str())).collect();
+    if !unknown.is_empty() {
+        unknown.sort();
+        let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unknown query parameter {}; this route takes {}",
+                names.join(", "),
+                if allowed.is_empty() {
+                    "none".to_string()
+                } else {
+                    allowed.join(", ")
+                }
+            ),
+        ));
+    }
+    Ok(map)
+}
+
+fn series_json(s: &Series, skip: Option<&str>) -> Value {
+    let labels: Map<String, Value> = s
+        .labels
+        .iter()
+        .filter(|(k, _)| Some(k.as_str()) != skip)
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    json!({
+        "name": s.name,
+        "type": if s.counter { "counter" } else { "gauge" },
+        "labels": labels,
+        "value": s.value,
+    })
+}
+
+/// A component's series (those labelled with its kind and id), and their
+/// totals by name.
+fn component(kind: &str, id: &str, all: &[Series]) -> Value {
+    let mine: Vec<&Series> = all
+        .iter()
+        .filter(|s| s.labels.iter().any(|(k, v)| k == kind && v == id))
+        .collect();
+    let mut totals: BTreeMap<&str, i64> = BTreeMap::new();
+    for s in &mine {
+        *totals.entry(s.name.as_str()).or_default() += s.value;
+    }
+    json!({
+        "id": id,
+        "type": id.split('/').next().unwrap_or(id),
+        "totals": totals,
+        "series": mine.iter().map(|s| series_json(s, Some(kind))).collect::<Vec<_>>(),
+    })
+}
+
+async fn pipelines(State(st): State<ApiState>, q: Params) -> Response {
+    if let Err(r) = params(q, &[]) {
+        return r;
+    }
+    let graph = st.hub.graph();
+    let all = st.telemetry.snapshot();
+    let pipelines: Vec<Value> = graph
+        .pipelines
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.id,
+                "signal": p.signal,
+                "receivers": p.receivers.iter().map(|r| component("receiver", r, &all)).collect::<Vec<_>>(),
+                "processors": p.processors.iter().map(|r| component("processor", r, &all)).collect::<Vec<_>>(),
+                "exporters": p.exporters.iter().map(|r| component("exporter", r, &all)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let taps: Vec<Value> = st
+        .hub
+        .taps()
+        .iter()
+        .map(|t| {
+            let (spans, batches) = t.held();
+            json!({
+                "pipeline": t.pipeline(),
+                "spans_held": spans,
+                "batches_held": batches,
+                "skipped_spans": t.skipped_spans(),
+            })
+        })
+        .collect();
+    Json(json!({
+        "started_unix_ms": st.hub.started_unix_ms(),
+        "pipelines": pipelines,
+        "extensions": graph.extensions,
+        "tap": {
+            "on": st.hub.tap_on(),
+            "max_spans_per_pipeline": st.hub.max_spans(),
+            "pipelines": taps,
+        },
+    }))
+    .into_response()
+}
+
+async fn metrics(State(st): State<ApiState>, q: Params) -> Response {
+    let p = match params(q, &["name"]) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let name = p.get("name");
+    let series: Vec<Value> = st
+        .telemetry
+        .snapshot()
+        .iter()
+        .filter(|s| name.is_none_or(|n| &s.name == n))
+        .map(|s| series_json(s, None))
+        .collect();
+    Json(json!({ "series": series })).into_response()
+}
+
+async fn config(State(st): State<ApiState>, q: Params) -> Response {
+    if let Err(r) = params(q, &[]) {
+        return r;
+    }
+    let (yaml, loaded) = st.hub.config();
+    Json(json!({ "yaml": yaml, "loaded_unix_ms": loaded })).into_response()
+}
+
+async fn reloads(State(st): State<ApiState>, q: Params) -> Response {
+    if let Err(r) = params(q, &[]) {
+        return r;
+    }
+    Json(json!({ "reloads": st.hub.reloads() })).into_response()
+}
+
+fn parse_bool(name: &str, v: &str) -> Result<bool, Response> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("{name} must be true or false, got {v:?}"),
+        )),
+    }
+}
+
+/// The pipeline taps a request reads: one named pipeline, or all of them.
+fn chosen_taps(
+    st: &ApiState,
+    p: &HashMap<String, String>,
+) -> Result<Vec<Arc<super::tap::TapBuffer>>, Response> {
+    let taps = st.hub.taps();
+    match p.get("pipeline") {
+        None => Ok(taps),
+        Some(want) => {
+            let one: Vec<_> = taps.into_iter().filter(|t| t.pipeline() == want).collect();
+            if one.is_empty() {
+                let names: Vec<String> = st.hub.taps().iter().map(|t| t.pipeline().to_string()).collect();
+                Err(error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "pipeline {want:?} is not a running traces pipeline (running: {})",
+                        names.join(", ")
+                    ),
+                ))
+            } else {
+                Ok(one)
+            }
+        }
+    }
+}
+
+/// `GET /api/traces?service=&min_duration=&errors=&ebpf=&pipeline=&limit=`
+async fn traces(State(st): State<ApiState>, q: Params) -> Response {
+    let p = match params(
+        q,
+        &["service", "min_duration", "errors", "ebpf", "pipeline", "limit"],
+    ) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let min_duration = match p.get("min_duration") {
+        None => Duration::ZERO,
+        Some(v) => match crate::config::duration::parse(v) {
+            Ok(d) => d,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("min_duration: {e} (write it as 250ms, 1.5s, 2m)"),
+                )
+            }
+        },
+    };
+    let errors = match p.get("errors").map(|v| parse_bool("errors", v)).transpose() {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let ebpf = match p.get("ebpf").map(|v| parse_bool("ebpf", v)).transpose() {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let limit = match p.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("limit must be a whole number from 1 to {MAX_LIMIT}, got {v:?}"),
+                )
+            }
+        },
+    };
+    let service = p.get("service").filter(|s| !s.is_empty());
+    let taps = match chosen_taps(&st, &p) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let min_ns = min_duration.as_nanos().min(u64::MAX as u128) as u64;
+    let mut matched: Vec<TraceSummary> = Vec::new();
+    let mut services: Vec<String> = Vec::new();
+    let mut total = 0usize;
+    for tap in &taps {
+        let idx = tap.index(&st.hub);
+        total += idx.traces.len();
+        for t in &idx.traces {
+            services.extend(t.summary.services.iter().cloned());
+            let s = &t.summary;
+            if s.duration_ns < min_ns
+                || errors.is_some_and(|e| s.error != e)
+                || ebpf.is_some_and(|e| s.has_ebpf != e)
+                || service.is_some_and(|want| !s.services.iter().any(|x| x == want))
+            {
+                continue;
+            }
+            matched.push(s.clone());
+        }
+    }
+    services.sort();
+    services.dedup();
+    let matching = matched.len();
+    matched.truncate(limit);
+    Json(json!({
+        "traces": matched,
+        "matching": matching,
+        "held": total,
+        "services": services,
+    }))
+    .into_response()
+}
+
+/// `GET /api/traces/{trace_id}?pipeline=`: one trace with its spans in
+/// waterfall order.
+async fn trace(State(st): State<ApiState>, Path(trace_id): Path<String>, q: Params) -> Response {
+    let p = match params(q, &["pipeline"]) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let id = trace_id.to_ascii_lowercase();
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("trace id must be 32 hex digits, got {:?}", trace_id),
+        );
+    }
+    let taps = match chosen_taps(&st, &p) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    for tap in &taps {
+        let idx = tap.index(&st.hub);
+        if let Some(t) = idx.get(&id) {
+            return Json(t).into_response();
+        }
+    }
+    error(
+        StatusCode::NOT_FOUND,
+        format!("trace {id} is not among the traces held (it may have been pushed out of the tap)"),
+    )
+}
