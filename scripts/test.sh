@@ -48,6 +48,9 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
 # The autotracing end-to-end tests run an event-loop service on Node.js.
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+# The status page's browser test drives Debian's Chromium with playwright-core (npm).
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+[[ -x /usr/bin/chromium ]] || need_apt+=(chromium)
 # The ebpf receiver's DB and DNS span tests run real database and DNS servers (never the
 # system services: each test starts its own on a loopback port, in a scratch directory).
 [[ -x /usr/bin/redis-server ]] || need_apt+=(redis-server)
@@ -90,6 +93,18 @@ make_venv() { # <venv dir> <requirements file>
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$reqs"
     echo "$want" >"$stamp"
 }
+
+# --- the browser driver's node modules (tests/e2e/browser) -------------------------
+# Installed from its package-lock.json, again only when the lock file changes.
+BROWSER="$ROOT/tests/e2e/browser"
+want="$(sha256sum "$BROWSER/package-lock.json" | cut -d' ' -f1)"
+if [[ -f "$BROWSER/node_modules/.lock.sha256" && "$(cat "$BROWSER/node_modules/.lock.sha256")" == "$want" ]]; then
+    step "reusing tests/e2e/browser/node_modules (package-lock.json unchanged)"
+else
+    step "installing tests/e2e/browser/node_modules (npm ci)"
+    (cd "$BROWSER" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" >"$BROWSER/node_modules/.lock.sha256"
+fi
 
 VENV="$ROOT/.venv"
 make_venv "$VENV" "$ROOT/tests/e2e/requirements.txt"

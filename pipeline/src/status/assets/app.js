@@ -50,14 +50,19 @@ function fmtCount(n) {
   return Number(n).toLocaleString("en-US");
 }
 
-function hue(s) {
-  let h = 0;
-  for (let i = 0; i < s.length; i++) h = (h * 31 + s.charCodeAt(i)) >>> 0;
-  return h % 360;
+// One colour per service, distinct for the first twelve services seen and stable
+// for as long as the page is open (services keep the colour they got first).
+const PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2",
+  "#edc948", "#9c755f", "#ff9da7", "#2f4b7c", "#a05195", "#665191"];
+const serviceOrder = [];
+
+function noteServices(list) {
+  for (const s of [...(list || [])].sort()) if (!serviceOrder.includes(s)) serviceOrder.push(s);
 }
 
 function serviceColor(s) {
-  return "hsl(" + hue(s) + ", 62%, 52%)";
+  noteServices([s]);
+  return PALETTE[serviceOrder.indexOf(s) % PALETTE.length];
 }
 
 // --- pipelines ---------------------------------------------------------------------
@@ -152,6 +157,7 @@ function filterBar(services) {
 }
 
 function renderTraces(data) {
+  noteServices(data.services);
   const rows = data.traces.map((t) =>
     el("tr", { class: "trace-row", "data-trace-id": t.trace_id,
       onclick: () => { location.hash = "#/traces/" + t.trace_id + "?pipeline=" + encodeURIComponent(t.pipeline); } },
@@ -217,7 +223,20 @@ function spanDetails(s) {
     s.events.map((e) => el("div", { class: "event" }, el("b", {}, e.name), attrTable(e.attributes))));
 }
 
+// What tells rows apart when names do not (eBPF spans are named by the method only):
+// the kind, the path and the process.
+function spanHint(s) {
+  const a = s.attributes || {};
+  const parts = [s.kind];
+  const path = a["url.path"] || a["http.target"] || a["http.route"];
+  if (typeof path === "string" && !s.name.includes(path)) parts.push(path);
+  const pid = a["process.pid"] !== undefined ? a["process.pid"] : (s.resource || {})["process.pid"];
+  if (pid !== undefined) parts.push("pid " + pid);
+  return el("span", { class: "hint muted small" }, parts.join(" · "));
+}
+
 function renderWaterfall(t) {
+  noteServices(t.services);
   const start = t.start_unix_nano;
   const total = Math.max(t.duration_ns, 1);
   const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) =>
@@ -237,12 +256,17 @@ function renderWaterfall(t) {
         el("span", { class: "swatch", style: "background:" + serviceColor(s.service) }),
         el("span", { class: "svc" }, s.service), " ",
         el("span", { class: "span-name" }, s.name), " ",
+        spanHint(s), " ",
         el("span", { class: "badge " + (s.source === "ebpf" ? "ebpf" : "sdk") }, s.source === "ebpf" ? "eBPF" : "SDK"),
         s.edge_rule ? el("span", { class: "badge rule", "data-rule": s.edge_rule, title: RULES[s.edge_rule] || "" }, s.edge_rule) : null,
         s.parent_missing ? el("span", { class: "badge warn", title: "its parent is not held" }, "orphan") : null),
       el("div", { class: "wf-track" },
         el("div", { class: "wf-bar " + s.source, style: "left:" + left + "%;width:" + width + "%;background-color:" + serviceColor(s.service) }),
-        el("span", { class: "wf-dur", style: "left:" + Math.min(left + width, 92) + "%" }, fmtDuration(s.duration_ns))));
+        // The duration label sits after the bar, or inside its end when the bar
+        // reaches the right edge.
+        left + width > 85 && width > 12
+          ? el("span", { class: "wf-dur inside", style: "left:" + (left + width) + "%" }, fmtDuration(s.duration_ns))
+          : el("span", { class: "wf-dur", style: "left:" + Math.min(left + width, 92) + "%" }, fmtDuration(s.duration_ns))));
     return row;
   });
   view.replaceChildren(
@@ -277,7 +301,7 @@ function renderReloads(r) {
           el("td", {}, new Date(e.time_unix_ms).toLocaleString()), el("td", {}, e.trigger),
           el("td", {}, el("span", { class: "badge " + (e.result === "failure" ? "err" : "ok") }, e.result)),
           el("td", { class: "detail" }, e.detail)))))
-      : el("p", { class: "muted" }, "No reload since weft started (send SIGHUP or edit the config file)."));
+      : el("p", { class: "muted", id: "reload-list" }, "No reload since weft started (send SIGHUP or edit the config file)."));
 }
 
 // --- routing ----------------------------------------------------------------------
