@@ -345,7 +345,13 @@ def test_status_api(status_weft):
     assert "not among the traces held" in api(base, "/api/traces/" + "ab" * 16, 404)["error"]
     assert api(base, "/api/nothing", 404)["error"] == "no such page or API route"
     r = requests.post(base + "/api/traces", timeout=5)
-    assert r.status_code == 405
+    assert r.status_code == 405 and "read only" in r.json()["error"]
+    # A host name that is not an IP, localhost or the endpoint's name: a page from
+    # elsewhere reaching this one by DNS rebinding.
+    r = requests.get(base + "/api/config", headers={"Host": "evil.example"}, timeout=5)
+    assert r.status_code == 403 and "host name not allowed" in r.json()["error"]
+    assert requests.get(base + "/api/config", headers={"Host": "localhost"},
+                        timeout=5).status_code == 200
 
     # The page and its assets.
     page = requests.get(base + "/", timeout=5)

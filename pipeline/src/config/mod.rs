@@ -258,9 +258,9 @@ impl Document {
 
     /// The merged, expanded config as YAML (what `print-config` shows), with
     /// secrets shown as `[REDACTED]`: the values of keys named `token`,
-    /// `tokens`, `password`, `key_pem`, `client_secret`, `api_key`, and of
-    /// `authorization`, `api-key`, `x-api-key`, `dd-api-key` entries of a
-    /// `headers` map.
+    /// `tokens`, `password`, `key_pem`, `client_secret`, `api_key`, every value
+    /// of a `headers` map (as the collector treats them: opaque), and the
+    /// password of any `scheme://user:password@host` URL.
     pub fn to_yaml(&self) -> String {
         let mut v = self.value.clone();
         redact(&mut v, false);
@@ -276,27 +276,50 @@ const SECRET_KEYS: [&str; 6] = [
     "client_secret",
     "api_key",
 ];
-const SECRET_HEADERS: [&str; 4] = ["authorization", "api-key", "x-api-key", "dd-api-key"];
 
-fn redact(v: &mut Value, in_headers: bool) {
-    let Value::Mapping(m) = v else { return };
-    for (k, child) in m.iter_mut() {
-        let key = k.as_str().unwrap_or_default().to_ascii_lowercase();
-        let secret = SECRET_KEYS.contains(&key.as_str())
-            || (in_headers && SECRET_HEADERS.contains(&key.as_str()));
-        if secret && !child.is_null() {
-            *child = match child {
-                Value::Sequence(s) => Value::Sequence(
-                    s.iter()
-                        .map(|_| Value::String("[REDACTED]".into()))
-                        .collect(),
-                ),
-                _ => Value::String("[REDACTED]".into()),
-            };
-        } else {
-            redact(child, key == "headers");
+const REDACTED: &str = "[REDACTED]";
+
+/// Masks secrets in place; `secret` says every scalar below is one (the
+/// values of a `headers` map, a secret key's list).
+fn redact(v: &mut Value, secret: bool) {
+    match v {
+        Value::Mapping(m) => {
+            for (k, child) in m.iter_mut() {
+                let key = k.as_str().unwrap_or_default().to_ascii_lowercase();
+                let below = secret || SECRET_KEYS.contains(&key.as_str()) || key == "headers";
+                redact(child, below);
+            }
         }
+        Value::Sequence(s) => {
+            for child in s.iter_mut() {
+                redact(child, secret);
+            }
+        }
+        Value::Null => {}
+        Value::String(text) if !secret => {
+            if let Some(masked) = mask_url_password(text) {
+                *text = masked;
+            }
+        }
+        _ if secret => *v = Value::String(REDACTED.into()),
+        _ => {}
     }
+}
+
+/// `scheme://user:password@rest` with the password masked, or None when the
+/// text holds no such URL.
+fn mask_url_password(text: &str) -> Option<String> {
+    let scheme_end = text.find("://")? + 3;
+    let rest = &text[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@')?;
+    let colon = rest[..at].find(':')?;
+    Some(format!(
+        "{}{}:{REDACTED}{}",
+        &text[..scheme_end],
+        &rest[..colon],
+        &rest[at..]
+    ))
 }
 
 /// Maps deep-merge, later scalars win, lists replace.
@@ -798,11 +821,37 @@ fn field_error(doc: &Document, base: &[String], e: ConfigFieldError) -> ConfigEr
     {
         lookup.push(unknown.to_string());
     }
+    // serde quotes the offending value; under a secret key that is the secret.
+    let secret = path.iter().any(|p| {
+        let p = p.to_ascii_lowercase();
+        SECRET_KEYS.contains(&p.as_str()) || p == "headers"
+    });
+    let message = if secret {
+        mask_quoted(&e.message)
+    } else {
+        e.message
+    };
     ConfigError {
         key: join_path(&path),
-        message: e.message,
+        message,
         location: doc.locate(&lookup),
     }
+}
+
+/// Every `"..."` in a message replaced by `"[REDACTED]"`.
+fn mask_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let mut inside = true;
+    for part in parts {
+        out.push('"');
+        out.push_str(if inside { REDACTED } else { part });
+        inside = !inside;
+    }
+    out
 }
 
 fn id_list(doc: &Document, v: &Value, path: &[String]) -> Result<Vec<ComponentId>, ConfigError> {
@@ -893,7 +942,7 @@ mod tests {
         let doc = Document::load_with_env(
             &[text(
                 "c.yaml",
-                "extensions:\n  bearertokenauth:\n    token: hunter2\n  bearertokenauth/b:\n    tokens: [a1, b2]\nexporters:\n  otlp:\n    endpoint: h:1\n    headers: {Authorization: Bearer hunter2, x-tenant: acme}\n",
+                "extensions:\n  bearertokenauth:\n    token: hunter2\n  bearertokenauth/b:\n    tokens: [a1, b2]\nexporters:\n  otlp:\n    endpoint: h:1\n    headers: {Authorization: Bearer hunter2, x-honeycomb-team: abc123}\n  otlp_http:\n    endpoint: http://h:4318\n    proxy_url: http://bob:pa55@proxy:3128/x\n",
             )],
             &[],
             &|_| None,
@@ -901,9 +950,13 @@ mod tests {
         .unwrap();
         let y = doc.to_yaml();
         assert!(!y.contains("hunter2") && !y.contains("a1"), "{y}");
-        assert!(
-            y.contains("x-tenant: acme") && y.contains("[REDACTED]"),
-            "{y}"
+        assert!(!y.contains("abc123") && !y.contains("pa55"), "{y}");
+        assert!(y.contains("x-honeycomb-team: '[REDACTED]'"), "{y}");
+        assert!(y.contains("http://bob:[REDACTED]@proxy:3128/x"), "{y}");
+        assert!(y.contains("endpoint: http://h:4318"), "{y}");
+        assert_eq!(
+            mask_quoted(r#"invalid type: string "s3cret", expected a sequence"#),
+            r#"invalid type: string "[REDACTED]", expected a sequence"#
         );
     }
 }

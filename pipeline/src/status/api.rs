@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
+use axum::extract::Request;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -32,6 +34,71 @@ const DEFAULT_LIMIT: usize = 100;
 pub struct ApiState {
     pub hub: Arc<StatusHub>,
     pub telemetry: Telemetry,
+    /// The host name of the configured endpoint, lower case, accepted in the
+    /// `Host` header besides IP addresses and `localhost`.
+    pub endpoint_host: String,
+}
+
+/// The host part of `host:port` (`[::1]:55679` gives `::1`), lower case.
+pub fn endpoint_host(endpoint: &str) -> String {
+    let host = match endpoint.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => endpoint,
+    };
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase()
+}
+
+/// Whether a `Host` header may reach the page: an IP address, `localhost`, or
+/// the configured endpoint's name. Any other name is how a web page from
+/// elsewhere reaches a localhost service by DNS rebinding.
+fn host_allowed(host: &str, endpoint_host: &str) -> bool {
+    let name = endpoint_host_of_header(host);
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+        || (!endpoint_host.is_empty() && name == endpoint_host)
+}
+
+#[cfg(test)]
+pub fn host_allowed_for_test(host: &str, endpoint_host: &str) -> bool {
+    host_allowed(host, endpoint_host)
+}
+
+fn endpoint_host_of_header(host: &str) -> String {
+    let h = host.trim();
+    if let Some(rest) = h.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("").to_ascii_lowercase();
+    }
+    match h.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name.to_ascii_lowercase(),
+        _ => h.to_ascii_lowercase(),
+    }
+    .trim_end_matches('.')
+    .to_string()
+}
+
+async fn check_host(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the status page is read only: GET (or HEAD) only",
+        );
+    }
+    if let Some(host) = req.headers().get(header::HOST) {
+        let ok = host
+            .to_str()
+            .is_ok_and(|h| host_allowed(h, &st.endpoint_host));
+        if !ok {
+            return error(
+                StatusCode::FORBIDDEN,
+                "host name not allowed: open the page by IP address, localhost, or the \
+                 endpoint's configured name",
+            );
+        }
+    }
+    next.run(req).await
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -46,6 +113,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/traces", get(traces))
         .route("/api/traces/{trace_id}", get(trace))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), check_host))
         .with_state(state)
 }
 
@@ -73,8 +141,33 @@ async fn app_css() -> Response {
     asset("text/css; charset=utf-8", APP_CSS)
 }
 
+/// A refused request: its status and what was wrong, answered as
+/// `{"error": "..."}`.
+#[derive(Debug)]
+struct ApiError {
+    code: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.code, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError {
+        code: StatusCode::BAD_REQUEST,
+        message: message.into(),
+    }
+}
+
 fn error(code: StatusCode, message: impl Into<String>) -> Response {
-    (code, Json(json!({ "error": message.into() }))).into_response()
+    ApiError {
+        code,
+        message: message.into(),
+    }
+    .into_response()
 }
 
 async fn not_found() -> Response {
@@ -84,29 +177,24 @@ async fn not_found() -> Response {
 type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 /// The query parameters, refusing any not in `allowed`.
-fn params(q: Params, allowed: &[&str]) -> Result<HashMap<String, String>, Response> {
-    let Query(map) = q.map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("bad query string: {}", e.body_text()),
-        )
-    })?;
-    let mut unknown: Vec<&String> = map.keys().filter(|k| !allowed.contains(&k.as_str())).collect();
+fn params(q: Params, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+    let Query(map) = q.map_err(|e| bad(format!("bad query string: {}", e.body_text())))?;
+    let mut unknown: Vec<&String> = map
+        .keys()
+        .filter(|k| !allowed.contains(&k.as_str()))
+        .collect();
     if !unknown.is_empty() {
         unknown.sort();
         let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "unknown query parameter {}; this route takes {}",
-                names.join(", "),
-                if allowed.is_empty() {
-                    "none".to_string()
-                } else {
-                    allowed.join(", ")
-                }
-            ),
-        ));
+        return Err(bad(format!(
+            "unknown query parameter {}; this route takes {}",
+            names.join(", "),
+            if allowed.is_empty() {
+                "none".to_string()
+            } else {
+                allowed.join(", ")
+            }
+        )));
     }
     Ok(map)
 }
@@ -135,7 +223,8 @@ fn component(kind: &str, id: &str, all: &[Series]) -> Value {
         .collect();
     let mut totals: BTreeMap<&str, i64> = BTreeMap::new();
     for s in &mine {
-        *totals.entry(s.name.as_str()).or_default() += s.value;
+        let t = totals.entry(s.name.as_str()).or_default();
+        *t = t.saturating_add(s.value);
     }
     json!({
         "id": id,
@@ -145,10 +234,8 @@ fn component(kind: &str, id: &str, all: &[Series]) -> Value {
     })
 }
 
-async fn pipelines(State(st): State<ApiState>, q: Params) -> Response {
-    if let Err(r) = params(q, &[]) {
-        return r;
-    }
+async fn pipelines(State(st): State<ApiState>, q: Params) -> Result<Response, ApiError> {
+    params(q, &[])?;
     let graph = st.hub.graph();
     let all = st.telemetry.snapshot();
     let pipelines: Vec<Value> = graph
@@ -178,7 +265,7 @@ async fn pipelines(State(st): State<ApiState>, q: Params) -> Response {
             })
         })
         .collect();
-    Json(json!({
+    Ok(Json(json!({
         "started_unix_ms": st.hub.started_unix_ms(),
         "pipelines": pipelines,
         "extensions": graph.extensions,
@@ -188,14 +275,11 @@ async fn pipelines(State(st): State<ApiState>, q: Params) -> Response {
             "pipelines": taps,
         },
     }))
-    .into_response()
+    .into_response())
 }
 
-async fn metrics(State(st): State<ApiState>, q: Params) -> Response {
-    let p = match params(q, &["name"]) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+async fn metrics(State(st): State<ApiState>, q: Params) -> Result<Response, ApiError> {
+    let p = params(q, &["name"])?;
     let name = p.get("name");
     let series: Vec<Value> = st
         .telemetry
@@ -204,32 +288,25 @@ async fn metrics(State(st): State<ApiState>, q: Params) -> Response {
         .filter(|s| name.is_none_or(|n| &s.name == n))
         .map(|s| series_json(s, None))
         .collect();
-    Json(json!({ "series": series })).into_response()
+    Ok(Json(json!({ "series": series })).into_response())
 }
 
-async fn config(State(st): State<ApiState>, q: Params) -> Response {
-    if let Err(r) = params(q, &[]) {
-        return r;
-    }
+async fn config(State(st): State<ApiState>, q: Params) -> Result<Response, ApiError> {
+    params(q, &[])?;
     let (yaml, loaded) = st.hub.config();
-    Json(json!({ "yaml": yaml, "loaded_unix_ms": loaded })).into_response()
+    Ok(Json(json!({ "yaml": yaml, "loaded_unix_ms": loaded })).into_response())
 }
 
-async fn reloads(State(st): State<ApiState>, q: Params) -> Response {
-    if let Err(r) = params(q, &[]) {
-        return r;
-    }
-    Json(json!({ "reloads": st.hub.reloads() })).into_response()
+async fn reloads(State(st): State<ApiState>, q: Params) -> Result<Response, ApiError> {
+    params(q, &[])?;
+    Ok(Json(json!({ "reloads": st.hub.reloads() })).into_response())
 }
 
-fn parse_bool(name: &str, v: &str) -> Result<bool, Response> {
+fn parse_bool(name: &str, v: &str) -> Result<bool, ApiError> {
     match v {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
-        _ => Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("{name} must be true or false, got {v:?}"),
-        )),
+        _ => Err(bad(format!("{name} must be true or false, got {v:?}"))),
     }
 }
 
@@ -237,80 +314,78 @@ fn parse_bool(name: &str, v: &str) -> Result<bool, Response> {
 fn chosen_taps(
     st: &ApiState,
     p: &HashMap<String, String>,
-) -> Result<Vec<Arc<super::tap::TapBuffer>>, Response> {
+) -> Result<Vec<Arc<super::tap::TapBuffer>>, ApiError> {
     let taps = st.hub.taps();
-    match p.get("pipeline") {
-        None => Ok(taps),
-        Some(want) => {
-            let one: Vec<_> = taps.into_iter().filter(|t| t.pipeline() == want).collect();
-            if one.is_empty() {
-                let names: Vec<String> = st.hub.taps().iter().map(|t| t.pipeline().to_string()).collect();
-                Err(error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "pipeline {want:?} is not a running traces pipeline (running: {})",
-                        names.join(", ")
-                    ),
-                ))
-            } else {
-                Ok(one)
-            }
-        }
+    let Some(want) = p.get("pipeline") else {
+        return Ok(taps);
+    };
+    let names: Vec<String> = taps.iter().map(|t| t.pipeline().to_string()).collect();
+    let one: Vec<_> = taps.into_iter().filter(|t| t.pipeline() == want).collect();
+    if one.is_empty() {
+        return Err(bad(format!(
+            "pipeline {want:?} is not a running traces pipeline (running: {})",
+            names.join(", ")
+        )));
     }
+    Ok(one)
+}
+
+/// The indexes of `taps`, assembled off the async workers (decoding the held
+/// batches may take a while).
+async fn indexes(
+    st: &ApiState,
+    taps: Vec<Arc<super::tap::TapBuffer>>,
+) -> Result<Vec<Arc<super::tap::TraceIndex>>, ApiError> {
+    let hub = st.hub.clone();
+    tokio::task::spawn_blocking(move || taps.iter().map(|t| t.index(&hub)).collect())
+        .await
+        .map_err(|e| ApiError {
+            code: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("assembling the traces failed: {e}"),
+        })
 }
 
 /// `GET /api/traces?service=&min_duration=&errors=&ebpf=&pipeline=&limit=`
-async fn traces(State(st): State<ApiState>, q: Params) -> Response {
-    let p = match params(
+async fn traces(State(st): State<ApiState>, q: Params) -> Result<Response, ApiError> {
+    let p = params(
         q,
-        &["service", "min_duration", "errors", "ebpf", "pipeline", "limit"],
-    ) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+        &[
+            "service",
+            "min_duration",
+            "errors",
+            "ebpf",
+            "pipeline",
+            "limit",
+        ],
+    )?;
     let min_duration = match p.get("min_duration") {
         None => Duration::ZERO,
-        Some(v) => match crate::config::duration::parse(v) {
-            Ok(d) => d,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("min_duration: {e} (write it as 250ms, 1.5s, 2m)"),
-                )
-            }
-        },
+        Some(v) => crate::config::duration::parse(v)
+            .map_err(|e| bad(format!("min_duration: {e} (write it as 250ms, 1.5s, 2m)")))?,
     };
-    let errors = match p.get("errors").map(|v| parse_bool("errors", v)).transpose() {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let ebpf = match p.get("ebpf").map(|v| parse_bool("ebpf", v)).transpose() {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+    let errors = p
+        .get("errors")
+        .map(|v| parse_bool("errors", v))
+        .transpose()?;
+    let ebpf = p.get("ebpf").map(|v| parse_bool("ebpf", v)).transpose()?;
     let limit = match p.get("limit") {
         None => DEFAULT_LIMIT,
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
             _ => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("limit must be a whole number from 1 to {MAX_LIMIT}, got {v:?}"),
-                )
+                return Err(bad(format!(
+                    "limit must be a whole number from 1 to {MAX_LIMIT}, got {v:?}"
+                )))
             }
         },
     };
     let service = p.get("service").filter(|s| !s.is_empty());
-    let taps = match chosen_taps(&st, &p) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
+    let taps = chosen_taps(&st, &p)?;
     let min_ns = min_duration.as_nanos().min(u64::MAX as u128) as u64;
     let mut matched: Vec<TraceSummary> = Vec::new();
     let mut services: Vec<String> = Vec::new();
     let mut total = 0usize;
-    for tap in &taps {
-        let idx = tap.index(&st.hub);
+    for idx in indexes(&st, taps).await? {
         total += idx.traces.len();
         for t in &idx.traces {
             services.extend(t.summary.services.iter().cloned());
@@ -325,45 +400,49 @@ async fn traces(State(st): State<ApiState>, q: Params) -> Response {
             matched.push(s.clone());
         }
     }
+    // Newest first across pipelines.
+    matched.sort_by(|a, b| {
+        b.newest_seq
+            .cmp(&a.newest_seq)
+            .then(b.start_unix_nano.cmp(&a.start_unix_nano))
+    });
     services.sort();
     services.dedup();
     let matching = matched.len();
     matched.truncate(limit);
-    Json(json!({
+    Ok(Json(json!({
         "traces": matched,
         "matching": matching,
         "held": total,
         "services": services,
     }))
-    .into_response()
+    .into_response())
 }
 
 /// `GET /api/traces/{trace_id}?pipeline=`: one trace with its spans in
 /// waterfall order.
-async fn trace(State(st): State<ApiState>, Path(trace_id): Path<String>, q: Params) -> Response {
-    let p = match params(q, &["pipeline"]) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+async fn trace(
+    State(st): State<ApiState>,
+    Path(trace_id): Path<String>,
+    q: Params,
+) -> Result<Response, ApiError> {
+    let p = params(q, &["pipeline"])?;
     let id = trace_id.to_ascii_lowercase();
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("trace id must be 32 hex digits, got {:?}", trace_id),
-        );
+        return Err(bad(format!(
+            "trace id must be 32 hex digits, got {trace_id:?}"
+        )));
     }
-    let taps = match chosen_taps(&st, &p) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    for tap in &taps {
-        let idx = tap.index(&st.hub);
+    let taps = chosen_taps(&st, &p)?;
+    for idx in indexes(&st, taps).await? {
         if let Some(t) = idx.get(&id) {
-            return Json(t).into_response();
+            return Ok(Json(t).into_response());
         }
     }
-    error(
-        StatusCode::NOT_FOUND,
-        format!("trace {id} is not among the traces held (it may have been pushed out of the tap)"),
-    )
+    Err(ApiError {
+        code: StatusCode::NOT_FOUND,
+        message: format!(
+            "trace {id} is not among the traces held (it may have been pushed out of the tap)"
+        ),
+    })
 }

@@ -7,7 +7,7 @@
 //! per batch) and autotracing records no edge rules.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -122,6 +122,13 @@ pub struct StatusHub {
     /// True while a `status` extension with a trace tap runs.
     tap_on: Arc<AtomicBool>,
     max_spans: Arc<AtomicUsize>,
+    /// Arrival order of batches across every tap.
+    seq: Arc<AtomicU64>,
+    /// The `status` extensions running, each with its tap size: the newest
+    /// decides; the tap goes off when the last one stops (a renamed extension
+    /// starts before the old one stops on reload).
+    owners: Mutex<Vec<(u64, usize)>>,
+    next_owner: AtomicU64,
     taps: Mutex<BTreeMap<String, Arc<TapBuffer>>>,
     graph: Mutex<GraphView>,
     config_yaml: Mutex<(String, u64)>,
@@ -141,6 +148,7 @@ impl StatusHub {
                     pipeline,
                     self.tap_on.clone(),
                     self.max_spans.clone(),
+                    self.seq.clone(),
                 ))
             })
             .clone()
@@ -161,15 +169,46 @@ impl StatusHub {
             .collect()
     }
 
+    /// A `status` extension starts with taps of `max_spans` spans per
+    /// pipeline (0: no tap); the token given back closes it.
+    pub fn open_tap(&self, max_spans: usize) -> u64 {
+        let token = self.next_owner.fetch_add(1, Ordering::Relaxed);
+        let mut owners = lock(&self.owners);
+        owners.push((token, max_spans));
+        self.configure_tap(max_spans);
+        token
+    }
+
+    /// That extension stopped: the newest one still running decides, or the
+    /// taps go off, dropping what they hold.
+    pub fn close_tap(&self, token: u64) {
+        let mut owners = lock(&self.owners);
+        owners.retain(|(t, _)| *t != token);
+        self.configure_tap(owners.last().map_or(0, |(_, size)| *size));
+    }
+
     /// Turns the taps on with room for `max_spans` spans per pipeline, or off
     /// (0), dropping what they hold.
     pub fn configure_tap(&self, max_spans: usize) {
         self.max_spans.store(max_spans, Ordering::Relaxed);
         self.tap_on.store(max_spans > 0, Ordering::Release);
-        self.edge_rules.set_capacity(max_spans.saturating_mul(2));
+        self.size_ledger();
         for t in lock(&self.taps).values() {
             t.trim();
         }
+    }
+
+    /// Room for the rules of twice the spans every running tap can hold.
+    fn size_ledger(&self) {
+        let pipelines = lock(&self.graph)
+            .pipelines
+            .iter()
+            .filter(|p| p.signal == "traces")
+            .count()
+            .max(1);
+        let max = if self.tap_on() { self.max_spans() } else { 0 };
+        self.edge_rules
+            .set_capacity(max.saturating_mul(2).saturating_mul(pipelines));
     }
 
     pub fn tap_on(&self) -> bool {
@@ -190,8 +229,20 @@ impl StatusHub {
         self.edge_rules.get(span_id)
     }
 
+    /// The graph now running; the taps of traces pipelines it no longer has
+    /// are dropped with what they hold.
     pub fn set_graph(&self, graph: GraphView) {
+        {
+            let running: Vec<&str> = graph
+                .pipelines
+                .iter()
+                .filter(|p| p.signal == "traces")
+                .map(|p| p.id.as_str())
+                .collect();
+            lock(&self.taps).retain(|id, _| running.contains(&id.as_str()));
+        }
         *lock(&self.graph) = graph;
+        self.size_ledger();
     }
 
     pub fn graph(&self) -> GraphView {

@@ -122,8 +122,8 @@ impl ExtensionFactory for StatusFactory {
         settings: Settings,
         raw: &Value,
     ) -> Result<Arc<dyn Extension>, ComponentError> {
-        let config = parse_config::<StatusConfig>(raw)
-            .map_err(|e| ComponentError::new(e.to_string()))?;
+        let config =
+            parse_config::<StatusConfig>(raw).map_err(|e| ComponentError::new(e.to_string()))?;
         Ok(Arc::new(Status {
             config,
             host: settings.host,
@@ -137,7 +137,8 @@ struct Status {
     config: StatusConfig,
     host: Arc<Host>,
     telemetry: Telemetry,
-    running: Mutex<Option<(HttpServer, JoinHandle<()>)>>,
+    /// The server, the cache sweeper, and the hub's token for this tap.
+    running: Mutex<Option<(HttpServer, JoinHandle<()>, u64)>>,
 }
 
 #[async_trait]
@@ -147,14 +148,15 @@ impl Lifecycle for Status {
         let app = api::router(api::ApiState {
             hub: hub.clone(),
             telemetry: self.telemetry.clone(),
+            endpoint_host: api::endpoint_host(&self.config.endpoint),
         });
         let server = HttpServer::serve(&self.config.endpoint, "status", app)
             .await
             .map_err(ComponentError::new)?;
-        hub.configure_tap(self.config.tap_size());
+        let token = hub.open_tap(self.config.tap_size());
         let sweeper_hub = hub.clone();
         let sweeper = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tick.tick().await;
                 for t in sweeper_hub.taps() {
@@ -167,14 +169,14 @@ impl Lifecycle for Status {
             "status page at http://{}/",
             server.local_addr
         );
-        *self.running.lock().await = Some((server, sweeper));
+        *self.running.lock().await = Some((server, sweeper, token));
         Ok(())
     }
 
     async fn shutdown(&self) -> Result<(), ComponentError> {
-        if let Some((server, sweeper)) = self.running.lock().await.take() {
+        if let Some((server, sweeper, token)) = self.running.lock().await.take() {
             sweeper.abort();
-            self.host.status().configure_tap(0);
+            self.host.status().close_tap(token);
             server.stop().await;
         }
         Ok(())

@@ -49,12 +49,21 @@ pub struct TapBuffer {
     on: Arc<AtomicBool>,
     max_spans: Arc<AtomicUsize>,
     ring: Mutex<Ring>,
-    seq: AtomicU64,
+    /// Shared by every tap of the hub, so traces of several pipelines sort
+    /// newest first together.
+    seq: Arc<AtomicU64>,
     /// Spans not kept because their batch alone was larger than the tap.
     skipped_spans: AtomicU64,
-    cache: Mutex<Option<(u64, Arc<TraceIndex>)>>,
+    /// The assembled index: the newest batch it holds, when it was built.
+    cache: Mutex<Option<(u64, Instant, Arc<TraceIndex>)>>,
+    /// One index build at a time; requests arriving meanwhile reuse it.
+    building: Mutex<()>,
     last_query: Mutex<Option<Instant>>,
 }
+
+/// An index younger than this is reused even when newer batches arrived: a page
+/// polling every 2 s under steady traffic rebuilds it at most once a second.
+const MIN_REBUILD: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for TapBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,15 +77,21 @@ impl std::fmt::Debug for TapBuffer {
 }
 
 impl TapBuffer {
-    pub fn new(pipeline: &str, on: Arc<AtomicBool>, max_spans: Arc<AtomicUsize>) -> TapBuffer {
+    pub fn new(
+        pipeline: &str,
+        on: Arc<AtomicBool>,
+        max_spans: Arc<AtomicUsize>,
+        seq: Arc<AtomicU64>,
+    ) -> TapBuffer {
         TapBuffer {
             pipeline: pipeline.to_string(),
             on,
             max_spans,
             ring: Mutex::new(Ring::default()),
-            seq: AtomicU64::new(0),
+            seq,
             skipped_spans: AtomicU64::new(0),
             cache: Mutex::new(None),
+            building: Mutex::new(()),
             last_query: Mutex::new(None),
         }
     }
@@ -95,29 +110,46 @@ impl TapBuffer {
             return;
         }
         let spans = batch.item_count();
-        let max = self.max_spans.load(Ordering::Relaxed);
         if spans == 0 {
             return;
         }
-        if spans > max {
-            self.skipped_spans
-                .fetch_add(spans as u64, Ordering::Relaxed);
-            return;
-        }
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut ring = lock(&self.ring);
-        ring.batches.push_back(Tapped {
-            seq,
-            batch: batch.clone(),
-            spans,
-        });
-        ring.spans += spans;
-        while ring.spans > max {
-            match ring.batches.pop_front() {
-                Some(old) => ring.spans -= old.spans,
-                None => break,
+        let mut evicted = Vec::new();
+        {
+            let mut ring = lock(&self.ring);
+            // Read again under the lock: a tap turned off or shrunk meanwhile
+            // (trim takes the same lock) must not keep this batch.
+            let max = if self.is_on() {
+                self.max_spans.load(Ordering::Relaxed)
+            } else {
+                0
+            };
+            if spans > max {
+                drop(ring);
+                if max > 0 {
+                    self.skipped_spans
+                        .fetch_add(spans as u64, Ordering::Relaxed);
+                }
+                return;
+            }
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+            ring.batches.push_back(Tapped {
+                seq,
+                batch: batch.clone(),
+                spans,
+            });
+            ring.spans += spans;
+            while ring.spans > max {
+                match ring.batches.pop_front() {
+                    Some(old) => {
+                        ring.spans -= old.spans;
+                        evicted.push(old);
+                    }
+                    None => break,
+                }
             }
         }
+        // Freed outside the lock the data path takes.
+        drop(evicted);
     }
 
     /// Applies a new size (or off): drops the oldest batches over it.
@@ -160,9 +192,19 @@ impl TapBuffer {
         }
     }
 
-    /// The traces now held, assembled (cached until the next batch).
+    /// The traces now held, assembled: cached until a newer batch arrives and
+    /// the cached index is at least a second old. Blocking (decoding may take a
+    /// while): call it off the async workers.
     pub fn index(&self, hub: &StatusHub) -> Arc<TraceIndex> {
         *lock(&self.last_query) = Some(Instant::now());
+        if let Some(idx) = self.fresh_cache() {
+            return idx;
+        }
+        let _one_build = lock(&self.building);
+        // Another request may have built it while this one waited.
+        if let Some(idx) = self.fresh_cache() {
+            return idx;
+        }
         let (newest, batches): (u64, Vec<(u64, Batch)>) = {
             let ring = lock(&self.ring);
             (
@@ -173,14 +215,18 @@ impl TapBuffer {
                     .collect(),
             )
         };
-        if let Some((seq, idx)) = lock(&self.cache).as_ref() {
-            if *seq == newest {
-                return idx.clone();
-            }
-        }
         let idx = Arc::new(TraceIndex::build(&self.pipeline, &batches, hub));
-        *lock(&self.cache) = Some((newest, idx.clone()));
+        *lock(&self.cache) = Some((newest, Instant::now(), idx.clone()));
         idx
+    }
+
+    /// The cached index if it holds the newest batch or is younger than
+    /// [`MIN_REBUILD`].
+    fn fresh_cache(&self) -> Option<Arc<TraceIndex>> {
+        let newest = lock(&self.ring).batches.back().map_or(0, |t| t.seq);
+        let cache = lock(&self.cache);
+        let (seq, built, idx) = cache.as_ref()?;
+        (*seq == newest || built.elapsed() < MIN_REBUILD).then(|| idx.clone())
     }
 }
 
@@ -271,6 +317,10 @@ pub struct TraceSummary {
     /// A span without parent is held (the trace's start is not cut off).
     pub complete: bool,
     pub services: Vec<String>,
+    /// Arrival order of the newest batch with a span of this trace, across
+    /// every tap of the hub (newest first sorting).
+    #[serde(skip)]
+    pub newest_seq: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -312,12 +362,19 @@ impl TraceIndex {
         }
         let mut traces: Vec<(u64, TraceView)> = groups
             .into_iter()
-            .map(|(tid, (seq, spans))| (seq, assemble(pipeline, &tid, spans)))
+            .map(|(tid, (seq, spans))| {
+                let mut t = assemble(pipeline, &tid, spans);
+                t.summary.newest_seq = seq;
+                (seq, t)
+            })
             .collect();
         // Newest first: by the last batch that brought a span, then start time.
         traces.sort_by(|a, b| {
-            b.0.cmp(&a.0)
-                .then(b.1.summary.start_unix_nano.cmp(&a.1.summary.start_unix_nano))
+            b.0.cmp(&a.0).then(
+                b.1.summary
+                    .start_unix_nano
+                    .cmp(&a.1.summary.start_unix_nano),
+            )
         });
         let traces: Vec<TraceView> = traces.into_iter().map(|(_, t)| t).collect();
         let by_id = traces
@@ -353,9 +410,8 @@ pub fn any_to_json(v: &AnyValue) -> Json {
         Some(any_value::Value::StringValue(s)) => Json::String(s.clone()),
         Some(any_value::Value::BoolValue(b)) => Json::Bool(*b),
         Some(any_value::Value::IntValue(i)) => Json::from(*i),
-        Some(any_value::Value::DoubleValue(d)) => {
-            serde_json::Number::from_f64(*d).map_or_else(|| Json::String(d.to_string()), Json::Number)
-        }
+        Some(any_value::Value::DoubleValue(d)) => serde_json::Number::from_f64(*d)
+            .map_or_else(|| Json::String(d.to_string()), Json::Number),
         Some(any_value::Value::ArrayValue(a)) => {
             Json::Array(a.values.iter().map(any_to_json).collect())
         }
@@ -405,9 +461,18 @@ fn collect_spans(
             _ => "unknown_service".to_string(),
         };
         for ss in &r.scope_spans {
-            let scope = ss.scope.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+            let scope = ss
+                .scope
+                .as_ref()
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
             let source = if scope == EBPF_SCOPE { "ebpf" } else { "sdk" };
             for s in &ss.spans {
+                // A trace id that is not 16 bytes cannot be asked for by id;
+                // such spans are not listed.
+                if s.trace_id.len() != 16 {
+                    continue;
+                }
                 let attributes = attrs_to_json(&s.attributes);
                 let has_parent = !s.parent_span_id.is_empty() && !is_zero(&s.parent_span_id);
                 let edge_rule = if !has_parent {
@@ -570,6 +635,7 @@ fn assemble(pipeline: &str, trace_id: &[u8], mut spans: Vec<SpanView>) -> TraceV
             has_ebpf: ordered.iter().any(|s| s.source == "ebpf"),
             complete: ordered.iter().any(|s| s.parent_span_id.is_empty()),
             services,
+            newest_seq: 0,
         },
         spans: ordered,
     }

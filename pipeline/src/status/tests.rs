@@ -3,7 +3,9 @@ use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, status, ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{
+    span, status, ResourceSpans, ScopeSpans, Span, Status,
+};
 
 use super::hub::StatusHub;
 use super::tap::TapBuffer;
@@ -74,7 +76,10 @@ fn a_three_level_trace_across_batches_nests_in_order() {
     t.push(&batch(vec![rs(
         "backend",
         "sdk",
-        vec![sp(7, 3, 2, 300, 400, "SELECT"), sp(7, 4, 2, 150, 250, "auth")],
+        vec![
+            sp(7, 3, 2, 300, 400, "SELECT"),
+            sp(7, 4, 2, 150, 250, "auth"),
+        ],
     )]));
     let enc = EncodedTraces::from_resource_spans(&[rs(
         "frontend",
@@ -135,9 +140,11 @@ fn edge_rules_come_from_the_attribute_or_the_ledger() {
         .expect("tap on")
         .record([0, 0, 0, 0, 0, 0, 0, 3], "syscall_trace_id");
     let c = sp(1, 4, 3, 13, 14, "unknown parent rule");
-    t.push(&batch(vec![
-        rs("a", weft_scope(), vec![sp(1, 1, 0, 0, 30, "root"), a, b, c]),
-    ]));
+    t.push(&batch(vec![rs(
+        "a",
+        weft_scope(),
+        vec![sp(1, 1, 0, 0, 30, "root"), a, b, c],
+    )]));
     let idx = t.index(&hub);
     let rules: Vec<Option<&str>> = idx.traces[0]
         .spans
@@ -188,7 +195,11 @@ fn the_tap_is_bounded_in_spans_and_off_by_default() {
     assert_eq!(t.held(), (3, 3));
     assert_eq!(t.skipped_spans(), 4);
     let idx = t.index(&hub);
-    let ids: Vec<&str> = idx.traces.iter().map(|x| &x.summary.trace_id[..2]).collect();
+    let ids: Vec<&str> = idx
+        .traces
+        .iter()
+        .map(|x| &x.summary.trace_id[..2])
+        .collect();
     assert_eq!(ids, vec!["04", "03", "02"], "newest first");
     hub.configure_tap(0);
     assert_eq!(t.held(), (0, 0));
@@ -211,7 +222,9 @@ fn the_tap_consumer_keeps_only_what_the_exporters_took() {
             Ok(())
         }
     }
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("rt");
     let (_hub, t) = tap(10);
     let b = batch(vec![rs("s", "sdk", vec![sp(1, 1, 0, 0, 1, "x")])]);
     rt.block_on(async {
@@ -226,7 +239,8 @@ fn the_tap_consumer_keeps_only_what_the_exporters_took() {
 
 #[test]
 fn config_defaults_and_bounds() {
-    let c: StatusConfig = crate::component::parse_config(&serde_yaml_ng::Value::Null).expect("null");
+    let c: StatusConfig =
+        crate::component::parse_config(&serde_yaml_ng::Value::Null).expect("null");
     assert_eq!(c.endpoint, "localhost:55679");
     assert_eq!(c.tap_size(), DEFAULT_MAX_SPANS);
     let raw: serde_yaml_ng::Value =
@@ -240,4 +254,119 @@ fn config_defaults_and_bounds() {
     let raw: serde_yaml_ng::Value = serde_yaml_ng::from_str("endpoint: 55679").expect("yaml");
     assert!(crate::component::parse_config::<StatusConfig>(&raw).is_err());
     let _unused = (AtomicBool::new(false), AtomicUsize::new(0));
+}
+
+fn graph_of(traces_pipelines: &[&str]) -> GraphView {
+    GraphView {
+        pipelines: traces_pipelines
+            .iter()
+            .map(|id| PipelineView {
+                id: id.to_string(),
+                signal: "traces".into(),
+                receivers: vec!["otlp".into()],
+                processors: vec![],
+                exporters: vec!["debug".into()],
+            })
+            .collect(),
+        extensions: vec!["status".into()],
+    }
+}
+
+#[test]
+fn a_renamed_extension_keeps_the_tap_on_until_the_last_one_stops() {
+    let hub = StatusHub::default();
+    let old = hub.open_tap(100);
+    // On reload, status/2 starts before status stops.
+    let new = hub.open_tap(50);
+    hub.close_tap(old);
+    assert!(hub.tap_on());
+    assert_eq!(hub.max_spans(), 50);
+    hub.close_tap(new);
+    assert!(!hub.tap_on());
+    assert_eq!(hub.max_spans(), 0);
+}
+
+#[test]
+fn taps_of_pipelines_gone_are_dropped_and_others_kept() {
+    let hub = StatusHub::default();
+    hub.open_tap(10);
+    hub.set_graph(graph_of(&["traces", "traces/b"]));
+    hub.tap("traces")
+        .push(&batch(vec![rs("s", "sdk", vec![sp(1, 1, 0, 0, 1, "x")])]));
+    let gone = hub.tap("traces/b");
+    gone.push(&batch(vec![rs("s", "sdk", vec![sp(2, 1, 0, 0, 1, "x")])]));
+    hub.set_graph(graph_of(&["traces"]));
+    assert_eq!(hub.taps().len(), 1);
+    assert_eq!(hub.tap("traces").held(), (1, 1), "kept across the reload");
+    // A pipeline of the same name built again starts empty.
+    assert_eq!(hub.tap("traces/b").held(), (0, 0));
+}
+
+#[test]
+fn traces_of_several_pipelines_share_one_arrival_order() {
+    let hub = StatusHub::default();
+    hub.open_tap(10);
+    hub.set_graph(graph_of(&["a", "b"]));
+    let (a, b) = (hub.tap("a"), hub.tap("b"));
+    a.push(&batch(vec![rs("s", "sdk", vec![sp(1, 1, 0, 50, 60, "x")])]));
+    b.push(&batch(vec![rs("s", "sdk", vec![sp(2, 1, 0, 10, 20, "x")])]));
+    a.push(&batch(vec![rs("s", "sdk", vec![sp(3, 1, 0, 5, 6, "x")])]));
+    let mut all: Vec<_> = [a.index(&hub), b.index(&hub)]
+        .iter()
+        .flat_map(|i| {
+            i.traces
+                .iter()
+                .map(|t| t.summary.clone())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    all.sort_by(|x, y| y.newest_seq.cmp(&x.newest_seq));
+    let ids: Vec<&str> = all.iter().map(|s| &s.trace_id[..2]).collect();
+    assert_eq!(ids, vec!["03", "02", "01"]);
+}
+
+#[test]
+fn spans_with_trace_ids_of_other_lengths_are_not_listed() {
+    let (hub, t) = tap(10);
+    let mut odd = sp(1, 1, 0, 0, 1, "odd");
+    odd.trace_id = vec![1; 8];
+    let mut empty = sp(1, 2, 0, 0, 1, "empty");
+    empty.trace_id = Vec::new();
+    t.push(&batch(vec![rs(
+        "s",
+        "sdk",
+        vec![odd, empty, sp(2, 3, 0, 0, 1, "ok")],
+    )]));
+    let idx = t.index(&hub);
+    let names: Vec<&str> = idx
+        .traces
+        .iter()
+        .map(|x| x.summary.root_name.as_str())
+        .collect();
+    assert_eq!(names, vec!["ok"]);
+}
+
+#[test]
+fn host_names_other_than_ips_localhost_and_the_endpoint_are_refused() {
+    assert_eq!(api::endpoint_host("localhost:55679"), "localhost");
+    assert_eq!(api::endpoint_host("[::1]:55679"), "::1");
+    assert_eq!(api::endpoint_host("Status.Example:80"), "status.example");
+    for (host, ok) in [
+        ("127.0.0.1:55679", true),
+        ("[::1]:55679", true),
+        ("localhost:55679", true),
+        ("LOCALHOST", true),
+        ("10.1.2.3", true),
+        ("status.example:55679", true),
+        ("status.example.", true),
+        ("evil.example:55679", false),
+        ("127.0.0.1.evil.example", false),
+        ("", false),
+    ] {
+        assert_eq!(
+            api::host_allowed_for_test(host, "status.example"),
+            ok,
+            "{host}"
+        );
+    }
 }

@@ -1431,7 +1431,9 @@ impl Stitcher {
             self.stats.root(n.f.ebpf, n.f.role);
         }
         if let (Some(rule), Some(hub)) = (rule, &self.status) {
-            if let (Some(rules), Ok(id)) = (hub.edge_rules(), <[u8; 8]>::try_from(&span.span_id[..])) {
+            if let (Some(rules), Ok(id)) =
+                (hub.edge_rules(), <[u8; 8]>::try_from(&span.span_id[..]))
+            {
                 rules.record(id, rule);
             }
         }
