@@ -17,6 +17,7 @@ use weft_pipeline::config::{ConfigError, Document, ServiceConfig, Source};
 use weft_pipeline::extensions::serve_metrics;
 use weft_pipeline::graph::Service;
 use weft_pipeline::host::Host;
+use weft_pipeline::self_telemetry::SelfMetrics;
 use weft_pipeline::{Kind, Registry, Telemetry};
 
 // The data path allocates per span (attributes, ids); glibc malloc spent a third
@@ -261,11 +262,20 @@ async fn run(
         None => None,
     };
     let registry = Arc::new(registry);
-    let service = Service::new(registry.clone(), telemetry, host);
+    let started_telemetry = cfg.telemetry.clone();
+    let service = Service::new(registry.clone(), telemetry.clone(), host.clone());
     if let Err(e) = service.start(cfg).await {
         service.shutdown().await;
         return Err(anyhow::Error::new(e).context(StartFailed));
     }
+    let self_metrics =
+        match SelfMetrics::start(&registry, &telemetry, host.clone(), &started_telemetry).await {
+            Ok(m) => m,
+            Err(e) => {
+                service.shutdown().await;
+                return Err(anyhow::Error::new(e).context(StartFailed));
+            }
+        };
     if let Some(summary) = service.running_summary().await {
         info!(metrics = ?metrics_endpoint, "weft is running: {summary}");
     }
@@ -297,29 +307,48 @@ async fn run(
                     "reload failed, the running configuration stays: invalid configuration: {e}"
                 );
             }
-            Ok((new_doc, new_cfg)) => match service.reload(new_cfg).await {
-                Ok(false) => {
-                    status.record_reload("unchanged", why, "nothing to reload".into());
-                    info!(trigger = why, "configuration unchanged; nothing to reload")
-                }
-                Ok(true) => {
-                    status.set_config(new_doc.to_yaml());
-                    let summary = service.running_summary().await.unwrap_or_default();
-                    status.record_reload("success", why, summary.clone());
-                    info!(trigger = why, "configuration reloaded: {summary}");
-                }
-                Err(e) => {
-                    status.record_reload("failure", why, e.to_string());
-                    error!(
+            Ok((new_doc, new_cfg)) => {
+                // service.telemetry applies at start only: say so when it changed.
+                let telemetry_note = if new_cfg.telemetry != started_telemetry {
+                    warn!(
                         trigger = why,
-                        "reload failed, the running configuration stays: {e}"
-                    )
+                        "service.telemetry changed; it is not applied on reload and takes \
+                         effect at the next start"
+                    );
+                    "; service.telemetry changed: not applied on reload, takes effect at the next start"
+                } else {
+                    ""
+                };
+                match service.reload(new_cfg).await {
+                    Ok(false) => {
+                        status.record_reload(
+                            "unchanged",
+                            why,
+                            format!("nothing to reload{telemetry_note}"),
+                        );
+                        info!(trigger = why, "configuration unchanged; nothing to reload")
+                    }
+                    Ok(true) => {
+                        status.set_config(new_doc.to_yaml());
+                        let summary = service.running_summary().await.unwrap_or_default();
+                        status.record_reload("success", why, format!("{summary}{telemetry_note}"));
+                        info!(trigger = why, "configuration reloaded: {summary}");
+                    }
+                    Err(e) => {
+                        status.record_reload("failure", why, e.to_string());
+                        error!(
+                            trigger = why,
+                            "reload failed, the running configuration stays: {e}"
+                        )
+                    }
                 }
-            },
+            }
         }
     }
     info!("shutting down: receivers stop, batches flush, queues drain");
     service.shutdown().await;
+    // Last, so the final self-metrics push counts everything the drain did.
+    self_metrics.shutdown().await;
     if let Some(s) = metrics_server {
         s.stop().await;
     }

@@ -11,6 +11,7 @@ pub mod extensions;
 pub mod graph;
 pub mod host;
 pub mod otlp_wire;
+pub mod self_telemetry;
 pub mod status;
 pub mod storage;
 pub mod telemetry;

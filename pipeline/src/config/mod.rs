@@ -370,7 +370,7 @@ pub struct TelemetryConfig {
     pub metrics: MetricsTelemetry,
     /// Accepted for compatibility; weft does not trace itself yet.
     pub traces: Option<Value>,
-    /// Accepted for compatibility.
+    /// Attributes of weft's own telemetry (pushed self-metrics).
     pub resource: Option<Value>,
 }
 
@@ -447,7 +447,8 @@ impl MetricsTelemetry {
                     return Ok(Some(format!("{host}:{port}")));
                 }
             }
-            return Err("service::telemetry::metrics::readers: only a pull reader with a prometheus exporter is supported".into());
+            // Periodic readers only: no Prometheus endpoint (as the collector).
+            return Ok(None);
         }
         Ok(Some("localhost:8888".into()))
     }
@@ -630,6 +631,18 @@ impl ServiceConfig {
             .metrics
             .endpoint()
             .map_err(|m| doc.error(&p(&["service", "telemetry", "metrics"]), m))?;
+        if let Err(e) = crate::self_telemetry::periodic_readers(&telemetry)
+            .and_then(|_| crate::self_telemetry::resource(&telemetry, ""))
+        {
+            return Err(match e {
+                crate::self_telemetry::SelfTelemetryError::Config { path, message } => {
+                    let mut full = p(&["service", "telemetry"]);
+                    full.extend(path.split("::").map(str::to_string));
+                    doc.error(&full, message)
+                }
+                other => doc.error(&p(&["service", "telemetry"]), other.to_string()),
+            });
+        }
         if !["debug", "info", "warn", "error"]
             .contains(&telemetry.logs.level.to_ascii_lowercase().as_str())
         {

@@ -943,7 +943,9 @@ impl Http1Stream {
             }
         } else if name.eq_ignore_ascii_case(b"host") {
             if cur.host.is_none() {
-                cur.host = Some(String::from_utf8_lossy(value).into_owned());
+                // A value that is no host[:port] (spaces, control or non-ASCII
+                // bytes, another header glued on) is not recorded.
+                cur.host = valid_authority(value);
             }
             return Ok(());
         }
@@ -1147,6 +1149,18 @@ fn parse_chunk_size(line: &[u8]) -> Option<u64> {
 }
 
 /// Splits a request target into path, query and (for absolute-form) authority.
+/// `value` as a host name or address with an optional port (RFC 9110
+/// `uri-host [ ":" port ]`: unreserved, percent-encoded and sub-delim
+/// characters, `:` and IPv6 brackets), or None.
+fn valid_authority(value: &[u8]) -> Option<String> {
+    let ok = !value.is_empty()
+        && value.len() <= 255
+        && value
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b));
+    ok.then(|| String::from_utf8_lossy(value).into_owned())
+}
+
 fn split_target(target: &[u8]) -> (String, Option<String>, Option<String>) {
     let mut rest = target;
     let mut authority = None;
@@ -1157,7 +1171,7 @@ fn split_target(target: &[u8]) -> (String, Option<String>, Option<String>) {
                 .iter()
                 .position(|&b| b == b'/' || b == b'?')
                 .unwrap_or(after.len());
-            authority = Some(String::from_utf8_lossy(&after[..end]).into_owned());
+            authority = valid_authority(&after[..end]);
             rest = &after[end..];
             break;
         }

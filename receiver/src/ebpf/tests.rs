@@ -625,6 +625,61 @@ fn absolute_form_target_gives_path_and_host() {
     assert_eq!(got, vec![want]);
 }
 
+/// Found by fuzzing: a Host line with non-ASCII bytes and another header glued
+/// on without a line break ("billin\xa2\xf2$Authorization: Bearer s3cr3t") was
+/// recorded whole as the host. A Host value that is no host[:port] is dropped;
+/// the exchange is kept.
+#[test]
+fn a_host_value_that_is_no_authority_is_not_recorded() {
+    for host in [
+        &b"billin\xa2\xf2$Authorization: Bearer s3cr3t"[..],
+        b"a b",
+        b"user@host",
+        b"",
+    ] {
+        let mut c = conn();
+        let mut req = b"GET /p HTTP/1.1\r\nHost: ".to_vec();
+        req.extend_from_slice(host);
+        req.extend_from_slice(b"\r\n\r\n");
+        send_req(&mut c, &req, 1, 0);
+        let got = send_resp(
+            &mut c,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            2,
+            0,
+        );
+        assert_eq!(
+            got,
+            vec![timed(
+                exchange(Method::Get, "/p", 200),
+                (1, 1, 0),
+                (2, 2, 0)
+            )]
+        );
+    }
+    for host in [
+        "h.example:8080",
+        "[::1]:80",
+        "10.0.0.1",
+        "xn--bcher-kva.example",
+    ] {
+        let mut c = conn();
+        send_req(
+            &mut c,
+            format!("GET /p HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+            1,
+            0,
+        );
+        let got = send_resp(
+            &mut c,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            2,
+            0,
+        );
+        assert_eq!(got[0].host.as_deref(), Some(host));
+    }
+}
+
 /// One request/response pair of the generated streams.
 #[derive(Debug, Clone)]
 struct Gen {
