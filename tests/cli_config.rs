@@ -358,6 +358,6 @@ fn components_lists_every_type() {
     );
     assert_eq!(
         names("extensions"),
-        ["bearertokenauth", "file_storage", "health_check"]
+        ["bearertokenauth", "file_storage", "health_check", "status"]
     );
 }
