@@ -74,13 +74,17 @@ fn span_names(path: &std::path::Path) -> Vec<String> {
         .flat_map(|line| {
             let v: serde_json::Value =
                 serde_json::from_str(line).expect("one JSON request per line");
-            v["resourceSpans"][0]["scopeSpans"][0]["spans"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|s| s["name"].as_str().unwrap_or_default().to_string())
-                .collect::<Vec<_>>()
+            // One line is one export request; the batch processor may have
+            // merged several posts into it (several resourceSpans).
+            let mut names = Vec::new();
+            for rs in v["resourceSpans"].as_array().into_iter().flatten() {
+                for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                    for s in ss["spans"].as_array().into_iter().flatten() {
+                        names.push(s["name"].as_str().unwrap_or_default().to_string());
+                    }
+                }
+            }
+            names
         })
         .collect()
 }
