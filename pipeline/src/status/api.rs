@@ -29,6 +29,8 @@ const APP_CSS: &str = include_str!("assets/app.css");
 /// Most traces one list answer holds.
 pub const MAX_LIMIT: usize = 1000;
 const DEFAULT_LIMIT: usize = 100;
+/// Most spans one trace answer holds (the page draws a row per span).
+pub const MAX_TRACE_SPANS: usize = 5000;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -436,7 +438,22 @@ async fn trace(
     let taps = chosen_taps(&st, &p)?;
     for idx in indexes(&st, taps).await? {
         if let Some(t) = idx.get(&id) {
-            return Ok(Json(t).into_response());
+            if t.spans.len() <= MAX_TRACE_SPANS {
+                return Ok(Json(t).into_response());
+            }
+            // The first rows of the waterfall, and how many were left out.
+            let mut body = serde_json::to_value(&t.summary).unwrap_or_default();
+            if let Some(m) = body.as_object_mut() {
+                m.insert(
+                    "spans".into(),
+                    serde_json::to_value(&t.spans[..MAX_TRACE_SPANS]).unwrap_or_default(),
+                );
+                m.insert(
+                    "spans_left_out".into(),
+                    json!(t.spans.len() - MAX_TRACE_SPANS),
+                );
+            }
+            return Ok(Json(body).into_response());
         }
     }
     Err(ApiError {
@@ -445,4 +462,69 @@ async fn trace(
             "trace {id} is not among the traces held (it may have been pushed out of the tap)"
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Batch, Payload};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    #[tokio::test]
+    async fn a_huge_trace_answers_its_first_spans_and_how_many_were_left_out() {
+        let hub = Arc::new(StatusHub::default());
+        hub.open_tap(20_000);
+        hub.set_graph(super::super::GraphView {
+            pipelines: vec![super::super::PipelineView {
+                id: "traces".into(),
+                signal: "traces".into(),
+                receivers: vec![],
+                processors: vec![],
+                exporters: vec![],
+            }],
+            extensions: vec![],
+        });
+        let n = MAX_TRACE_SPANS + 7;
+        let spans: Vec<Span> = (0..n as u64)
+            .map(|i| Span {
+                trace_id: vec![0xab; 16],
+                span_id: (i + 1).to_be_bytes().to_vec(),
+                parent_span_id: if i == 0 {
+                    vec![]
+                } else {
+                    1u64.to_be_bytes().to_vec()
+                },
+                name: format!("s{i}"),
+                start_time_unix_nano: 10 + i,
+                end_time_unix_nano: 20 + i,
+                ..Default::default()
+            })
+            .collect();
+        hub.tap("traces").push(&Batch::new(
+            Payload::Traces(vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }]),
+            Arc::from("otlp"),
+        ));
+        let st = ApiState {
+            hub,
+            telemetry: Telemetry::new(),
+            endpoint_host: "localhost".into(),
+        };
+        let r = trace(State(st), Path("ab".repeat(16)), Ok(Query(HashMap::new())))
+            .await
+            .expect("found");
+        let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let v: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["spans"].as_array().map(Vec::len), Some(MAX_TRACE_SPANS));
+        assert_eq!(v["spans_left_out"], json!(7));
+        assert_eq!(v["span_count"], json!(n));
+        assert_eq!(v["spans"][0]["name"], json!("s0"));
+    }
 }

@@ -273,7 +273,8 @@ function renderWaterfall(t) {
     el("p", {}, el("a", { href: "#/traces" }, "← recent traces")),
     el("h2", {}, t.root_service + ": " + t.root_name),
     el("p", { class: "muted small", id: "trace-summary" }, "trace " + t.trace_id + " · " + t.span_count + " spans · " +
-      fmtDuration(t.duration_ns) + " · pipeline " + t.pipeline + (t.error ? " · has errors" : "")),
+      fmtDuration(t.duration_ns) + " · pipeline " + t.pipeline + (t.error ? " · has errors" : "") +
+      (t.spans_left_out ? " · first " + t.spans.length + " spans shown, " + t.spans_left_out + " left out" : "")),
     el("div", { class: "legend" }, (t.services || []).map((s) => el("span", { class: "legend-item" },
       el("span", { class: "swatch", style: "background:" + serviceColor(s) }), s)),
       el("span", { class: "legend-item" }, el("span", { class: "swatch ebpf-swatch" }), "eBPF span (striped)")),
