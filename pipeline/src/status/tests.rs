@@ -320,7 +320,7 @@ fn traces_of_several_pipelines_share_one_arrival_order() {
                 .collect::<Vec<_>>()
         })
         .collect();
-    all.sort_by(|x, y| y.newest_seq.cmp(&x.newest_seq));
+    all.sort_by_key(|s| std::cmp::Reverse(s.newest_seq));
     let ids: Vec<&str> = all.iter().map(|s| &s.trace_id[..2]).collect();
     assert_eq!(ids, vec!["03", "02", "01"]);
 }
