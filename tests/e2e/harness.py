@@ -310,6 +310,22 @@ def run_app(*args: str, timeout: float = 60.0, env: dict | None = None
     )
 
 
+def send_three_tier(grpc_port: int) -> dict:
+    """Run tests/e2e/apps/three_tier_app.py against an OTLP/gRPC receiver on loopback;
+    return what it printed (the 3-level trace's ids and the error trace's id) after
+    checking that every export succeeded."""
+    import json
+
+    r = subprocess.run(
+        [sys.executable, str(E2E_DIR / "apps" / "three_tier_app.py"), f"127.0.0.1:{grpc_port}"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["result"] == "SUCCESS", out
+    return out
+
+
 def app_result(proc: subprocess.CompletedProcess) -> dict:
     """The JSON the SDK app printed, after checking that its export succeeded."""
     import json

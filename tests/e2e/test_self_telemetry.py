@@ -12,25 +12,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
-from harness import E2E_DIR, free_port, otlp_receiver, wait_until
+from harness import free_port, otlp_receiver, send_three_tier, wait_until
 from otlp_support import metric_sum
-
-APPS = E2E_DIR / "apps"
-
-
-def send_three_tier(grpc: int) -> dict:
-    r = subprocess.run(
-        [sys.executable, str(APPS / "three_tier_app.py"), f"127.0.0.1:{grpc}"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out["result"] == "SUCCESS", out
-    return out
 
 
 def weft_a_config(grpc: int, sink_endpoint: str, self_endpoint: str) -> dict:

@@ -20,13 +20,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from harness import E2E_DIR, REPO_ROOT, ebpf_unavailable, free_port, otlp_receiver, wait_until
+from harness import (E2E_DIR, ebpf_unavailable, free_port, otlp_receiver, send_three_tier,
+                     wait_until)
 
 APPS = E2E_DIR / "apps"
 BROWSER_DIR = E2E_DIR / "browser"
@@ -118,16 +118,6 @@ def status_config(grpc: int, status: int, sink_endpoint: str, **status_extra) ->
         },
     }
 
-
-def send_three_tier(grpc: int) -> dict:
-    r = subprocess.run(
-        [sys.executable, str(APPS / "three_tier_app.py"), f"127.0.0.1:{grpc}"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out["result"] == "SUCCESS", out
-    return out
 
 
 def api(base: str, path: str, status: int = 200, **params):

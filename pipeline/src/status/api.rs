@@ -55,17 +55,12 @@ pub fn endpoint_host(endpoint: &str) -> String {
 /// Whether a `Host` header may reach the page: an IP address, `localhost`, or
 /// the configured endpoint's name. Any other name is how a web page from
 /// elsewhere reaches a localhost service by DNS rebinding.
-fn host_allowed(host: &str, endpoint_host: &str) -> bool {
+pub(super) fn host_allowed(host: &str, endpoint_host: &str) -> bool {
     let name = endpoint_host_of_header(host);
     name.parse::<std::net::IpAddr>().is_ok()
         || name == "localhost"
         || name.ends_with(".localhost")
         || (!endpoint_host.is_empty() && name == endpoint_host)
-}
-
-#[cfg(test)]
-pub fn host_allowed_for_test(host: &str, endpoint_host: &str) -> bool {
-    host_allowed(host, endpoint_host)
 }
 
 fn endpoint_host_of_header(host: &str) -> String {
