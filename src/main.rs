@@ -17,7 +17,8 @@ use weft_pipeline::config::{ConfigError, Document, ServiceConfig, Source};
 use weft_pipeline::extensions::serve_metrics;
 use weft_pipeline::graph::Service;
 use weft_pipeline::host::Host;
-use weft_pipeline::self_telemetry::SelfMetrics;
+use weft_pipeline::self_telemetry::{instance_id, SelfMetrics};
+use weft_pipeline::self_trace::{Attr, Parent, SelfSpan, SelfTraces, SpanKind};
 use weft_pipeline::{Kind, Registry, Telemetry};
 
 // The data path allocates per span (attributes, ids); glibc malloc spent a third
@@ -262,20 +263,45 @@ async fn run(
         None => None,
     };
     let registry = Arc::new(registry);
-    let started_telemetry = cfg.telemetry.clone();
+    let mut running_telemetry = cfg.telemetry.clone();
+    let instance = instance_id();
+    // weft's own tracer first, so the first requests are traced.
+    let self_traces = match SelfTraces::start(
+        &registry,
+        &telemetry,
+        host.clone(),
+        &running_telemetry,
+        &instance,
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(e) => return Err(anyhow::Error::new(e).context(StartFailed)),
+    };
     let service = Service::new(registry.clone(), telemetry.clone(), host.clone());
     if let Err(e) = service.start(cfg).await {
         service.shutdown().await;
+        self_traces.shutdown().await;
         return Err(anyhow::Error::new(e).context(StartFailed));
     }
-    let self_metrics =
-        match SelfMetrics::start(&registry, &telemetry, host.clone(), &started_telemetry).await {
-            Ok(m) => m,
-            Err(e) => {
-                service.shutdown().await;
-                return Err(anyhow::Error::new(e).context(StartFailed));
-            }
-        };
+    let self_metrics = match SelfMetrics::start(
+        &registry,
+        &telemetry,
+        host.clone(),
+        &running_telemetry,
+        &instance,
+    )
+    .await
+    {
+        Ok(m) => m,
+        Err(e) => {
+            service.shutdown().await;
+            self_traces.shutdown().await;
+            return Err(anyhow::Error::new(e).context(StartFailed));
+        }
+    };
+    let mut self_telemetry = Some((self_metrics, self_traces));
+    let mut running_doc = doc;
     if let Some(summary) = service.running_summary().await {
         info!(metrics = ?metrics_endpoint, "weft is running: {summary}");
     }
@@ -298,60 +324,199 @@ async fn run(
             }
         };
         last_seen = fingerprint(&cli.config);
+        // weft's own span of this reload (when it traces itself).
+        let mut span = host.self_tracer().map(|t| {
+            t.start(
+                "service/reload".into(),
+                SpanKind::Internal,
+                Parent::Remote(None),
+                vec![Attr::new("reload.trigger", why)],
+            )
+        });
+        let note = |span: &mut Option<SelfSpan>, result: &'static str, detail: &str| {
+            if let Some(s) = span {
+                s.set(Attr::new("reload.result", result));
+                if result == "failure" {
+                    s.error(detail.to_string());
+                } else {
+                    s.set(Attr::new("reload.summary", detail.to_string()));
+                }
+            }
+            status.record_reload(result, why, detail.to_string());
+        };
+        let mut restart_telemetry = None;
         match load(&cli, &registry) {
             Err(e) => {
                 service.record_reload_failure();
-                status.record_reload("failure", why, format!("invalid configuration: {e}"));
+                note(&mut span, "failure", &format!("invalid configuration: {e}"));
                 error!(
                     trigger = why,
                     "reload failed, the running configuration stays: invalid configuration: {e}"
                 );
             }
             Ok((new_doc, new_cfg)) => {
-                // service.telemetry applies at start only: say so when it changed.
-                let telemetry_note = if new_cfg.telemetry != started_telemetry {
-                    warn!(
-                        trigger = why,
-                        "service.telemetry changed; it is not applied on reload and takes \
-                         effect at the next start"
+                let changed = changed_sections(&running_doc, &new_doc);
+                if let Some(s) = &mut span {
+                    s.set(Attr::new(
+                        "reload.changed",
+                        weft_pipeline::self_trace::string_array(&changed),
+                    ));
+                }
+                // service.telemetry: the logs and the Prometheus endpoint need a
+                // restart; the rest (traces, resource, pushed metrics) restarts
+                // the self-telemetry after the pipelines reloaded.
+                let mut telemetry_note = String::new();
+                if new_cfg.telemetry != running_telemetry {
+                    let old = &running_telemetry;
+                    let new = &new_cfg.telemetry;
+                    let mut needs_restart = Vec::new();
+                    if old.logs != new.logs {
+                        needs_restart.push("logs");
+                    }
+                    if old.metrics.endpoint() != new.metrics.endpoint() {
+                        needs_restart.push("the metrics endpoint");
+                    }
+                    if !needs_restart.is_empty() {
+                        let which = needs_restart.join(" and ");
+                        warn!(
+                            trigger = why,
+                            "service.telemetry {which} changed; not applied on reload, takes \
+                             effect at the next start"
+                        );
+                        telemetry_note = format!(
+                            "; service.telemetry {which} changed: not applied on reload, takes effect at the next start"
+                        );
+                    }
+                    telemetry_note.push_str(
+                        "; service.telemetry traces, resource and metric readers restarted",
                     );
-                    "; service.telemetry changed: not applied on reload, takes effect at the next start"
-                } else {
-                    ""
-                };
-                match service.reload(new_cfg).await {
+                    restart_telemetry = Some(new_cfg.telemetry.clone());
+                }
+                let result = service.reload(new_cfg).await;
+                let accepted = result.is_ok();
+                match result {
                     Ok(false) => {
-                        status.record_reload(
+                        note(
+                            &mut span,
                             "unchanged",
-                            why,
-                            format!("nothing to reload{telemetry_note}"),
+                            &format!("nothing to reload{telemetry_note}"),
                         );
                         info!(trigger = why, "configuration unchanged; nothing to reload")
                     }
                     Ok(true) => {
                         status.set_config(new_doc.to_yaml());
                         let summary = service.running_summary().await.unwrap_or_default();
-                        status.record_reload("success", why, format!("{summary}{telemetry_note}"));
+                        note(&mut span, "success", &format!("{summary}{telemetry_note}"));
                         info!(trigger = why, "configuration reloaded: {summary}");
                     }
                     Err(e) => {
-                        status.record_reload("failure", why, e.to_string());
+                        // The pipelines stay as they were: so does the telemetry.
+                        restart_telemetry = None;
+                        note(&mut span, "failure", &e.to_string());
                         error!(
                             trigger = why,
                             "reload failed, the running configuration stays: {e}"
                         )
                     }
                 }
+                if accepted {
+                    running_doc = new_doc;
+                }
+            }
+        }
+        drop(span);
+        if let Some(new) = restart_telemetry {
+            // The old self-telemetry sends what it holds (the reload span too).
+            if let Some((m, t)) = self_telemetry.take() {
+                m.shutdown().await;
+                t.shutdown().await;
+            }
+            let started = async {
+                let t =
+                    SelfTraces::start(&registry, &telemetry, host.clone(), &new, &instance).await?;
+                match SelfMetrics::start(&registry, &telemetry, host.clone(), &new, &instance).await
+                {
+                    Ok(m) => Ok((m, t)),
+                    Err(e) => {
+                        t.shutdown().await;
+                        Err(e)
+                    }
+                }
+            }
+            .await;
+            match started {
+                Ok(pair) => {
+                    self_telemetry = Some(pair);
+                    running_telemetry = new;
+                    info!(trigger = why, "service.telemetry applied");
+                }
+                Err(e) => {
+                    error!(
+                        trigger = why,
+                        "service.telemetry could not start; weft runs without its pushed \
+                         self-telemetry until the next good reload: {e}"
+                    );
+                    status.record_reload(
+                        "failure",
+                        why,
+                        format!("service.telemetry could not start: {e}"),
+                    );
+                    running_telemetry = weft_pipeline::config::TelemetryConfig::default();
+                }
             }
         }
     }
     info!("shutting down: receivers stop, batches flush, queues drain");
     service.shutdown().await;
-    // Last, so the final self-metrics push counts everything the drain did.
-    self_metrics.shutdown().await;
+    // Last, so the final self-metrics push counts everything the drain did,
+    // and the last spans (the drain's exports) go out.
+    if let Some((m, t)) = self_telemetry.take() {
+        m.shutdown().await;
+        t.shutdown().await;
+    }
     if let Some(s) = metrics_server {
         s.stop().await;
     }
     info!("shutdown complete");
     Ok(())
+}
+
+/// The config sections a reload changes, by component (`exporters::otlp/b`,
+/// `service::pipelines`, `service::telemetry`).
+fn changed_sections(old: &Document, new: &Document) -> Vec<String> {
+    let parse = |d: &Document| -> serde_yaml_ng::Value {
+        serde_yaml_ng::from_str(&d.to_yaml()).unwrap_or(serde_yaml_ng::Value::Null)
+    };
+    let (old, new) = (parse(old), parse(new));
+    let mut out = Vec::new();
+    for section in [
+        "receivers",
+        "processors",
+        "exporters",
+        "connectors",
+        "extensions",
+    ] {
+        let (a, b) = (&old[section], &new[section]);
+        let mut keys: Vec<String> = a
+            .as_mapping()
+            .into_iter()
+            .chain(b.as_mapping())
+            .flat_map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_string)))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            if a[k.as_str()] != b[k.as_str()]
+                || a.get(k.as_str()).is_none() != b.get(k.as_str()).is_none()
+            {
+                out.push(format!("{section}::{k}"));
+            }
+        }
+    }
+    for key in ["extensions", "pipelines", "telemetry"] {
+        if old["service"][key] != new["service"][key] {
+            out.push(format!("service::{key}"));
+        }
+    }
+    out
 }

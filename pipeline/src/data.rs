@@ -159,6 +159,8 @@ pub struct Batch {
     /// The receiver id that accepted the data (`otlp`, `otlp/2`).
     pub origin: Arc<str>,
     pub metadata: Option<Arc<ClientMetadata>>,
+    /// weft's own spans this data passed through (see `self_trace`).
+    pub self_spans: crate::self_trace::SelfSpans,
 }
 
 impl Batch {
@@ -168,6 +170,7 @@ impl Batch {
             received_at: Instant::now(),
             origin,
             metadata: None,
+            self_spans: None,
         }
     }
 
@@ -181,6 +184,7 @@ impl Batch {
             received_at: Instant::now(),
             origin,
             metadata: None,
+            self_spans: None,
         }
     }
 

@@ -21,6 +21,7 @@ use crate::consumer::{ConsumeError, Consumer};
 use crate::data::{Batch, Payload, Signal};
 use crate::host::Host;
 use crate::otlp_wire::EncodedTraces;
+use crate::self_trace::{Attr, Parent, SelfSpan, SpanKind};
 use crate::storage::queue::{self as pqueue, FileQueue, QueueError};
 use crate::telemetry::{Counter, ExporterMetrics};
 
@@ -327,6 +328,8 @@ struct Core {
     timeout: Duration,
     /// Set when the drain deadline passes: senders give up at once.
     abort: watch::Sender<bool>,
+    /// Where weft's own tracer lives (send spans).
+    host: Arc<crate::host::Host>,
 }
 
 /// Waits until the abort flag is raised; never returns if its sender is gone.
@@ -383,10 +386,64 @@ impl Core {
     /// As `send`, but an abort (the drain deadline) returns None and counts
     /// nothing: the caller still holds the batch (a persistent queue keeps it).
     async fn send_or_abort(&self, batch: &Batch, items: u64) -> Option<Result<(), ConsumeError>> {
+        let mut span = self.send_span(batch);
+        let result = self.send_or_abort_traced(batch, items, &mut span).await;
+        if let Some(s) = &mut span {
+            let (sent, failed) = match &result {
+                Some(Ok(())) => (items, 0),
+                Some(Err(_)) => (0, items),
+                None => (0, 0),
+            };
+            s.set(Attr::new("items.sent", sent as i64));
+            s.set(Attr::new("items.failed", failed as i64));
+            match &result {
+                Some(Ok(())) => {}
+                Some(Err(e)) => s.error(e.to_string()),
+                None => {
+                    s.error("the shutdown drain deadline passed; the batch stays queued".into())
+                }
+            }
+        }
+        result
+    }
+
+    /// weft's own span of one send (the collector's `exporter/<id>/<signal>`),
+    /// when the data came from a traced request: a child of its receive span,
+    /// or linked to each when a batch processor merged several.
+    fn send_span(&self, batch: &Batch) -> Option<SelfSpan> {
+        let parents = batch.self_spans.as_ref()?;
+        let tracer = self.host.self_tracer()?;
+        let signal = batch.signal();
+        Some(tracer.start(
+            format!("exporter/{}/{signal}", self.id),
+            SpanKind::Client,
+            Parent::Of(parents),
+            vec![
+                Attr::new("otelcol.component.kind", "exporter"),
+                Attr::new("otelcol.component.id", self.id.clone()),
+                Attr::new("otelcol.signal", signal.as_str()),
+                Attr::new("exporter", self.id.clone()),
+                Attr::new("data_type", signal.as_str()),
+                Attr::new("items", batch.item_count() as i64),
+            ],
+        ))
+    }
+
+    async fn send_or_abort_traced(
+        &self,
+        batch: &Batch,
+        items: u64,
+        span: &mut Option<SelfSpan>,
+    ) -> Option<Result<(), ConsumeError>> {
         let signal = batch.signal();
         let first_attempt = Instant::now();
         let mut backoff = Backoff::new(&self.retry);
+        let mut retry_num: i64 = 0;
         loop {
+            if let Some(s) = span {
+                s.event("Sending request.", vec![Attr::new("retry_num", retry_num)]);
+            }
+            retry_num += 1;
             let result = tokio::select! {
                 r = self.attempt(batch) => r,
                 _ = aborted(self.abort.subscribe()) => return None,
@@ -438,6 +495,15 @@ impl Core {
                 interval = %crate::config::duration::format(delay),
                 "Exporting failed; will retry the request after the interval"
             );
+            if let Some(s) = span {
+                s.event(
+                    "Exporting failed. Will retry the request after interval.",
+                    vec![
+                        Attr::new("interval", crate::config::duration::format(delay)),
+                        Attr::new("error", message.clone()),
+                    ],
+                );
+            }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = aborted(self.abort.subscribe()) => return None,
@@ -611,6 +677,7 @@ impl QueuedExporter {
                 retry,
                 timeout: timeout.timeout,
                 abort,
+                host: settings.host.clone(),
             }),
             queue,
             persistent,

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::auth::Authenticator;
+use crate::self_trace::SelfTracer;
 use crate::status::StatusHub;
 use crate::storage::StorageSpec;
 
@@ -16,6 +17,8 @@ pub struct Host {
     storages: Mutex<BTreeMap<String, Arc<StorageSpec>>>,
     authenticators: Mutex<BTreeMap<String, Authenticator>>,
     status: Arc<StatusHub>,
+    /// weft's own tracer while `service.telemetry.traces` is on.
+    self_tracer: arc_swap::ArcSwapOption<SelfTracer>,
 }
 
 impl Host {
@@ -35,6 +38,17 @@ impl Host {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release)
+    }
+
+    /// weft's own tracer, when it traces itself: one atomic load when it
+    /// does not.
+    pub fn self_tracer(&self) -> Option<Arc<SelfTracer>> {
+        let g = self.self_tracer.load();
+        g.as_ref().map(Arc::clone)
+    }
+
+    pub fn set_self_tracer(&self, tracer: Option<Arc<SelfTracer>>) {
+        self.self_tracer.store(tracer);
     }
 
     /// A started storage extension, by id (`file_storage/queue`).

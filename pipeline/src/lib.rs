@@ -12,6 +12,7 @@ pub mod graph;
 pub mod host;
 pub mod otlp_wire;
 pub mod self_telemetry;
+pub mod self_trace;
 pub mod status;
 pub mod storage;
 pub mod telemetry;

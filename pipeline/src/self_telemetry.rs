@@ -28,14 +28,17 @@ use tokio::task::JoinHandle;
 
 use crate::component::{ComponentId, Exporter, Kind, Registry, Settings};
 use crate::config::TelemetryConfig;
-use crate::data::{Batch, Payload};
+use crate::data::{Batch, Payload, Signal};
 use crate::host::Host;
 use crate::telemetry::{Series, Telemetry};
 
 /// The collector's default export interval of a periodic reader (60 s).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-const SCOPE: &str = "weft";
+pub(crate) const SCOPE: &str = "weft";
+/// The header weft's own telemetry requests carry. A receiver does not trace a
+/// request that has it, and the data it carries never makes an exporter span.
+pub const SELF_TELEMETRY_HEADER: &str = "weft-self-telemetry";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SelfTelemetryError {
@@ -45,7 +48,10 @@ pub enum SelfTelemetryError {
     Exporter { id: String, message: String },
 }
 
-fn config_err(path: impl Into<String>, message: impl Into<String>) -> SelfTelemetryError {
+pub(crate) fn config_err(
+    path: impl Into<String>,
+    message: impl Into<String>,
+) -> SelfTelemetryError {
     SelfTelemetryError::Config {
         path: path.into(),
         message: message.into(),
@@ -94,7 +100,7 @@ pub fn periodic_readers(cfg: &TelemetryConfig) -> Result<Vec<PeriodicReader>, Se
     Ok(out)
 }
 
-fn millis(
+pub(crate) fn millis(
     path: &str,
     v: Option<&Value>,
     default: Duration,
@@ -150,35 +156,10 @@ fn periodic(path: &str, v: &Value) -> Result<PeriodicReader, SelfTelemetryError>
         m.get("timeout"),
         DEFAULT_TIMEOUT,
     )?;
-    let exporter = m
-        .get("exporter")
-        .and_then(|e| e.as_mapping())
-        .ok_or_else(|| {
-            config_err(
-                format!("{path}::exporter"),
-                "a periodic reader needs an exporter: {otlp: {...}}",
-            )
-        })?;
-    let (name, otlp) = exporter
-        .iter()
-        .next()
-        .ok_or_else(|| config_err(format!("{path}::exporter"), "empty exporter"))?;
-    let name = name.as_str().unwrap_or_default();
-    let protocol_default = match name {
-        "otlp" => None,
-        "otlp_grpc" => Some("grpc"),
-        "otlp_http" => Some("http/protobuf"),
-        other => {
-            return Err(config_err(
-                format!("{path}::exporter"),
-                format!("exporter {other:?} is not supported (valid: otlp, otlp_grpc, otlp_http; console and prometheus are not)"),
-            ))
-        }
-    };
-    let (exporter_type, exporter_config) = translate_otlp(
-        &format!("{path}::exporter::{name}"),
-        otlp,
-        protocol_default,
+    let (exporter_type, exporter_config) = declarative_exporter(
+        &format!("{path}::exporter"),
+        m.get("exporter"),
+        Signal::Metrics,
         timeout,
         interval,
     )?;
@@ -190,13 +171,58 @@ fn periodic(path: &str, v: &Value) -> Result<PeriodicReader, SelfTelemetryError>
     })
 }
 
+/// The declarative `exporter: {otlp: {...}}` block (also `otlp_grpc`,
+/// `otlp_http`) as a weft exporter type and config for `signal`.
+pub(crate) fn declarative_exporter(
+    path: &str,
+    exporter: Option<&Value>,
+    signal: Signal,
+    timeout: Duration,
+    give_up: Duration,
+) -> Result<(&'static str, Value), SelfTelemetryError> {
+    let exporter = exporter.and_then(|e| e.as_mapping()).ok_or_else(|| {
+        config_err(
+            path,
+            format!("a {signal} exporter is needed: {{otlp: {{...}}}}"),
+        )
+    })?;
+    if exporter.len() != 1 {
+        return Err(config_err(path, "exactly one exporter: {otlp: {...}}"));
+    }
+    let (name, otlp) = exporter
+        .iter()
+        .next()
+        .ok_or_else(|| config_err(path, "empty exporter"))?;
+    let name = name.as_str().unwrap_or_default();
+    let protocol_default = match name {
+        "otlp" => None,
+        "otlp_grpc" => Some("grpc"),
+        "otlp_http" => Some("http/protobuf"),
+        other => {
+            return Err(config_err(
+                path,
+                format!("exporter {other:?} is not supported (valid: otlp, otlp_grpc, otlp_http; console and prometheus are not)"),
+            ))
+        }
+    };
+    translate_otlp(
+        &format!("{path}::{name}"),
+        otlp,
+        protocol_default,
+        signal,
+        timeout,
+        give_up,
+    )
+}
+
 /// The declarative OTLP exporter (`protocol`, `endpoint`, `headers`,
 /// `compression`, `timeout`, `insecure`, `certificate`, `client_key`,
 /// `client_certificate`) as a weft `otlp_grpc` / `otlp_http` exporter config.
-fn translate_otlp(
+pub(crate) fn translate_otlp(
     path: &str,
     v: &Value,
     protocol_default: Option<&str>,
+    signal: Signal,
     reader_timeout: Duration,
     interval: Duration,
 ) -> Result<(&'static str, Value), SelfTelemetryError> {
@@ -261,9 +287,9 @@ fn translate_otlp(
             // A URL without a path gets the signal's path, as the SDKs do.
             let with_path = match ep.split_once("://") {
                 Some((_, rest)) if rest.trim_end_matches('/').contains('/') => ep.clone(),
-                _ => format!("{}/v1/metrics", ep.trim_end_matches('/')),
+                _ => format!("{}/v1/{signal}", ep.trim_end_matches('/')),
             };
-            out.insert("metrics_endpoint".into(), with_path.into());
+            out.insert(format!("{signal}_endpoint").into(), with_path.into());
             if protocol == "http/json" {
                 out.insert("encoding".into(), "json".into());
             }
@@ -321,9 +347,10 @@ fn translate_otlp(
             headers.insert(n.trim().into(), v.trim().into());
         }
     }
-    if !headers.is_empty() {
-        out.insert("headers".into(), Value::Mapping(headers));
-    }
+    // Marks the request as weft's own telemetry: a weft receiving it does not
+    // trace it (no loop between two weft tracing each other).
+    headers.insert(SELF_TELEMETRY_HEADER.into(), signal.as_str().into());
+    out.insert("headers".into(), Value::Mapping(headers));
     if let Some(c) = s("compression") {
         out.insert("compression".into(), c.into());
     }
@@ -519,6 +546,7 @@ impl SelfMetrics {
         telemetry: &Telemetry,
         host: Arc<Host>,
         cfg: &TelemetryConfig,
+        instance_id: &str,
     ) -> Result<SelfMetrics, SelfTelemetryError> {
         // `metrics.level: none` turns every self-metrics reader off.
         let readers = if cfg.metrics.level == "none" {
@@ -526,7 +554,7 @@ impl SelfMetrics {
         } else {
             periodic_readers(cfg)?
         };
-        let resource = resource(cfg, &instance_id())?;
+        let resource = resource(cfg, instance_id)?;
         let (stop, stopped) = watch::channel(false);
         let mut running = Vec::new();
         let started = SystemTime::now();
@@ -641,7 +669,7 @@ mod tests {
         assert_eq!(r[0].interval, Duration::from_millis(2500));
         assert_eq!(r[0].exporter_type, "otlp_grpc");
         let g: Value = serde_yaml_ng::from_str(
-            "{endpoint: 'http://127.0.0.1:4317', tls: {insecure: true}, headers: {x-tenant: a}, compression: gzip, timeout: 30000ms, sending_queue: {queue_size: 10}, retry_on_failure: {initial_interval: 1000ms, max_interval: 2500ms, max_elapsed_time: 2500ms}}",
+            "{endpoint: 'http://127.0.0.1:4317', tls: {insecure: true}, headers: {x-tenant: a, weft-self-telemetry: metrics}, compression: gzip, timeout: 30000ms, sending_queue: {queue_size: 10}, retry_on_failure: {initial_interval: 1000ms, max_interval: 2500ms, max_elapsed_time: 2500ms}}",
         )
         .expect("yaml");
         assert_eq!(r[0].exporter_config, g);
@@ -658,7 +686,7 @@ mod tests {
     fn bad_readers_say_what_is_wrong() {
         for (yaml, want) in [
             ("metrics: {readers: [{push: {}}]}", "unknown reader"),
-            ("metrics: {readers: [{periodic: {}}]}", "needs an exporter"),
+            ("metrics: {readers: [{periodic: {}}]}", "metrics exporter is needed"),
             ("metrics: {readers: [{periodic: {exporter: {console: {}}}}]}", "not supported"),
             ("metrics: {readers: [{periodic: {interval: 0, exporter: {otlp: {}}}}]}", "positive"),
             ("metrics: {readers: [{periodic: {exporter: {otlp: {protocol: udp}}}}]}", "valid: grpc"),

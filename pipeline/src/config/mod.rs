@@ -368,9 +368,9 @@ pub struct PipelineConfig {
 pub struct TelemetryConfig {
     pub logs: LogsTelemetry,
     pub metrics: MetricsTelemetry,
-    /// Accepted for compatibility; weft does not trace itself yet.
+    /// weft's own spans (`self_trace::traces_settings` reads it).
     pub traces: Option<Value>,
-    /// Attributes of weft's own telemetry (pushed self-metrics).
+    /// Attributes of weft's own telemetry (self-traces, pushed self-metrics).
     pub resource: Option<Value>,
 }
 
@@ -633,6 +633,7 @@ impl ServiceConfig {
             .map_err(|m| doc.error(&p(&["service", "telemetry", "metrics"]), m))?;
         if let Err(e) = crate::self_telemetry::periodic_readers(&telemetry)
             .and_then(|_| crate::self_telemetry::resource(&telemetry, ""))
+            .and_then(|_| crate::self_trace::traces_settings(&telemetry).map(|_| ()))
         {
             return Err(match e {
                 crate::self_telemetry::SelfTelemetryError::Config { path, message } => {

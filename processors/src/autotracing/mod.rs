@@ -15,7 +15,7 @@ mod stats;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
@@ -23,6 +23,8 @@ use serde_yaml_ng::Value;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tracing::warn;
+use weft_pipeline::host::Host;
+use weft_pipeline::self_trace::{Attr, Parent, SpanKind};
 use weft_pipeline::{
     parse_config, Batch, Capabilities, ComponentError, ConfigFieldError, ConsumeError, Consumer,
     DynConsumer, Lifecycle, Payload, Processor, ProcessorFactory, Settings, Signal,
@@ -30,7 +32,7 @@ use weft_pipeline::{
 
 pub use config::{AutotracingConfig, SdkMerge};
 pub use graph::Stitcher;
-pub use stats::Stats;
+pub use stats::{Snapshot, Stats};
 
 pub struct AutotracingFactory;
 
@@ -69,6 +71,7 @@ pub struct Autotracing {
     state: Arc<StdMutex<Stitcher>>,
     shut: Arc<AtomicBool>,
     ticker: Mutex<Option<JoinHandle<()>>>,
+    host: Arc<Host>,
 }
 
 impl Autotracing {
@@ -87,6 +90,7 @@ impl Autotracing {
             )),
             shut: Arc::new(AtomicBool::new(false)),
             ticker: Mutex::new(None),
+            host: settings.host.clone(),
         }
     }
 
@@ -95,12 +99,47 @@ impl Autotracing {
     }
 }
 
+/// What one flush decided, for weft's own `processor/<id>/flush` span.
+struct Flush {
+    started: SystemTime,
+    trigger: &'static str,
+    before: Snapshot,
+    after: Snapshot,
+}
+
+/// Runs `decide` on the stitcher; when weft traces itself, also notes what
+/// the decision did (under the same lock, so the counts are this flush's).
+fn decide(
+    state: &StdMutex<Stitcher>,
+    stats: &Stats,
+    host: &Host,
+    trigger: &'static str,
+    decide: impl FnOnce(&mut Stitcher) -> Vec<ResourceSpans>,
+) -> (Vec<ResourceSpans>, Option<Flush>) {
+    let traced = host.self_tracer().is_some();
+    let mut st = Autotracing::lock(state);
+    let started = SystemTime::now();
+    let before = traced.then(|| stats.snapshot());
+    let out = decide(&mut st);
+    let flush = match before {
+        Some(before) if !out.is_empty() => Some(Flush {
+            started,
+            trigger,
+            before,
+            after: stats.snapshot(),
+        }),
+        _ => None,
+    };
+    (out, flush)
+}
+
 async fn forward(
     next: &DynConsumer,
     id: &str,
     origin: &Arc<str>,
     stats: &Stats,
-    out: Vec<ResourceSpans>,
+    host: &Host,
+    (out, flush): (Vec<ResourceSpans>, Option<Flush>),
 ) {
     if out.is_empty() {
         return;
@@ -110,11 +149,50 @@ async fn forward(
         .flat_map(|r| &r.scope_spans)
         .map(|s| s.spans.len())
         .sum();
-    if let Err(e) = next
-        .consume(Batch::new(Payload::Traces(out), origin.clone()))
-        .await
-    {
+    let mut batch = Batch::new(Payload::Traces(out), origin.clone());
+    let mut span = match (flush, host.self_tracer()) {
+        (Some(f), Some(t)) => {
+            let mut attrs = vec![
+                Attr::new("otelcol.component.kind", "processor"),
+                Attr::new("otelcol.component.id", id.to_string()),
+                Attr::new("otelcol.signal", "traces"),
+                Attr::new("trigger", f.trigger),
+                Attr::new(
+                    "spans",
+                    f.after.spans_out.saturating_sub(f.before.spans_out) as i64,
+                ),
+                Attr::new(
+                    "traces",
+                    f.after.traces_out.saturating_sub(f.before.traces_out) as i64,
+                ),
+                Attr::new(
+                    "edges.refused",
+                    f.after.refused.saturating_sub(f.before.refused) as i64,
+                ),
+            ];
+            for ((rule, after), (_, before)) in f.after.edges.iter().zip(&f.before.edges) {
+                attrs.push(Attr::new(
+                    format!("edges.{rule}"),
+                    after.saturating_sub(*before) as i64,
+                ));
+            }
+            let s = t.start_at(
+                format!("processor/{id}/flush"),
+                SpanKind::Internal,
+                Parent::Remote(None),
+                attrs,
+                f.started,
+            );
+            batch.self_spans = s.as_parent();
+            Some(s)
+        }
+        _ => None,
+    };
+    if let Err(e) = next.consume(batch).await {
         stats.dropped.add(n as u64);
+        if let Some(s) = &mut span {
+            s.error(e.to_string());
+        }
         warn!(processor = %id, spans = n, error = %e, "downstream refused stitched spans");
     }
 }
@@ -122,12 +200,13 @@ async fn forward(
 #[async_trait]
 impl Lifecycle for Autotracing {
     async fn start(&self) -> Result<(), ComponentError> {
-        let (state, stats, next, id, origin) = (
+        let (state, stats, next, id, origin, host) = (
             self.state.clone(),
             self.stats.clone(),
             self.next.clone(),
             self.id.clone(),
             self.origin.clone(),
+            self.host.clone(),
         );
         let period = (self.window / 8).clamp(Duration::from_millis(10), Duration::from_millis(250));
         let task = tokio::spawn(async move {
@@ -135,8 +214,10 @@ impl Lifecycle for Autotracing {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let out = Self::lock(&state).tick(Instant::now());
-                forward(&next, &id, &origin, &stats, out).await;
+                let out = decide(&state, &stats, &host, "window", |st| {
+                    st.tick(Instant::now())
+                });
+                forward(&next, &id, &origin, &stats, &host, out).await;
             }
         });
         *self.ticker.lock().await = Some(task);
@@ -148,8 +229,18 @@ impl Lifecycle for Autotracing {
         if let Some(t) = self.ticker.lock().await.take() {
             t.abort();
         }
-        let out = Self::lock(&self.state).flush_all(Instant::now());
-        forward(&self.next, &self.id, &self.origin, &self.stats, out).await;
+        let out = decide(&self.state, &self.stats, &self.host, "shutdown", |st| {
+            st.flush_all(Instant::now())
+        });
+        forward(
+            &self.next,
+            &self.id,
+            &self.origin,
+            &self.stats,
+            &self.host,
+            out,
+        )
+        .await;
         Ok(())
     }
 }
@@ -161,19 +252,27 @@ impl Consumer for Autotracing {
         let metadata = batch.metadata.clone();
         match batch.into_payload() {
             Payload::Traces(rs) => {
-                let out = {
-                    let mut st = Self::lock(&self.state);
+                let shut = self.shut.load(Ordering::Acquire);
+                let trigger = if shut { "shutdown" } else { "arrival" };
+                let out = decide(&self.state, &self.stats, &self.host, trigger, |st| {
                     let now = Instant::now();
-                    if self.shut.load(Ordering::Acquire) {
+                    st.ingest(rs, now);
+                    if shut {
                         // After shutdown began nothing waits: decide and send now.
-                        st.ingest(rs, now);
                         st.flush_all(now)
                     } else {
-                        st.ingest(rs, now);
                         st.tick(now)
                     }
-                };
-                forward(&self.next, &self.id, &self.origin, &self.stats, out).await;
+                });
+                forward(
+                    &self.next,
+                    &self.id,
+                    &self.origin,
+                    &self.stats,
+                    &self.host,
+                    out,
+                )
+                .await;
                 Ok(())
             }
             other => {

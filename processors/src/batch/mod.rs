@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, Mutex, RwLock};
 use tokio::task::JoinHandle;
 use tracing::warn;
 use weft_pipeline::otlp_wire::EncodedTraces;
+use weft_pipeline::self_trace::{SpanContext, MAX_LINKS};
 use weft_pipeline::{
     parse_config, Batch, ComponentError, ConfigFieldError, ConsumeError, Consumer, Counter,
     DynConsumer, Lifecycle, Payload, Processor, ProcessorFactory, Settings, Signal,
@@ -150,6 +151,8 @@ struct Worker {
     pending_items: usize,
     origin: Option<Arc<str>>,
     first_at: Option<Instant>,
+    /// weft's own spans the pending data came through (the send span links them).
+    self_spans: Vec<SpanContext>,
     waiters: VecDeque<Waiter>,
     /// Items added and items handed on, since the start.
     added: u64,
@@ -178,6 +181,10 @@ impl Worker {
         }
         if self.origin.is_none() {
             self.origin = Some(batch.origin.clone());
+        }
+        if let Some(spans) = &batch.self_spans {
+            let room = MAX_LINKS.saturating_sub(self.self_spans.len());
+            self.self_spans.extend(spans.iter().take(room).cloned());
         }
         let first = batch.received_at;
         self.first_at = Some(self.first_at.map_or(first, |f| f.min(first)));
@@ -246,6 +253,9 @@ impl Worker {
         if let Some(at) = self.first_at {
             b.received_at = at;
         }
+        if !self.self_spans.is_empty() {
+            b.self_spans = Some(Arc::from(self.self_spans.as_slice()));
+        }
         let result = self.next.consume(b).await;
         let (from, to) = (self.handed_on, self.handed_on + items as u64);
         self.handed_on = to;
@@ -294,6 +304,7 @@ impl Worker {
         if self.pending_items == 0 {
             self.first_at = None;
             self.origin = None;
+            self.self_spans.clear();
         }
         sent
     }
@@ -321,6 +332,7 @@ impl Worker {
         }
         self.first_at = None;
         self.origin = None;
+        self.self_spans.clear();
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
@@ -377,6 +389,7 @@ impl Lifecycle for BatchProcessor {
             wire: Vec::new(),
             pending_items: 0,
             origin: None,
+            self_spans: Vec::new(),
             first_at: None,
             waiters: VecDeque::new(),
             added: 0,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use weft_pipeline::otlp_wire::EncodedTraces;
+use weft_pipeline::self_trace::{self, Attr, Caller, Parent, SpanKind};
 use weft_pipeline::{
     Batch, ClientMetadata, ConsumeError, Payload, ReceiverMetrics, ReceiverOutputs, Settings,
 };
@@ -15,6 +16,8 @@ pub(crate) struct Ingest {
     host: Arc<weft_pipeline::host::Host>,
     origin: Arc<str>,
     transport: &'static str,
+    /// The `format` attribute of receive spans.
+    format: &'static str,
     outputs: ReceiverOutputs,
     pub(crate) metrics: ReceiverMetrics,
 }
@@ -29,6 +32,7 @@ impl Ingest {
             host: settings.host.clone(),
             origin: Arc::from(settings.id.to_string()),
             transport,
+            format: format_of(&settings.id.type_name, transport),
             outputs,
             metrics: ReceiverMetrics::new(&settings.telemetry, &settings.id, transport),
         })
@@ -50,6 +54,24 @@ impl Ingest {
         ))
     }
 
+    /// The caller of an HTTP request, read only when weft traces itself.
+    pub(crate) fn caller_http(&self, headers: &http::HeaderMap) -> Caller {
+        match self.host.self_tracer() {
+            None => Caller::default(),
+            Some(t) => {
+                Caller::from_headers(&t, headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())))
+            }
+        }
+    }
+
+    /// The caller of a gRPC request, read only when weft traces itself.
+    pub(crate) fn caller_grpc(&self, metadata: &tonic::metadata::MetadataMap) -> Caller {
+        match self.host.self_tracer() {
+            None => Caller::default(),
+            Some(_) => self.caller_http(&metadata.clone().into_headers()),
+        }
+    }
+
     /// Sends one request's data downstream. A request without any resource
     /// entry is acknowledged without bothering the pipeline.
     pub(crate) async fn consume(
@@ -57,12 +79,14 @@ impl Ingest {
         payload: Payload,
         metadata: Option<ClientMetadata>,
         received_at: Instant,
+        caller: Caller,
     ) -> Result<(), ConsumeError> {
         if payload.is_empty() {
             return Ok(());
         }
         let batch = Batch::new(payload, self.origin.clone());
-        self.consume_batch(batch, metadata, received_at).await
+        self.consume_batch(batch, metadata, received_at, caller)
+            .await
     }
 
     /// As [`Ingest::consume`], for traces that stay encoded.
@@ -71,12 +95,14 @@ impl Ingest {
         traces: EncodedTraces,
         metadata: Option<ClientMetadata>,
         received_at: Instant,
+        caller: Caller,
     ) -> Result<(), ConsumeError> {
         if traces.resource_count() == 0 {
             return Ok(());
         }
         let batch = Batch::encoded(traces, self.origin.clone());
-        self.consume_batch(batch, metadata, received_at).await
+        self.consume_batch(batch, metadata, received_at, caller)
+            .await
     }
 
     async fn consume_batch(
@@ -84,12 +110,48 @@ impl Ingest {
         mut batch: Batch,
         metadata: Option<ClientMetadata>,
         received_at: Instant,
+        caller: Caller,
     ) -> Result<(), ConsumeError> {
         let signal = batch.signal();
         let items = batch.item_count() as u64;
         batch.received_at = received_at;
         batch.metadata = metadata.map(Arc::new);
+        // weft's own receive span (the collector's `receiver/<id>/…Received`);
+        // never for weft's own telemetry arriving here.
+        let mut span = match self.host.self_tracer() {
+            Some(t) if !caller.self_telemetry => Some(t.start(
+                self_trace::receive_span_name(&self.origin, signal),
+                SpanKind::Server,
+                Parent::Remote(caller.parent),
+                vec![
+                    Attr::new("otelcol.component.kind", "receiver"),
+                    Attr::new("otelcol.component.id", self.origin.to_string()),
+                    Attr::new("otelcol.signal", signal.as_str()),
+                    Attr::new("transport", self.transport),
+                    Attr::new("format", self.format),
+                ],
+            )),
+            _ => None,
+        };
+        if let Some(s) = &span {
+            batch.self_spans = s.as_parent();
+        }
         let result = self.outputs.for_signal(signal).consume(batch).await;
+        if let Some(s) = &mut span {
+            let word = self_trace::items_word(signal);
+            let (accepted, refused) = if result.is_ok() {
+                (items, 0)
+            } else {
+                (0, items)
+            };
+            s.set(Attr::new(format!("accepted_{word}"), accepted as i64));
+            s.set(Attr::new(format!("refused_{word}"), refused as i64));
+            match &result {
+                Ok(()) => {}
+                Err(e) => s.error(e.to_string()),
+            }
+        }
+        drop(span);
         match &result {
             Ok(()) => self.metrics.accepted(signal).add(items),
             Err(e) => {
@@ -115,5 +177,18 @@ impl Ingest {
             transport = self.transport,
             "rejected request: {why}"
         );
+    }
+}
+
+/// The collector's `format` of a receiver's requests.
+fn format_of(receiver_type: &str, transport: &str) -> &'static str {
+    match (receiver_type, transport) {
+        ("otlp", _) => "protobuf",
+        ("jaeger", "grpc") => "protobuf",
+        ("jaeger", _) => "thrift",
+        ("zipkin", _) => "zipkin",
+        ("datadog", _) => "msgpack",
+        ("ebpf", _) => "ebpf",
+        _ => "unknown",
     }
 }

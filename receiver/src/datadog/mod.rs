@@ -306,6 +306,7 @@ async fn traces(
         tracer_version: header(&req, "datadog-meta-tracer-version"),
         container_id: header(&req, "datadog-container-id"),
     };
+    let caller = state.ingest.caller_http(req.headers());
     let metadata = state.include_metadata.then(|| ClientMetadata {
         peer: Some(peer.to_string()),
         headers: req
@@ -384,7 +385,12 @@ async fn traces(
 
     match state
         .ingest
-        .consume(Payload::Traces(resource_spans), metadata, received_at)
+        .consume(
+            Payload::Traces(resource_spans),
+            metadata,
+            received_at,
+            caller,
+        )
         .await
     {
         Ok(()) => match version {

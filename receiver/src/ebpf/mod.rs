@@ -480,7 +480,9 @@ fn log_tls(id: &ComponentId, done: &tls::Attached) {
 async fn forward(ingest: Arc<Ingest>, mut rx: mpsc::Receiver<Payload>) {
     while let Some(payload) = rx.recv().await {
         // Refusals are counted by Ingest; the kernel cannot be asked to resend.
-        let _ = ingest.consume(payload, None, Instant::now()).await;
+        let _ = ingest
+            .consume(payload, None, Instant::now(), Default::default())
+            .await;
     }
 }
 

@@ -54,12 +54,18 @@ impl CollectorService for Handler {
         let received_at = Instant::now();
         mark_reached(&req);
         let metadata = self.include_metadata.then(|| client_metadata(&req));
+        let caller = self.ingest.caller_grpc(req.metadata());
         let resource_spans = translate_post_spans(req.into_inner()).map_err(|e| {
             self.ingest.bad_request(&e);
             Status::invalid_argument(e.to_string())
         })?;
         self.ingest
-            .consume(Payload::Traces(resource_spans), metadata, received_at)
+            .consume(
+                Payload::Traces(resource_spans),
+                metadata,
+                received_at,
+                caller,
+            )
             .await
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(PostSpansResponse {}))

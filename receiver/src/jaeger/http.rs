@@ -175,6 +175,7 @@ async fn route(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Respo
     if declared.is_some_and(|n| n > state.limit as u64) {
         return too_large(state);
     }
+    let caller = state.ingest.caller_http(req.headers());
     let metadata = state.include_metadata.then(|| ClientMetadata {
         peer: Some(peer.to_string()),
         headers: req
@@ -233,7 +234,12 @@ async fn route(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Respo
     };
     match state
         .ingest
-        .consume(Payload::Traces(resource_spans), metadata, received_at)
+        .consume(
+            Payload::Traces(resource_spans),
+            metadata,
+            received_at,
+            caller,
+        )
         .await
     {
         Ok(()) => text(StatusCode::ACCEPTED, ""),

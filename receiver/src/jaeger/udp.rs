@@ -91,7 +91,9 @@ async fn process(ingest: &Ingest, protocol: Protocol, datagram: &[u8], received_
         Err(e) => ingest.bad_request(&e),
         // A refusal is counted by the hand-off; a datagram has no one to tell.
         Ok(rs) => {
-            let _ = ingest.consume(Payload::Traces(rs), None, received_at).await;
+            let _ = ingest
+                .consume(Payload::Traces(rs), None, received_at, Default::default())
+                .await;
         }
     }
 }

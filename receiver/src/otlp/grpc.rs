@@ -83,13 +83,14 @@ impl Handler {
         let received_at = Instant::now();
         mark_reached(&req);
         let metadata = self.include_metadata.then(|| client_metadata(&req));
+        let caller = self.ingest.caller_grpc(req.metadata());
         let payload = into(req.into_inner());
         if let Err(e) = validate_ids(&payload) {
             self.ingest.bad_request(&e);
             return Err(Status::invalid_argument(e.to_string()));
         }
         self.ingest
-            .consume(payload, metadata, received_at)
+            .consume(payload, metadata, received_at, caller)
             .await
             .map_err(|e| to_status(&e))
     }

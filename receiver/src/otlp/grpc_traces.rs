@@ -115,6 +115,7 @@ impl TraceHandler {
         let received_at = Instant::now();
         mark_reached(&req);
         let metadata = self.include_metadata.then(|| client_metadata(&req));
+        let caller = self.ingest.caller_grpc(req.metadata());
         let traces = match EncodedTraces::new(req.into_inner()) {
             Ok(t) => t,
             Err(e) => {
@@ -128,7 +129,7 @@ impl TraceHandler {
             }
         };
         self.ingest
-            .consume_encoded(traces, metadata, received_at)
+            .consume_encoded(traces, metadata, received_at, caller)
             .await
             .map_err(|e| to_status(&e))
     }

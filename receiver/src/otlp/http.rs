@@ -153,6 +153,7 @@ async fn route(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Respo
         return too_large(state, format);
     }
 
+    let caller = ingest.caller_http(req.headers());
     let metadata = state.include_metadata.then(|| ClientMetadata {
         peer: Some(peer.to_string()),
         headers: req
@@ -209,8 +210,12 @@ async fn route(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Respo
     };
 
     let result = match payload {
-        Decoded::Payload(p) => ingest.consume(p, metadata, received_at).await,
-        Decoded::Traces(t) => ingest.consume_encoded(t, metadata, received_at).await,
+        Decoded::Payload(p) => ingest.consume(p, metadata, received_at, caller).await,
+        Decoded::Traces(t) => {
+            ingest
+                .consume_encoded(t, metadata, received_at, caller)
+                .await
+        }
     };
     match result {
         Ok(()) => success(format),

@@ -251,6 +251,7 @@ async fn route(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Respo
     if declared.is_some_and(|n| n > state.limit as u64) {
         return too_large(state);
     }
+    let caller = state.ingest.caller_http(req.headers());
     let metadata = state.include_metadata.then(|| ClientMetadata {
         peer: Some(peer.to_string()),
         headers: req
@@ -309,7 +310,11 @@ async fn route(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Respo
         }
     };
 
-    match state.ingest.consume(payload, metadata, received_at).await {
+    match state
+        .ingest
+        .consume(payload, metadata, received_at, caller)
+        .await
+    {
         // As Zipkin's API: accepted for processing, nothing to say.
         Ok(()) => text(StatusCode::ACCEPTED, ""),
         Err(e) => refusal(&e),

@@ -1,0 +1,870 @@
+//! weft's own spans: `service.telemetry.traces`.
+//!
+//! The spans are made by the OpenTelemetry Rust SDK (`opentelemetry_sdk`: its
+//! tracer, id generator and samplers) and encoded to OTLP by
+//! `opentelemetry-proto`'s transform. What carries them out is a private
+//! instance of weft's own `otlp_grpc` / `otlp_http` exporter, as for the pushed
+//! self-metrics, so endpoints, TLS, headers, compression, retries and the
+//! bounded sending queue behave as they do for data.
+//!
+//! Cost and isolation:
+//! - Off (no `traces` key, `level: none`, or no processor): every hook is one
+//!   atomic load of an empty slot in the [`Host`].
+//! - On: a finished span goes into a bounded queue (`max_queue_size`) with a
+//!   non-blocking send; a full queue drops it and counts it
+//!   (`weft_self_telemetry_spans{result="dropped"}`). A task batches the queue
+//!   (`schedule_delay`, `max_export_batch_size`) and hands each batch to the
+//!   private exporter, whose own queue of 10 batches refuses (counted) rather
+//!   than waits. Nothing on the data path ever waits on the self-telemetry
+//!   endpoint.
+//! - No loop: the requests weft's self-telemetry makes carry the
+//!   [`SELF_TELEMETRY_HEADER`]; a weft receiver that gets one makes no receive
+//!   span and the data makes no exporter span. Data a request brought in
+//!   carries the receive span's context ([`Batch::self_spans`]); an exporter
+//!   makes a send span only for data that has one, so weft's self-telemetry
+//!   batches (which have none) are never traced by its own exporters. The ebpf
+//!   receiver never captures weft's own process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::trace::{
+    Link, Span as _, SpanBuilder, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    TracerProvider as _,
+};
+use opentelemetry::{Context, InstrumentationScope, KeyValue};
+use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    Sampler, SdkTracer, SdkTracerProvider, ShouldSample, SpanData, SpanProcessor,
+};
+use serde_yaml_ng::{Mapping, Value};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use weft_propagation::{extract, ExtractOptions, Headers, Style};
+
+use crate::component::{ComponentId, Exporter, Kind, Registry, Settings};
+use crate::config::TelemetryConfig;
+use crate::data::{Batch, Payload, Signal};
+use crate::host::Host;
+use crate::self_telemetry::{
+    config_err, declarative_exporter, millis, SelfTelemetryError, SCOPE, SELF_TELEMETRY_HEADER,
+};
+use crate::telemetry::{Counter, Telemetry};
+
+/// The declarative batch span processor's defaults (the SDK specification's).
+pub const DEFAULT_SCHEDULE_DELAY: Duration = Duration::from_millis(5000);
+pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_millis(30_000);
+pub const DEFAULT_MAX_QUEUE_SIZE: usize = 2048;
+pub const DEFAULT_MAX_EXPORT_BATCH_SIZE: usize = 512;
+/// At most this many links on one span (an export of a merged batch links the
+/// receive spans of its parts).
+pub const MAX_LINKS: usize = 128;
+
+/// The contexts of weft's own spans a batch passed through (receive spans,
+/// autotracing flushes): the parent of an exporter's send span when there is
+/// one, its links when a batch processor merged several. `None` when weft does
+/// not trace itself, and for weft's own self-telemetry batches.
+pub type SelfSpans = Option<Arc<[SpanContext]>>;
+
+/// `service.telemetry.traces`, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracesSettings {
+    pub level: String,
+    /// Formats a receive span's remote parent is read from (`propagators`).
+    pub propagators: Vec<Style>,
+    pub sampler: SamplerSpec,
+    pub processors: Vec<BatchSpec>,
+}
+
+/// One span processor: how spans are batched, and the weft exporter that
+/// sends them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchSpec {
+    pub schedule_delay: Duration,
+    pub export_timeout: Duration,
+    pub max_queue_size: usize,
+    pub max_export_batch_size: usize,
+    pub exporter_type: &'static str,
+    pub exporter_config: Value,
+}
+
+/// The declarative sampler.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SamplerSpec {
+    AlwaysOn,
+    AlwaysOff,
+    Ratio(f64),
+    ParentBased {
+        root: Box<SamplerSpec>,
+        remote_parent_sampled: Box<SamplerSpec>,
+        remote_parent_not_sampled: Box<SamplerSpec>,
+        local_parent_sampled: Box<SamplerSpec>,
+        local_parent_not_sampled: Box<SamplerSpec>,
+    },
+}
+
+impl SamplerSpec {
+    /// The collector's (and the SDK's) default: parent-based, always on at the root.
+    pub fn default_parent_based() -> SamplerSpec {
+        SamplerSpec::ParentBased {
+            root: Box::new(SamplerSpec::AlwaysOn),
+            remote_parent_sampled: Box::new(SamplerSpec::AlwaysOn),
+            remote_parent_not_sampled: Box::new(SamplerSpec::AlwaysOff),
+            local_parent_sampled: Box::new(SamplerSpec::AlwaysOn),
+            local_parent_not_sampled: Box::new(SamplerSpec::AlwaysOff),
+        }
+    }
+
+    fn build(&self) -> Box<dyn ShouldSample> {
+        match self {
+            SamplerSpec::AlwaysOn => Box::new(Sampler::AlwaysOn),
+            SamplerSpec::AlwaysOff => Box::new(Sampler::AlwaysOff),
+            SamplerSpec::Ratio(r) => Box::new(Sampler::TraceIdRatioBased(*r)),
+            SamplerSpec::ParentBased {
+                root,
+                remote_parent_sampled,
+                remote_parent_not_sampled,
+                local_parent_sampled,
+                local_parent_not_sampled,
+            } => Box::new(
+                Sampler::parent_based(root.build())
+                    .with_remote_parent_sampled(remote_parent_sampled.build())
+                    .with_remote_parent_not_sampled(remote_parent_not_sampled.build())
+                    .with_local_parent_sampled(local_parent_sampled.build())
+                    .with_local_parent_not_sampled(local_parent_not_sampled.build()),
+            ),
+        }
+    }
+}
+
+fn check_keys(path: &str, m: &Mapping, known: &[&str]) -> Result<(), SelfTelemetryError> {
+    for k in m.keys() {
+        let k = k.as_str().unwrap_or_default();
+        if !known.contains(&k) {
+            return Err(config_err(
+                path,
+                format!("unknown key {k:?} (valid: {})", known.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn sampler(path: &str, v: &Value) -> Result<SamplerSpec, SelfTelemetryError> {
+    let Some(m) = v.as_mapping().filter(|m| m.len() == 1) else {
+        return Err(config_err(
+            path,
+            "one sampler: always_on, always_off, trace_id_ratio_based or parent_based",
+        ));
+    };
+    let Some((name, body)) = m.iter().next() else {
+        return Err(config_err(path, "empty sampler"));
+    };
+    let name = name.as_str().unwrap_or_default();
+    let empty = Mapping::new();
+    let body = match body {
+        Value::Null => &empty,
+        Value::Mapping(b) => b,
+        _ => return Err(config_err(format!("{path}::{name}"), "expected a map")),
+    };
+    let here = format!("{path}::{name}");
+    match name {
+        "always_on" => Ok(SamplerSpec::AlwaysOn),
+        "always_off" => Ok(SamplerSpec::AlwaysOff),
+        "trace_id_ratio_based" => {
+            check_keys(&here, body, &["ratio"])?;
+            let ratio = match body.get("ratio") {
+                None | Some(Value::Null) => 1.0,
+                Some(r) => r
+                    .as_f64()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| {
+                        config_err(format!("{here}::ratio"), "a number from 0 to 1")
+                    })?,
+            };
+            Ok(SamplerSpec::Ratio(ratio))
+        }
+        "parent_based" => {
+            let keys = [
+                "root",
+                "remote_parent_sampled",
+                "remote_parent_not_sampled",
+                "local_parent_sampled",
+                "local_parent_not_sampled",
+            ];
+            check_keys(&here, body, &keys)?;
+            let SamplerSpec::ParentBased {
+                root,
+                remote_parent_sampled,
+                remote_parent_not_sampled,
+                local_parent_sampled,
+                local_parent_not_sampled,
+            } = SamplerSpec::default_parent_based()
+            else {
+                return Err(config_err(&here, "internal: default sampler"));
+            };
+            let pick = |k: &str, d: Box<SamplerSpec>| -> Result<Box<SamplerSpec>, SelfTelemetryError> {
+                match body.get(k) {
+                    None | Some(Value::Null) => Ok(d),
+                    Some(v) => Ok(Box::new(sampler(&format!("{here}::{k}"), v)?)),
+                }
+            };
+            Ok(SamplerSpec::ParentBased {
+                root: pick("root", root)?,
+                remote_parent_sampled: pick("remote_parent_sampled", remote_parent_sampled)?,
+                remote_parent_not_sampled: pick(
+                    "remote_parent_not_sampled",
+                    remote_parent_not_sampled,
+                )?,
+                local_parent_sampled: pick("local_parent_sampled", local_parent_sampled)?,
+                local_parent_not_sampled: pick(
+                    "local_parent_not_sampled",
+                    local_parent_not_sampled,
+                )?,
+            })
+        }
+        other => Err(config_err(
+            path,
+            format!("unknown sampler {other:?} (valid: always_on, always_off, trace_id_ratio_based, parent_based)"),
+        )),
+    }
+}
+
+fn count(path: &str, v: Option<&Value>, default: usize) -> Result<usize, SelfTelemetryError> {
+    match v {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| *n > 0 && *n <= 1_000_000)
+            .map(|n| n as usize)
+            .ok_or_else(|| config_err(path, "a positive whole number (at most 1000000)")),
+    }
+}
+
+fn processor(path: &str, v: &Value) -> Result<BatchSpec, SelfTelemetryError> {
+    let Some(m) = v.as_mapping().filter(|m| m.len() == 1) else {
+        return Err(config_err(
+            path,
+            "one processor: {batch: {...}} or {simple: {...}}",
+        ));
+    };
+    let Some((name, body)) = m.iter().next() else {
+        return Err(config_err(path, "empty processor"));
+    };
+    let name = name.as_str().unwrap_or_default();
+    let here = format!("{path}::{name}");
+    let Some(body) = body.as_mapping() else {
+        return Err(config_err(&here, "expected a map with `exporter`"));
+    };
+    match name {
+        "batch" => {
+            check_keys(
+                &here,
+                body,
+                &[
+                    "schedule_delay",
+                    "export_timeout",
+                    "max_queue_size",
+                    "max_export_batch_size",
+                    "exporter",
+                ],
+            )?;
+            let schedule_delay = millis(
+                &format!("{here}::schedule_delay"),
+                body.get("schedule_delay"),
+                DEFAULT_SCHEDULE_DELAY,
+            )?;
+            let export_timeout = millis(
+                &format!("{here}::export_timeout"),
+                body.get("export_timeout"),
+                DEFAULT_EXPORT_TIMEOUT,
+            )?;
+            let max_queue_size = count(
+                &format!("{here}::max_queue_size"),
+                body.get("max_queue_size"),
+                DEFAULT_MAX_QUEUE_SIZE,
+            )?;
+            let max_export_batch_size = count(
+                &format!("{here}::max_export_batch_size"),
+                body.get("max_export_batch_size"),
+                DEFAULT_MAX_EXPORT_BATCH_SIZE,
+            )?;
+            if max_export_batch_size > max_queue_size {
+                return Err(config_err(
+                    format!("{here}::max_export_batch_size"),
+                    format!("{max_export_batch_size} is more than max_queue_size {max_queue_size}"),
+                ));
+            }
+            let (exporter_type, exporter_config) = declarative_exporter(
+                &format!("{here}::exporter"),
+                body.get("exporter"),
+                Signal::Traces,
+                export_timeout,
+                schedule_delay.max(Duration::from_secs(1)),
+            )?;
+            Ok(BatchSpec {
+                schedule_delay,
+                export_timeout,
+                max_queue_size,
+                max_export_batch_size,
+                exporter_type,
+                exporter_config,
+            })
+        }
+        // The SDK's simple processor exports each span as it ends, on the
+        // caller's thread. weft never exports on the data path: it is a batch
+        // processor that sends at once (each span goes out within ~1 ms).
+        "simple" => {
+            check_keys(&here, body, &["exporter"])?;
+            let (exporter_type, exporter_config) = declarative_exporter(
+                &format!("{here}::exporter"),
+                body.get("exporter"),
+                Signal::Traces,
+                DEFAULT_EXPORT_TIMEOUT,
+                Duration::from_secs(1),
+            )?;
+            Ok(BatchSpec {
+                schedule_delay: Duration::from_millis(1),
+                export_timeout: DEFAULT_EXPORT_TIMEOUT,
+                max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
+                max_export_batch_size: DEFAULT_MAX_EXPORT_BATCH_SIZE,
+                exporter_type,
+                exporter_config,
+            })
+        }
+        other => Err(config_err(
+            path,
+            format!("unknown span processor {other:?} (valid: batch, simple)"),
+        )),
+    }
+}
+
+/// Reads `service.telemetry.traces`. `None` when weft does not trace itself:
+/// no `traces` key, `level: none`, or no processor to send spans with.
+pub fn traces_settings(
+    cfg: &TelemetryConfig,
+) -> Result<Option<TracesSettings>, SelfTelemetryError> {
+    let m = match &cfg.traces {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Mapping(m)) => m,
+        Some(_) => return Err(config_err("traces", "expected a map")),
+    };
+    check_keys(
+        "traces",
+        m,
+        &["level", "propagators", "processors", "sampler", "limits"],
+    )?;
+    let level = match m.get("level") {
+        None | Some(Value::Null) => "basic".to_string(),
+        Some(Value::String(l)) if ["none", "basic", "normal", "detailed"].contains(&l.as_str()) => {
+            l.clone()
+        }
+        Some(other) => {
+            return Err(config_err(
+                "traces::level",
+                format!("{other:?} (valid: none, basic, normal, detailed)"),
+            ))
+        }
+    };
+    let mut propagators = Vec::new();
+    match m.get("propagators") {
+        None | Some(Value::Null) => {}
+        Some(Value::Sequence(list)) => {
+            for (i, p) in list.iter().enumerate() {
+                let Some(name) = p.as_str() else {
+                    return Err(config_err(
+                        format!("traces::propagators::{i}"),
+                        "a propagator name",
+                    ));
+                };
+                if name == "none" {
+                    continue;
+                }
+                let style: Style = name
+                    .parse()
+                    .map_err(|e| config_err(format!("traces::propagators::{i}"), format!("{e}")))?;
+                if !propagators.contains(&style) {
+                    propagators.push(style);
+                }
+            }
+        }
+        Some(_) => {
+            return Err(config_err(
+                "traces::propagators",
+                "a list of names: [tracecontext, baggage, b3, ...]",
+            ))
+        }
+    }
+    let sampler = match m.get("sampler") {
+        None | Some(Value::Null) => SamplerSpec::default_parent_based(),
+        Some(v) => sampler("traces::sampler", v)?,
+    };
+    let mut processors = Vec::new();
+    match m.get("processors") {
+        None | Some(Value::Null) => {}
+        Some(Value::Sequence(list)) => {
+            for (i, p) in list.iter().enumerate() {
+                processors.push(processor(&format!("traces::processors::{i}"), p)?);
+            }
+        }
+        Some(_) => {
+            return Err(config_err(
+                "traces::processors",
+                "a list: [{batch: {exporter: {otlp: {...}}}}]",
+            ))
+        }
+    }
+    if level == "none" || processors.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(TracesSettings {
+        level,
+        propagators,
+        sampler,
+        processors,
+    }))
+}
+
+/// Where a new span hangs.
+pub enum Parent<'a> {
+    /// A root span, or the child of a context read from request headers.
+    Remote(Option<SpanContext>),
+    /// The child of the one context, or a root linking all of them.
+    Of(&'a [SpanContext]),
+}
+
+/// The live tracer, held by the [`Host`] while weft traces itself.
+pub struct SelfTracer {
+    tracer: SdkTracer,
+    propagators: ExtractOptions,
+}
+
+impl std::fmt::Debug for SelfTracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelfTracer").finish_non_exhaustive()
+    }
+}
+
+impl SelfTracer {
+    /// True when receivers should read a remote parent from request headers.
+    pub fn reads_headers(&self) -> bool {
+        self.propagators.styles.iter().any(|s| s.carries_context())
+    }
+
+    /// The remote parent in `headers`, read with the configured propagators.
+    pub fn remote_parent(&self, headers: &Headers) -> Option<SpanContext> {
+        if !self.reads_headers() {
+            return None;
+        }
+        let c = extract(headers, &self.propagators).context?;
+        let trace_id = TraceId::from_bytes(c.trace_id.as_u128().to_be_bytes());
+        let span_id = SpanId::from_bytes(c.span_id.as_u64().to_be_bytes());
+        if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+            return None;
+        }
+        let flags = if c.sampled == Some(false) {
+            TraceFlags::default()
+        } else {
+            TraceFlags::SAMPLED
+        };
+        Some(SpanContext::new(
+            trace_id,
+            span_id,
+            flags,
+            true,
+            TraceState::default(),
+        ))
+    }
+
+    /// Starts a span; it ends when dropped (or at [`SelfSpan::end`]).
+    pub fn start(
+        &self,
+        name: String,
+        kind: SpanKind,
+        parent: Parent<'_>,
+        attributes: Vec<KeyValue>,
+    ) -> SelfSpan {
+        self.build(SpanBuilder::from_name(name), kind, parent, attributes)
+    }
+
+    /// As [`SelfTracer::start`], for work that began at `started`.
+    pub fn start_at(
+        &self,
+        name: String,
+        kind: SpanKind,
+        parent: Parent<'_>,
+        attributes: Vec<KeyValue>,
+        started: std::time::SystemTime,
+    ) -> SelfSpan {
+        let builder = SpanBuilder::from_name(name).with_start_time(started);
+        self.build(builder, kind, parent, attributes)
+    }
+
+    fn build(
+        &self,
+        builder: SpanBuilder,
+        kind: SpanKind,
+        parent: Parent<'_>,
+        attributes: Vec<KeyValue>,
+    ) -> SelfSpan {
+        let mut builder = builder.with_kind(kind).with_attributes(attributes);
+        let cx = match parent {
+            Parent::Remote(Some(sc)) => Context::new().with_remote_span_context(sc),
+            Parent::Remote(None) => Context::new(),
+            Parent::Of([one]) => Context::new().with_remote_span_context(one.clone()),
+            Parent::Of(many) => {
+                builder = builder.with_links(
+                    many.iter()
+                        .take(MAX_LINKS)
+                        .map(|sc| Link::with_context(sc.clone()))
+                        .collect(),
+                );
+                Context::new()
+            }
+        };
+        SelfSpan(builder.start_with_context(&self.tracer, &cx))
+    }
+}
+
+/// One of weft's own spans.
+pub struct SelfSpan(opentelemetry_sdk::trace::Span);
+
+impl SelfSpan {
+    pub fn context(&self) -> SpanContext {
+        self.0.span_context().clone()
+    }
+
+    /// Its context, for the data it hands on (nothing when it is not sampled).
+    pub fn as_parent(&self) -> SelfSpans {
+        let sc = self.0.span_context();
+        (sc.is_valid() && sc.is_sampled()).then(|| Arc::from([sc.clone()]))
+    }
+
+    pub fn set(&mut self, kv: KeyValue) {
+        self.0.set_attribute(kv);
+    }
+
+    pub fn event(&mut self, name: &'static str, attributes: Vec<KeyValue>) {
+        self.0.add_event(name, attributes);
+    }
+
+    pub fn error(&mut self, message: String) {
+        self.0
+            .set_status(opentelemetry::trace::Status::error(message));
+    }
+
+    pub fn ok(&mut self) {
+        self.0.set_status(opentelemetry::trace::Status::Ok);
+    }
+
+    pub fn end(mut self) {
+        self.0.end();
+    }
+}
+
+/// Counters of one processor's queue.
+#[derive(Clone)]
+struct SpanCounters {
+    queued: Counter,
+    dropped: Counter,
+    exported: Counter,
+    refused: Counter,
+}
+
+/// The span processor: a non-blocking hand-off into a bounded queue.
+struct QueueProcessor {
+    tx: mpsc::Sender<SpanData>,
+    counters: SpanCounters,
+}
+
+impl std::fmt::Debug for QueueProcessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueProcessor").finish_non_exhaustive()
+    }
+}
+
+impl SpanProcessor for QueueProcessor {
+    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        match self.tx.try_send(span) {
+            Ok(()) => self.counters.queued.inc(),
+            Err(_) => self.counters.dropped.inc(),
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    // The queue's task drains on `SelfTraces::shutdown`.
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+/// The running self-tracing: the provider, and per processor its exporter and
+/// batching task.
+pub struct SelfTraces {
+    host: Arc<Host>,
+    provider: Option<SdkTracerProvider>,
+    stop: watch::Sender<bool>,
+    processors: Vec<(Arc<dyn Exporter>, JoinHandle<()>)>,
+}
+
+impl SelfTraces {
+    /// Starts the exporters and installs the tracer in `host`. Off (an empty
+    /// `SelfTraces`) when `service.telemetry.traces` does not turn it on.
+    pub async fn start(
+        registry: &Registry,
+        telemetry: &Telemetry,
+        host: Arc<Host>,
+        cfg: &TelemetryConfig,
+        instance_id: &str,
+    ) -> Result<SelfTraces, SelfTelemetryError> {
+        let (stop, stopped) = watch::channel(false);
+        let Some(settings) = traces_settings(cfg)? else {
+            host.set_self_tracer(None);
+            return Ok(SelfTraces {
+                host,
+                provider: None,
+                stop,
+                processors: Vec::new(),
+            });
+        };
+        let proto_resource = crate::self_telemetry::resource(cfg, instance_id)?;
+        let sdk_resource = opentelemetry_sdk::Resource::builder_empty()
+            .with_attributes(proto_resource.attributes.iter().filter_map(|kv| {
+                match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(
+                        opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s),
+                    ) => Some(KeyValue::new(kv.key.clone(), s.clone())),
+                    _ => None,
+                }
+            }))
+            .build();
+        let mut builder = SdkTracerProvider::builder()
+            .with_sampler(settings.sampler.build())
+            .with_resource(sdk_resource.clone());
+        let mut processors = Vec::new();
+        for (i, p) in settings.processors.into_iter().enumerate() {
+            let id = ComponentId {
+                type_name: p.exporter_type.to_string(),
+                name: Some(format!("self_telemetry_traces_{i}")),
+            };
+            let exp_err = |message: String| SelfTelemetryError::Exporter {
+                id: id.to_string(),
+                message,
+            };
+            let factory = registry
+                .exporters
+                .get(p.exporter_type)
+                .ok_or_else(|| exp_err("exporter type not built into this weft".into()))?;
+            factory
+                .check_config(&p.exporter_config)
+                .map_err(|e| exp_err(e.to_string()))?;
+            let exporter = factory
+                .create(
+                    Settings {
+                        id: id.clone(),
+                        kind: Kind::Exporter,
+                        telemetry: telemetry.clone(),
+                        host: host.clone(),
+                    },
+                    &p.exporter_config,
+                )
+                .map_err(|e| exp_err(e.to_string()))?;
+            exporter.start().await.map_err(|e| exp_err(e.to_string()))?;
+            let name = id.to_string();
+            let counter = |result: &str| {
+                telemetry.counter(
+                    "weft_self_telemetry_spans",
+                    "weft's own spans, by what became of them: queued for export, dropped (the span queue was full), exported (taken by the exporter's queue), refused (the exporter's queue was full or timed out)",
+                    &[("exporter", &name), ("result", result)],
+                )
+            };
+            let counters = SpanCounters {
+                queued: counter("queued"),
+                dropped: counter("dropped"),
+                exported: counter("exported"),
+                refused: counter("refused"),
+            };
+            let (tx, rx) = mpsc::channel(p.max_queue_size);
+            builder = builder.with_span_processor(QueueProcessor {
+                tx,
+                counters: counters.clone(),
+            });
+            let task = tokio::spawn(run_queue(
+                rx,
+                exporter.clone(),
+                ResourceAttributesWithSchema::from(&sdk_resource),
+                p,
+                Arc::from(name.as_str()),
+                counters,
+                stopped.clone(),
+            ));
+            processors.push((exporter, task));
+        }
+        let provider = builder.build();
+        let tracer = provider.tracer_with_scope(
+            InstrumentationScope::builder(SCOPE)
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        );
+        host.set_self_tracer(Some(Arc::new(SelfTracer {
+            tracer,
+            propagators: ExtractOptions::with_styles(&settings.propagators),
+        })));
+        Ok(SelfTraces {
+            host,
+            provider: Some(provider),
+            stop,
+            processors,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.processors.is_empty()
+    }
+
+    /// Uninstalls the tracer, sends what is queued, stops the exporters.
+    pub async fn shutdown(mut self) {
+        self.host.set_self_tracer(None);
+        // Spans still held by in-flight work end into a closed queue: dropped.
+        if let Some(p) = self.provider.take() {
+            let _ = p.shutdown();
+        }
+        let _ = self.stop.send(true);
+        for (exporter, task) in self.processors {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+            if let Err(e) = exporter.shutdown().await {
+                tracing::warn!("self-traces exporter did not shut down cleanly: {e}");
+            }
+        }
+    }
+}
+
+/// Batches one processor's queue and hands the batches to its exporter.
+async fn run_queue(
+    mut rx: mpsc::Receiver<SpanData>,
+    exporter: Arc<dyn Exporter>,
+    resource: ResourceAttributesWithSchema,
+    spec: BatchSpec,
+    origin: Arc<str>,
+    counters: SpanCounters,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let max = spec.max_export_batch_size;
+    loop {
+        let mut buf: Vec<SpanData> = Vec::with_capacity(max.min(64));
+        let deadline = tokio::time::sleep(spec.schedule_delay);
+        tokio::pin!(deadline);
+        let last = loop {
+            let room = max - buf.len();
+            tokio::select! {
+                n = rx.recv_many(&mut buf, room) => {
+                    if n == 0 { break true; }
+                    if buf.len() >= max { break false; }
+                }
+                _ = &mut deadline => break false,
+                _ = stopped.wait_for(|s| *s) => break true,
+            }
+        };
+        let mut batches = vec![std::mem::take(&mut buf)];
+        if last {
+            let mut rest = Vec::new();
+            while let Ok(s) = rx.try_recv() {
+                rest.push(s);
+            }
+            while !rest.is_empty() {
+                let tail = rest.split_off(rest.len().min(max));
+                batches.push(std::mem::replace(&mut rest, tail));
+            }
+        }
+        for spans in batches.into_iter().filter(|b| !b.is_empty()) {
+            let n = spans.len() as u64;
+            let rs = group_spans_by_resource_and_scope(spans, &resource);
+            let batch = Batch::new(Payload::Traces(rs), origin.clone());
+            match tokio::time::timeout(spec.export_timeout, exporter.consume(batch)).await {
+                Ok(Ok(())) => counters.exported.add(n),
+                _ => counters.refused.add(n),
+            }
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+pub use opentelemetry::trace::{SpanContext, SpanKind};
+pub use opentelemetry::KeyValue as Attr;
+pub use opentelemetry::Value as AttrValue;
+
+/// Who sent a request, as far as weft's own tracing cares.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// The remote parent read with the configured propagators.
+    pub parent: Option<SpanContext>,
+    /// The request is weft's own telemetry: not traced.
+    pub self_telemetry: bool,
+}
+
+impl Caller {
+    /// From a request's headers (names in lower case, as `http` keeps them).
+    pub fn from_headers<'a>(
+        tracer: &SelfTracer,
+        headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    ) -> Caller {
+        let mut h = Headers::new();
+        let mut self_telemetry = false;
+        let wanted = tracer.reads_headers();
+        for (k, v) in headers {
+            if k == SELF_TELEMETRY_HEADER {
+                self_telemetry = true;
+            } else if wanted {
+                h.append(k, String::from_utf8_lossy(v).into_owned());
+            }
+        }
+        if self_telemetry {
+            return Caller {
+                parent: None,
+                self_telemetry,
+            };
+        }
+        Caller {
+            parent: tracer.remote_parent(&h),
+            self_telemetry,
+        }
+    }
+}
+
+/// A receive span's name, as the collector's receivers name theirs.
+pub fn receive_span_name(receiver: &str, signal: Signal) -> String {
+    let what = match signal {
+        Signal::Traces => "TraceDataReceived",
+        Signal::Metrics => "MetricsReceived",
+        Signal::Logs => "LogsReceived",
+    };
+    format!("receiver/{receiver}/{what}")
+}
+
+/// The collector's item word of a signal in attribute names
+/// (`accepted_spans`, `refused_metric_points`, `accepted_log_records`).
+pub fn items_word(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Traces => "spans",
+        Signal::Metrics => "metric_points",
+        Signal::Logs => "log_records",
+    }
+}
+
+/// A list of strings as one attribute value.
+pub fn string_array(items: &[String]) -> AttrValue {
+    let values: Vec<opentelemetry::StringValue> = items.iter().map(|s| s.clone().into()).collect();
+    AttrValue::Array(values.into())
+}
