@@ -6,7 +6,8 @@
   carries A's resource and the same counter values A's Prometheus endpoint serves;
 - a dead self-telemetry endpoint leaves the data path alone: spans flow, the pushes it
   cannot take are dropped and counted, and weft still stops promptly;
-- a change of `service.telemetry` on reload is reported as not applied.
+- a change of `service.telemetry` on reload: the resource and readers apply, the
+  logs need a restart and weft says so.
 """
 
 from __future__ import annotations
@@ -129,12 +130,31 @@ def test_dead_self_telemetry_endpoint_leaves_the_data_path_alone(weft, grpc_sink
     assert time.monotonic() - t1 < 15, "shutdown waited on the dead endpoint"
 
 
-def test_telemetry_change_on_reload_is_reported(weft, grpc_sink, tmp_path):
+def test_telemetry_change_on_reload(weft, grpc_sink, tmp_path):
+    """The resource and the readers apply on reload (pushes carry the new resource);
+    the logs need a restart, and weft says so."""
+    out_file = tmp_path / "self-metrics.jsonl"
+    b_grpc = free_port()
+    weft({
+        "receivers": {"otlp": otlp_receiver(grpc_port=b_grpc)},
+        "exporters": {"file": {"path": str(out_file), "flush_interval": "100ms"}},
+        "service": {"pipelines": {"metrics": {"receivers": ["otlp"], "exporters": ["file"]}}},
+    }, name="weft-b")
     sink = grpc_sink()
-    b_grpc, a_grpc = free_port(), free_port()
+    a_grpc = free_port()
     cfg = weft_a_config(a_grpc, sink.endpoint, f"127.0.0.1:{b_grpc}")
-    a = weft(cfg)
+    a = weft(cfg, name="weft-a")
+    assert wait_until(lambda: len(pushes(out_file)) >= 1, 15), a.log_tail()
+    assert flatten(pushes(out_file)[-1])[0]["deployment.environment"] == "e2e"
+
     cfg["service"]["telemetry"]["resource"]["deployment.environment"] = "changed"
+    cfg["service"]["telemetry"]["logs"] = {"level": "debug"}
     a.write_config(cfg)
-    assert wait_until(lambda: "service.telemetry changed" in a.log_text(), 15), a.log_tail()
-    assert "takes effect at the next start" in a.log_text()
+    assert wait_until(lambda: "service.telemetry applied" in a.log_text(), 15), a.log_tail()
+    assert "service.telemetry logs changed; not applied on reload" in a.log_text()
+    seen = len(pushes(out_file))
+    assert wait_until(lambda: len(pushes(out_file)) >= seen + 2, 15), a.log_tail()
+    assert flatten(pushes(out_file)[-1])[0]["deployment.environment"] == "changed"
+    # One instance: the id stays across the restart of the readers.
+    ids = {flatten(p)[0]["service.instance.id"] for p in pushes(out_file)}
+    assert len(ids) == 1
