@@ -37,7 +37,7 @@ use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
-    Sampler, SdkTracer, SdkTracerProvider, ShouldSample, SpanData, SpanProcessor,
+    Sampler, SdkTracer, SdkTracerProvider, ShouldSample, SpanData, SpanLimits, SpanProcessor,
 };
 use serde_yaml_ng::{Mapping, Value};
 use tokio::sync::{mpsc, watch};
@@ -76,6 +76,29 @@ pub struct TracesSettings {
     pub propagators: Vec<Style>,
     pub sampler: SamplerSpec,
     pub processors: Vec<BatchSpec>,
+    pub limits: Limits,
+}
+
+/// The span limits (the SDK's defaults unless `limits` sets them).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub attributes: u32,
+    pub events: u32,
+    pub links: u32,
+    pub event_attributes: u32,
+    pub link_attributes: u32,
+}
+
+impl Limits {
+    fn sdk(self) -> SpanLimits {
+        SpanLimits {
+            max_attributes_per_span: self.attributes,
+            max_events_per_span: self.events,
+            max_links_per_span: self.links,
+            max_attributes_per_event: self.event_attributes,
+            max_attributes_per_link: self.link_attributes,
+        }
+    }
 }
 
 /// One span processor: how spans are batched, and the weft exporter that
@@ -416,6 +439,7 @@ pub fn traces_settings(
             ))
         }
     }
+    let limits = limits(m.get("limits"))?;
     if level == "none" || processors.is_empty() {
         return Ok(None);
     }
@@ -424,7 +448,54 @@ pub fn traces_settings(
         propagators,
         sampler,
         processors,
+        limits,
     }))
+}
+
+/// The declarative `limits` (the SDK's span limits). `attribute_value_length_limit`
+/// is accepted and has no effect: weft's own attribute values are short.
+fn limits(v: Option<&Value>) -> Result<Limits, SelfTelemetryError> {
+    let d = SpanLimits::default();
+    let mut out = Limits {
+        attributes: d.max_attributes_per_span,
+        events: d.max_events_per_span,
+        links: d.max_links_per_span,
+        event_attributes: d.max_attributes_per_event,
+        link_attributes: d.max_attributes_per_link,
+    };
+    let m = match v {
+        None | Some(Value::Null) => return Ok(out),
+        Some(Value::Mapping(m)) => m,
+        Some(_) => return Err(config_err("traces::limits", "expected a map")),
+    };
+    check_keys(
+        "traces::limits",
+        m,
+        &[
+            "attribute_count_limit",
+            "attribute_value_length_limit",
+            "event_count_limit",
+            "link_count_limit",
+            "event_attribute_count_limit",
+            "link_attribute_count_limit",
+        ],
+    )?;
+    let get = |k: &str, d: u32| -> Result<u32, SelfTelemetryError> {
+        match m.get(k) {
+            None | Some(Value::Null) => Ok(d),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| config_err(format!("traces::limits::{k}"), "a whole number")),
+        }
+    };
+    get("attribute_value_length_limit", 0)?;
+    out.attributes = get("attribute_count_limit", out.attributes)?;
+    out.events = get("event_count_limit", out.events)?;
+    out.links = get("link_count_limit", out.links)?;
+    out.event_attributes = get("event_attribute_count_limit", out.event_attributes)?;
+    out.link_attributes = get("link_attribute_count_limit", out.link_attributes)?;
+    Ok(out)
 }
 
 /// Where a new span hangs.
@@ -650,6 +721,7 @@ impl SelfTraces {
             .build();
         let mut builder = SdkTracerProvider::builder()
             .with_sampler(settings.sampler.build())
+            .with_span_limits(settings.limits.sdk())
             .with_resource(sdk_resource.clone());
         let mut processors = Vec::new();
         for (i, p) in settings.processors.into_iter().enumerate() {
@@ -867,4 +939,201 @@ pub fn items_word(signal: Signal) -> &'static str {
 pub fn string_array(items: &[String]) -> AttrValue {
     let values: Vec<opentelemetry::StringValue> = items.iter().map(|s| s.clone().into()).collect();
     AttrValue::Array(values.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcfg(yaml: &str) -> TelemetryConfig {
+        serde_yaml_ng::from_str(yaml).expect("telemetry yaml")
+    }
+
+    #[test]
+    fn off_unless_a_processor_sends_spans() {
+        assert_eq!(traces_settings(&tcfg("{}")).expect("ok"), None);
+        assert_eq!(traces_settings(&tcfg("traces: {}")).expect("ok"), None);
+        assert_eq!(
+            traces_settings(&tcfg(
+                "traces: {level: none, processors: [{batch: {exporter: {otlp: {}}}}]}"
+            ))
+            .expect("ok"),
+            None
+        );
+    }
+
+    #[test]
+    fn the_collectors_declarative_form() {
+        let s = traces_settings(&tcfg(
+            "traces:\n  propagators: [tracecontext, b3, none]\n  sampler: {parent_based: {root: {trace_id_ratio_based: {ratio: 0.25}}}}\n  limits: {attribute_count_limit: 64}\n  processors:\n    - batch:\n        schedule_delay: 200\n        max_queue_size: 100\n        max_export_batch_size: 10\n        exporter:\n          otlp:\n            protocol: http/protobuf\n            endpoint: http://127.0.0.1:4318\n            headers: [{name: x-tenant, value: a}]\n    - simple: {exporter: {otlp_grpc: {endpoint: http://127.0.0.1:4317}}}\n",
+        ))
+        .expect("ok")
+        .expect("on");
+        assert_eq!(s.level, "basic");
+        assert_eq!(s.propagators, vec![Style::TraceContext, Style::B3]);
+        let SamplerSpec::ParentBased {
+            root,
+            remote_parent_not_sampled,
+            ..
+        } = &s.sampler
+        else {
+            panic!("parent based: {:?}", s.sampler)
+        };
+        assert_eq!(**root, SamplerSpec::Ratio(0.25));
+        assert_eq!(**remote_parent_not_sampled, SamplerSpec::AlwaysOff);
+        assert_eq!(s.limits.attributes, 64);
+        let b = &s.processors[0];
+        assert_eq!(
+            (
+                b.schedule_delay,
+                b.export_timeout,
+                b.max_queue_size,
+                b.max_export_batch_size
+            ),
+            (Duration::from_millis(200), DEFAULT_EXPORT_TIMEOUT, 100, 10)
+        );
+        assert_eq!(b.exporter_type, "otlp_http");
+        assert_eq!(
+            b.exporter_config["traces_endpoint"].as_str(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        assert_eq!(b.exporter_config["headers"]["x-tenant"].as_str(), Some("a"));
+        assert_eq!(
+            b.exporter_config["headers"][SELF_TELEMETRY_HEADER].as_str(),
+            Some("traces")
+        );
+        let simple = &s.processors[1];
+        assert_eq!(simple.exporter_type, "otlp_grpc");
+        assert_eq!(simple.schedule_delay, Duration::from_millis(1));
+    }
+
+    #[test]
+    fn bad_traces_config_says_what_is_wrong() {
+        for (yaml, want) in [
+            ("traces: {level: loud}", "valid: none, basic"),
+            ("traces: {propagators: [smoke]}", "unknown propagation style"),
+            ("traces: {processors: [{batch: {}}]}", "traces exporter is needed"),
+            ("traces: {processors: [{batch: 3}]}", "expected a map"),
+            ("traces: {processors: [{lazy: {exporter: {otlp: {}}}}]}", "unknown span processor"),
+            ("traces: {processors: [{batch: {exporter: {console: {}}}}]}", "not supported"),
+            ("traces: {processors: [{batch: {max_queue_size: 5, max_export_batch_size: 6, exporter: {otlp: {}}}}]}", "more than max_queue_size"),
+            ("traces: {sampler: {always_maybe: {}}}", "unknown sampler"),
+            ("traces: {sampler: {trace_id_ratio_based: {ratio: 2}}}", "from 0 to 1"),
+            ("traces: {limits: {span_count_limit: 3}}", "unknown key"),
+            ("traces: {exporters: []}", "unknown key"),
+        ] {
+            let e = traces_settings(&tcfg(yaml)).expect_err(yaml).to_string();
+            assert!(e.contains(want), "{yaml}: {e}");
+        }
+    }
+
+    fn tracer(propagators: &[Style]) -> (SelfTracer, mpsc::Receiver<SpanData>, SpanCounters) {
+        let t = Telemetry::new();
+        let c = |r: &str| t.counter("weft_self_telemetry_spans", "test", &[("result", r)]);
+        let counters = SpanCounters {
+            queued: c("queued"),
+            dropped: c("dropped"),
+            exported: c("exported"),
+            refused: c("refused"),
+        };
+        let (tx, rx) = mpsc::channel(2);
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(QueueProcessor {
+                tx,
+                counters: counters.clone(),
+            })
+            .build();
+        let tracer = SelfTracer {
+            tracer: provider.tracer("test"),
+            propagators: ExtractOptions::with_styles(propagators),
+        };
+        (tracer, rx, counters)
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let (t, mut rx, counters) = tracer(&[]);
+        for i in 0..5 {
+            t.start(
+                format!("s{i}"),
+                SpanKind::Internal,
+                Parent::Remote(None),
+                vec![],
+            )
+            .end();
+        }
+        assert_eq!(counters.queued.get(), 2);
+        assert_eq!(counters.dropped.get(), 3);
+        let first = rx.try_recv().expect("queued span");
+        assert_eq!(first.name, "s0");
+    }
+
+    #[test]
+    fn children_and_links() {
+        let (t, mut rx, _) = tracer(&[]);
+        let a = t.start("a".into(), SpanKind::Server, Parent::Remote(None), vec![]);
+        let b = t.start("b".into(), SpanKind::Server, Parent::Remote(None), vec![]);
+        let (ca, cb) = (a.context(), b.context());
+        let child = t.start(
+            "child".into(),
+            SpanKind::Client,
+            Parent::Of(std::slice::from_ref(&ca)),
+            vec![],
+        );
+        assert_eq!(child.context().trace_id(), ca.trace_id());
+        child.end();
+        let span = rx.try_recv().expect("child");
+        assert_eq!(span.parent_span_id, ca.span_id());
+        let merged = t.start(
+            "merged".into(),
+            SpanKind::Client,
+            Parent::Of(&[ca.clone(), cb.clone()]),
+            vec![],
+        );
+        merged.end();
+        let span = rx.try_recv().expect("merged");
+        assert_eq!(span.parent_span_id, SpanId::INVALID);
+        let linked: Vec<_> = span
+            .links
+            .iter()
+            .map(|l| l.span_context.span_id())
+            .collect();
+        assert_eq!(linked, vec![ca.span_id(), cb.span_id()]);
+    }
+
+    #[test]
+    fn remote_parent_with_the_configured_propagators_only() {
+        let (t, _, _) = tracer(&[Style::B3]);
+        let h: Headers = [
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+        ]
+        .into_iter()
+        .collect();
+        let p = t.remote_parent(&h).expect("b3 parent");
+        assert_eq!(
+            format!("{:032x}", p.trace_id()),
+            "80f198ee56343ba864fe8b2a57d3eff7"
+        );
+        assert_eq!(format!("{:016x}", p.span_id()), "e457b5a2e4d86bd1");
+        assert!(p.is_remote() && p.is_sampled());
+        let (none, _, _) = tracer(&[]);
+        assert!(none.remote_parent(&h).is_none());
+        // The self-telemetry marker: not traced, whatever the headers say.
+        let c = Caller::from_headers(
+            &t,
+            [
+                (
+                    "b3",
+                    &b"80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"[..],
+                ),
+                (SELF_TELEMETRY_HEADER, &b"traces"[..]),
+            ]
+            .into_iter(),
+        );
+        assert!(c.self_telemetry && c.parent.is_none());
+    }
 }
