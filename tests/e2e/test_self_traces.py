@@ -247,3 +247,32 @@ def test_dead_self_traces_endpoint_leaves_the_data_path_alone(weft, grpc_sink):
     t1 = time.monotonic()
     assert a.stop() == 0
     assert time.monotonic() - t1 < 15, "shutdown waited on the dead endpoint"
+
+
+def test_autotracing_flushes_are_spans(weft, grpc_sink, tmp_path):
+    spans_b, b_port = weft_b(weft, tmp_path)
+    sink = grpc_sink()
+    a_grpc = free_port()
+    cfg = a_config(a_grpc, sink.endpoint, self_tracing(f"127.0.0.1:{b_port}"))
+    cfg["processors"] = {"autotracing": {"window": "200ms"}}
+    cfg["service"]["pipelines"]["traces"]["processors"] = ["autotracing"]
+    a = weft(cfg, name="weft-a")
+    send_three_tier(a_grpc)
+    assert sink.wait_for_spans(4, 20)
+    assert wait_until(lambda: sum(attrs(f)["spans"] for f in
+                                  spans_b.named("processor/autotracing/flush")) >= 4, 20), \
+        a.log_tail()
+    time.sleep(0.5)
+    flushes = spans_b.named("processor/autotracing/flush")
+    exports = spans_b.named("exporter/otlp_grpc/traces")
+    assert len(spans_b.named("receiver/otlp/TraceDataReceived")) == 4
+    fa = [attrs(f) for f in flushes]
+    assert sum(f["spans"] for f in fa) == 4
+    assert sum(f["traces"] for f in fa) == 2
+    assert sum(f.get("edges.sdk", 0) for f in fa) == 2, fa
+    assert {f["trigger"] for f in fa} <= {"window", "arrival"}
+    for f in fa:
+        assert f["otelcol.component.id"] == "autotracing"
+    # Each flush handed one batch on: its export is the flush's child.
+    assert sorted(e.parent_span_id for e in exports) == sorted(f.span_id for f in flushes)
+    assert sum(attrs(e)["items.sent"] for e in exports) == 4

@@ -281,9 +281,17 @@ pub struct Stitcher {
     out: Vec<(Arc<Origin>, Span)>,
     /// Where the rule of each edge is told to the status page, if one runs.
     status: Option<Arc<weft_pipeline::status::StatusHub>>,
+    /// Emitted spans whose parent a rule chose, by rule, since the start (what
+    /// weft's own flush spans report).
+    emitted_rules: Vec<(&'static str, u64)>,
 }
 
 impl Stitcher {
+    /// Emitted spans with a rule-chosen parent, by rule, since the start.
+    pub fn emitted_rules(&self) -> &[(&'static str, u64)] {
+        &self.emitted_rules
+    }
+
     /// Tells `hub` the rule of every edge made while its status page runs.
     pub fn with_status(mut self, hub: Arc<weft_pipeline::status::StatusHub>) -> Stitcher {
         self.status = Some(hub);
@@ -312,6 +320,7 @@ impl Stitcher {
             stats,
             out: Vec::new(),
             status: None,
+            emitted_rules: Vec::new(),
         }
     }
 
@@ -1435,6 +1444,12 @@ impl Stitcher {
                 (hub.edge_rules(), <[u8; 8]>::try_from(&span.span_id[..]))
             {
                 rules.record(id, rule);
+            }
+        }
+        if let Some(rule) = rule {
+            match self.emitted_rules.iter_mut().find(|(r, _)| *r == rule) {
+                Some((_, n)) => *n += 1,
+                None => self.emitted_rules.push((rule, 1)),
             }
         }
         if keep {

@@ -32,7 +32,7 @@ use weft_pipeline::{
 
 pub use config::{AutotracingConfig, SdkMerge};
 pub use graph::Stitcher;
-pub use stats::{Snapshot, Stats};
+pub use stats::Stats;
 
 pub struct AutotracingFactory;
 
@@ -103,8 +103,27 @@ impl Autotracing {
 struct Flush {
     started: SystemTime,
     trigger: &'static str,
-    before: Snapshot,
-    after: Snapshot,
+    spans: u64,
+    traces: u64,
+    /// Spans of this flush whose parent a rule chose, by rule.
+    rules: Vec<(&'static str, u64)>,
+}
+
+/// The counts a flush span reports, read before and after one decision.
+struct Tally {
+    spans: u64,
+    traces: u64,
+    rules: Vec<(&'static str, u64)>,
+}
+
+impl Tally {
+    fn read(st: &Stitcher, stats: &Stats) -> Tally {
+        Tally {
+            spans: stats.spans_out.get(),
+            traces: stats.traces_out.get(),
+            rules: st.emitted_rules().to_vec(),
+        }
+    }
 }
 
 /// Runs `decide` on the stitcher; when weft traces itself, also notes what
@@ -119,15 +138,32 @@ fn decide(
     let traced = host.self_tracer().is_some();
     let mut st = Autotracing::lock(state);
     let started = SystemTime::now();
-    let before = traced.then(|| stats.snapshot());
+    let before = traced.then(|| Tally::read(&st, stats));
     let out = decide(&mut st);
     let flush = match before {
-        Some(before) if !out.is_empty() => Some(Flush {
-            started,
-            trigger,
-            before,
-            after: stats.snapshot(),
-        }),
+        Some(before) if !out.is_empty() => {
+            let after = Tally::read(&st, stats);
+            let rules = after
+                .rules
+                .iter()
+                .map(|(rule, n)| {
+                    let was = before
+                        .rules
+                        .iter()
+                        .find(|(r, _)| r == rule)
+                        .map_or(0, |(_, b)| *b);
+                    (*rule, n.saturating_sub(was))
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            Some(Flush {
+                started,
+                trigger,
+                spans: after.spans.saturating_sub(before.spans),
+                traces: after.traces.saturating_sub(before.traces),
+                rules,
+            })
+        }
         _ => None,
     };
     (out, flush)
@@ -157,24 +193,11 @@ async fn forward(
                 Attr::new("otelcol.component.id", id.to_string()),
                 Attr::new("otelcol.signal", "traces"),
                 Attr::new("trigger", f.trigger),
-                Attr::new(
-                    "spans",
-                    f.after.spans_out.saturating_sub(f.before.spans_out) as i64,
-                ),
-                Attr::new(
-                    "traces",
-                    f.after.traces_out.saturating_sub(f.before.traces_out) as i64,
-                ),
-                Attr::new(
-                    "edges.refused",
-                    f.after.refused.saturating_sub(f.before.refused) as i64,
-                ),
+                Attr::new("spans", f.spans as i64),
+                Attr::new("traces", f.traces as i64),
             ];
-            for ((rule, after), (_, before)) in f.after.edges.iter().zip(&f.before.edges) {
-                attrs.push(Attr::new(
-                    format!("edges.{rule}"),
-                    after.saturating_sub(*before) as i64,
-                ));
+            for (rule, n) in &f.rules {
+                attrs.push(Attr::new(format!("edges.{rule}"), *n as i64));
             }
             let s = t.start_at(
                 format!("processor/{id}/flush"),

@@ -109,32 +109,7 @@ pub struct Stats {
     pub known_spans: Gauge,
 }
 
-/// Counter values at one moment, to tell what one flush did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Snapshot {
-    pub spans_out: u64,
-    pub traces_out: u64,
-    /// Edges made, by rule (`weft.autotracing.rule`), in tier order.
-    pub edges: Vec<(&'static str, u64)>,
-    /// Edges refused (ambiguous or vetoed).
-    pub refused: u64,
-}
-
 impl Stats {
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            spans_out: self.spans_out.get(),
-            traces_out: self.traces_out.get(),
-            edges: self
-                .edges
-                .iter()
-                .map(|(t, c)| (t.rule(), c.get()))
-                .collect(),
-            refused: self.ambiguous.iter().map(|(_, c)| c.get()).sum::<u64>()
-                + self.vetoes.iter().map(|(_, c)| c.get()).sum::<u64>(),
-        }
-    }
-
     pub fn new(t: &Telemetry, id: &str) -> Stats {
         let p = ("processor", id);
         let c = |name: &str, help: &str, extra: &[(&str, &str)]| {
