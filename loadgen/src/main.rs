@@ -185,6 +185,11 @@ async fn send_cmd(a: SendArgs) -> anyhow::Result<ExitCode> {
         "elapsed_s": secs,
         "settle_s": settle_s,
         "acknowledged_per_s": acked as f64 / secs.max(1e-9),
+        "latency_ms": {
+            "p50": c.latency_ms(0.5),
+            "p99": c.latency_ms(0.99),
+            "max": c.latency_ms(1.0),
+        },
         "errors": errors,
     });
     eprintln!(

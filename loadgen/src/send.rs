@@ -119,9 +119,26 @@ pub struct Counters {
     pub failed: AtomicU64,
     /// The first few failure reasons, for the report.
     pub first_errors: std::sync::Mutex<Vec<String>>,
+    /// Microseconds from sending each acknowledged request to its answer.
+    pub latencies_us: std::sync::Mutex<Vec<u32>>,
 }
 
 impl Counters {
+    /// The `q` quantile (0..=1) of the acknowledged requests' latencies, in ms.
+    pub fn latency_ms(&self, q: f64) -> Option<f64> {
+        let mut l = self
+            .latencies_us
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if l.is_empty() {
+            return None;
+        }
+        l.sort_unstable();
+        let i = ((l.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+        Some(l[i] as f64 / 1000.0)
+    }
+
     fn error(&self, spans: u64, why: String) {
         self.failed.fetch_add(spans, Ordering::Relaxed);
         let mut e = self.first_errors.lock().unwrap_or_else(|p| p.into_inner());
@@ -308,8 +325,15 @@ pub async fn run(plan: Plan, bodies: Vec<Bytes>) -> anyhow::Result<(Arc<Counters
                 let spans = plan.spans_per_request;
                 counters.requests.fetch_add(1, Ordering::Relaxed);
                 counters.sent.fetch_add(spans, Ordering::Relaxed);
+                let sent_at = Instant::now();
                 match send_one(&client, &plan, &prepared.uri, body).await {
                     Outcome::Ok { rejected } => {
+                        let us = sent_at.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                        counters
+                            .latencies_us
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(us);
                         let rejected = rejected.min(spans);
                         counters
                             .acknowledged
