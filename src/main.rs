@@ -264,43 +264,25 @@ async fn run(
     };
     let registry = Arc::new(registry);
     let mut running_telemetry = cfg.telemetry.clone();
+    let running_logs = cfg.telemetry.logs.clone();
     let instance = instance_id();
-    // weft's own tracer first, so the first requests are traced.
-    let self_traces = match SelfTraces::start(
-        &registry,
-        &telemetry,
-        host.clone(),
-        &running_telemetry,
-        &instance,
-    )
-    .await
-    {
-        Ok(t) => t,
-        Err(e) => return Err(anyhow::Error::new(e).context(StartFailed)),
-    };
+    // weft's own telemetry first, so the first requests are traced.
+    let mut self_telemetry =
+        match start_self_telemetry(&registry, &telemetry, &host, &running_telemetry, &instance)
+            .await
+        {
+            Ok(started) => Some(started),
+            Err(e) => return Err(anyhow::Error::new(e).context(StartFailed)),
+        };
     let service = Service::new(registry.clone(), telemetry.clone(), host.clone());
     if let Err(e) = service.start(cfg).await {
         service.shutdown().await;
-        self_traces.shutdown().await;
+        if let Some((m, t)) = self_telemetry.take() {
+            m.shutdown().await;
+            t.shutdown().await;
+        }
         return Err(anyhow::Error::new(e).context(StartFailed));
     }
-    let self_metrics = match SelfMetrics::start(
-        &registry,
-        &telemetry,
-        host.clone(),
-        &running_telemetry,
-        &instance,
-    )
-    .await
-    {
-        Ok(m) => m,
-        Err(e) => {
-            service.shutdown().await;
-            self_traces.shutdown().await;
-            return Err(anyhow::Error::new(e).context(StartFailed));
-        }
-    };
-    let mut self_telemetry = Some((self_metrics, self_traces));
     let mut running_doc = doc;
     if let Some(summary) = service.running_summary().await {
         info!(metrics = ?metrics_endpoint, "weft is running: {summary}");
@@ -344,7 +326,7 @@ async fn run(
             }
             status.record_reload(result, why, detail.to_string());
         };
-        let mut restart_telemetry = None;
+        let mut replaced_telemetry = None;
         match load(&cli, &registry) {
             Err(e) => {
                 service.record_reload_failure();
@@ -362,18 +344,19 @@ async fn run(
                         weft_pipeline::self_trace::string_array(&changed),
                     ));
                 }
-                // service.telemetry: the logs and the Prometheus endpoint need a
-                // restart; the rest (traces, resource, pushed metrics) restarts
-                // the self-telemetry after the pipelines reloaded.
+                let new_telemetry = new_cfg.telemetry.clone();
+                let result = service.reload(new_cfg).await;
+                let accepted = result.is_ok();
+                // service.telemetry, once the pipelines took the new config: the
+                // logs and the Prometheus endpoint need a restart; traces,
+                // resource and the pushed metrics start anew.
                 let mut telemetry_note = String::new();
-                if new_cfg.telemetry != running_telemetry {
-                    let old = &running_telemetry;
-                    let new = &new_cfg.telemetry;
+                if accepted {
                     let mut needs_restart = Vec::new();
-                    if old.logs != new.logs {
+                    if new_telemetry.logs != running_logs {
                         needs_restart.push("logs");
                     }
-                    if old.metrics.endpoint() != new.metrics.endpoint() {
+                    if new_telemetry.metrics.endpoint().ok().flatten() != metrics_endpoint {
                         needs_restart.push("the metrics endpoint");
                     }
                     if !needs_restart.is_empty() {
@@ -387,13 +370,37 @@ async fn run(
                             "; service.telemetry {which} changed: not applied on reload, takes effect at the next start"
                         );
                     }
-                    telemetry_note.push_str(
-                        "; service.telemetry traces, resource and metric readers restarted",
-                    );
-                    restart_telemetry = Some(new_cfg.telemetry.clone());
+                    if pushed_telemetry_changed(&running_telemetry, &new_telemetry) {
+                        match start_self_telemetry(
+                            &registry,
+                            &telemetry,
+                            &host,
+                            &new_telemetry,
+                            &instance,
+                        )
+                        .await
+                        {
+                            Ok(started) => {
+                                replaced_telemetry = self_telemetry.replace(started);
+                                running_telemetry = new_telemetry;
+                                telemetry_note.push_str(
+                                    "; service.telemetry traces, resource and metric readers applied",
+                                );
+                                info!(trigger = why, "service.telemetry applied");
+                            }
+                            Err(e) => {
+                                telemetry_note.push_str(&format!(
+                                    "; service.telemetry not applied, the running self-telemetry stays: {e}"
+                                ));
+                                error!(
+                                    trigger = why,
+                                    "service.telemetry could not start; the running self-telemetry \
+                                     stays: {e}"
+                                );
+                            }
+                        }
+                    }
                 }
-                let result = service.reload(new_cfg).await;
-                let accepted = result.is_ok();
                 match result {
                     Ok(false) => {
                         note(
@@ -410,8 +417,6 @@ async fn run(
                         info!(trigger = why, "configuration reloaded: {summary}");
                     }
                     Err(e) => {
-                        // The pipelines stay as they were: so does the telemetry.
-                        restart_telemetry = None;
                         note(&mut span, "failure", &e.to_string());
                         error!(
                             trigger = why,
@@ -424,46 +429,12 @@ async fn run(
                 }
             }
         }
+        // The reload's span ends into the tracer that started it; the replaced
+        // self-telemetry then sends what it holds and stops.
         drop(span);
-        if let Some(new) = restart_telemetry {
-            // The old self-telemetry sends what it holds (the reload span too).
-            if let Some((m, t)) = self_telemetry.take() {
-                m.shutdown().await;
-                t.shutdown().await;
-            }
-            let started = async {
-                let t =
-                    SelfTraces::start(&registry, &telemetry, host.clone(), &new, &instance).await?;
-                match SelfMetrics::start(&registry, &telemetry, host.clone(), &new, &instance).await
-                {
-                    Ok(m) => Ok((m, t)),
-                    Err(e) => {
-                        t.shutdown().await;
-                        Err(e)
-                    }
-                }
-            }
-            .await;
-            match started {
-                Ok(pair) => {
-                    self_telemetry = Some(pair);
-                    running_telemetry = new;
-                    info!(trigger = why, "service.telemetry applied");
-                }
-                Err(e) => {
-                    error!(
-                        trigger = why,
-                        "service.telemetry could not start; weft runs without its pushed \
-                         self-telemetry until the next good reload: {e}"
-                    );
-                    status.record_reload(
-                        "failure",
-                        why,
-                        format!("service.telemetry could not start: {e}"),
-                    );
-                    running_telemetry = weft_pipeline::config::TelemetryConfig::default();
-                }
-            }
+        if let Some((m, t)) = replaced_telemetry {
+            m.shutdown().await;
+            t.shutdown().await;
         }
     }
     info!("shutting down: receivers stop, batches flush, queues drain");
@@ -519,4 +490,30 @@ fn changed_sections(old: &Document, new: &Document) -> Vec<String> {
         }
     }
     out
+}
+
+/// Starts weft's own spans and pushed metrics for `cfg`.
+async fn start_self_telemetry(
+    registry: &Registry,
+    telemetry: &Telemetry,
+    host: &Arc<Host>,
+    cfg: &weft_pipeline::config::TelemetryConfig,
+    instance: &str,
+) -> Result<(SelfMetrics, SelfTraces), weft_pipeline::self_telemetry::SelfTelemetryError> {
+    let traces = SelfTraces::start(registry, telemetry, host.clone(), cfg, instance).await?;
+    match SelfMetrics::start(registry, telemetry, host.clone(), cfg, instance).await {
+        Ok(metrics) => Ok((metrics, traces)),
+        Err(e) => {
+            traces.shutdown().await;
+            Err(e)
+        }
+    }
+}
+
+/// Whether a reload changes what `start_self_telemetry` reads.
+fn pushed_telemetry_changed(
+    old: &weft_pipeline::config::TelemetryConfig,
+    new: &weft_pipeline::config::TelemetryConfig,
+) -> bool {
+    old.traces != new.traces || old.resource != new.resource || old.metrics != new.metrics
 }

@@ -51,6 +51,14 @@ impl Host {
         self.self_tracer.store(tracer);
     }
 
+    /// Uninstalls `tracer` if it is still the one installed.
+    pub fn clear_self_tracer(&self, tracer: &Arc<SelfTracer>) {
+        let current = self.self_tracer.load();
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, tracer)) {
+            self.self_tracer.store(None);
+        }
+    }
+
     /// A started storage extension, by id (`file_storage/queue`).
     pub fn storage(&self, id: &str) -> Option<Arc<StorageSpec>> {
         self.storages

@@ -579,13 +579,33 @@ impl SelfMetrics {
                 id: id.to_string(),
                 message,
             };
-            factory
-                .check_config(&r.exporter_config)
-                .map_err(|e| exp_err(e.to_string()))?;
-            let exporter = factory
-                .create(settings, &r.exporter_config)
-                .map_err(|e| exp_err(e.to_string()))?;
-            exporter.start().await.map_err(|e| exp_err(e.to_string()))?;
+            let created = match factory.check_config(&r.exporter_config) {
+                Ok(()) => factory
+                    .create(settings, &r.exporter_config)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let exporter_started = match created {
+                Ok(exporter) => exporter
+                    .start()
+                    .await
+                    .map(|()| exporter)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            let exporter = match exporter_started {
+                Ok(e) => e,
+                Err(e) => {
+                    // The readers already started stop again.
+                    SelfMetrics {
+                        stop,
+                        readers: running,
+                    }
+                    .shutdown()
+                    .await;
+                    return Err(exp_err(e));
+                }
+            };
             let pushes_ok = telemetry.counter(
                 "weft_self_telemetry_pushes",
                 "Self-metrics pushes handed to a periodic reader's exporter, by result",

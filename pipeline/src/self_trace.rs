@@ -683,6 +683,7 @@ impl SpanProcessor for QueueProcessor {
 /// batching task.
 pub struct SelfTraces {
     host: Arc<Host>,
+    tracer: Option<Arc<SelfTracer>>,
     provider: Option<SdkTracerProvider>,
     stop: watch::Sender<bool>,
     processors: Vec<(Arc<dyn Exporter>, JoinHandle<()>)>,
@@ -700,9 +701,9 @@ impl SelfTraces {
     ) -> Result<SelfTraces, SelfTelemetryError> {
         let (stop, stopped) = watch::channel(false);
         let Some(settings) = traces_settings(cfg)? else {
-            host.set_self_tracer(None);
             return Ok(SelfTraces {
                 host,
+                tracer: None,
                 provider: None,
                 stop,
                 processors: Vec::new(),
@@ -723,35 +724,23 @@ impl SelfTraces {
             .with_sampler(settings.sampler.build())
             .with_span_limits(settings.limits.sdk())
             .with_resource(sdk_resource.clone());
-        let mut processors = Vec::new();
+        let mut processors: Vec<(Arc<dyn Exporter>, JoinHandle<()>)> = Vec::new();
         for (i, p) in settings.processors.into_iter().enumerate() {
             let id = ComponentId {
                 type_name: p.exporter_type.to_string(),
                 name: Some(format!("self_telemetry_traces_{i}")),
             };
-            let exp_err = |message: String| SelfTelemetryError::Exporter {
-                id: id.to_string(),
-                message,
+            let exporter = match start_exporter(registry, telemetry, &host, &id, &p).await {
+                Ok(e) => e,
+                Err(e) => {
+                    // The ones already started stop again.
+                    for (exporter, task) in processors {
+                        task.abort();
+                        let _ = exporter.shutdown().await;
+                    }
+                    return Err(e);
+                }
             };
-            let factory = registry
-                .exporters
-                .get(p.exporter_type)
-                .ok_or_else(|| exp_err("exporter type not built into this weft".into()))?;
-            factory
-                .check_config(&p.exporter_config)
-                .map_err(|e| exp_err(e.to_string()))?;
-            let exporter = factory
-                .create(
-                    Settings {
-                        id: id.clone(),
-                        kind: Kind::Exporter,
-                        telemetry: telemetry.clone(),
-                        host: host.clone(),
-                    },
-                    &p.exporter_config,
-                )
-                .map_err(|e| exp_err(e.to_string()))?;
-            exporter.start().await.map_err(|e| exp_err(e.to_string()))?;
             let name = id.to_string();
             let counter = |result: &str| {
                 telemetry.counter(
@@ -788,12 +777,16 @@ impl SelfTraces {
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
         );
-        host.set_self_tracer(Some(Arc::new(SelfTracer {
+        let tracer = Arc::new(SelfTracer {
             tracer,
             propagators: ExtractOptions::with_styles(&settings.propagators),
-        })));
+        });
+        // Replaces the tracer of a previous SelfTraces (a reload): new spans go
+        // to the new exporters at once, the old one drains what it holds.
+        host.set_self_tracer(Some(tracer.clone()));
         Ok(SelfTraces {
             host,
+            tracer: Some(tracer),
             provider: Some(provider),
             stop,
             processors,
@@ -806,11 +799,12 @@ impl SelfTraces {
 
     /// Uninstalls the tracer, sends what is queued, stops the exporters.
     pub async fn shutdown(mut self) {
-        self.host.set_self_tracer(None);
-        // Spans still held by in-flight work end into a closed queue: dropped.
-        if let Some(p) = self.provider.take() {
-            let _ = p.shutdown();
+        if let Some(t) = &self.tracer {
+            self.host.clear_self_tracer(t);
         }
+        // Spans of work still in flight end after the queue's task is gone:
+        // their hand-off fails and they are counted as dropped.
+        drop(self.provider.take());
         let _ = self.stop.send(true);
         for (exporter, task) in self.processors {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
@@ -821,7 +815,43 @@ impl SelfTraces {
     }
 }
 
-/// Batches one processor's queue and hands the batches to its exporter.
+/// Creates and starts one processor's private exporter.
+async fn start_exporter(
+    registry: &Registry,
+    telemetry: &Telemetry,
+    host: &Arc<Host>,
+    id: &ComponentId,
+    p: &BatchSpec,
+) -> Result<Arc<dyn Exporter>, SelfTelemetryError> {
+    let exp_err = |message: String| SelfTelemetryError::Exporter {
+        id: id.to_string(),
+        message,
+    };
+    let factory = registry
+        .exporters
+        .get(p.exporter_type)
+        .ok_or_else(|| exp_err("exporter type not built into this weft".into()))?;
+    factory
+        .check_config(&p.exporter_config)
+        .map_err(|e| exp_err(e.to_string()))?;
+    let exporter = factory
+        .create(
+            Settings {
+                id: id.clone(),
+                kind: Kind::Exporter,
+                telemetry: telemetry.clone(),
+                host: host.clone(),
+            },
+            &p.exporter_config,
+        )
+        .map_err(|e| exp_err(e.to_string()))?;
+    exporter.start().await.map_err(|e| exp_err(e.to_string()))?;
+    Ok(exporter)
+}
+
+/// Batches one processor's queue and hands the batches to its exporter: a
+/// batch leaves `schedule_delay` after its first span, or when it holds
+/// `max_export_batch_size`; at stop, everything queued leaves as one batch.
 async fn run_queue(
     mut rx: mpsc::Receiver<SpanData>,
     exporter: Arc<dyn Exporter>,
@@ -832,33 +862,35 @@ async fn run_queue(
     mut stopped: watch::Receiver<bool>,
 ) {
     let max = spec.max_export_batch_size;
+    let mut buf: Vec<SpanData> = Vec::new();
     loop {
-        let mut buf: Vec<SpanData> = Vec::with_capacity(max.min(64));
-        let deadline = tokio::time::sleep(spec.schedule_delay);
-        tokio::pin!(deadline);
-        let last = loop {
-            let room = max - buf.len();
-            tokio::select! {
-                n = rx.recv_many(&mut buf, room) => {
-                    if n == 0 { break true; }
-                    if buf.len() >= max { break false; }
+        // Idle until a span arrives (or the stop).
+        let last = tokio::select! {
+            n = rx.recv_many(&mut buf, max) => n == 0,
+            _ = stopped.wait_for(|s| *s) => true,
+        };
+        let last = last || {
+            let deadline = tokio::time::sleep(spec.schedule_delay);
+            tokio::pin!(deadline);
+            loop {
+                if buf.len() >= max {
+                    break false;
                 }
-                _ = &mut deadline => break false,
-                _ = stopped.wait_for(|s| *s) => break true,
+                let room = max - buf.len();
+                tokio::select! {
+                    n = rx.recv_many(&mut buf, room) => if n == 0 { break true },
+                    _ = &mut deadline => break false,
+                    _ = stopped.wait_for(|s| *s) => break true,
+                }
             }
         };
-        let mut batches = vec![std::mem::take(&mut buf)];
         if last {
-            let mut rest = Vec::new();
             while let Ok(s) = rx.try_recv() {
-                rest.push(s);
-            }
-            while !rest.is_empty() {
-                let tail = rest.split_off(rest.len().min(max));
-                batches.push(std::mem::replace(&mut rest, tail));
+                buf.push(s);
             }
         }
-        for spans in batches.into_iter().filter(|b| !b.is_empty()) {
+        if !buf.is_empty() {
+            let spans = std::mem::replace(&mut buf, Vec::with_capacity(max.min(64)));
             let n = spans.len() as u64;
             let rs = group_spans_by_resource_and_scope(spans, &resource);
             let batch = Batch::new(Payload::Traces(rs), origin.clone());
@@ -898,7 +930,7 @@ impl Caller {
         for (k, v) in headers {
             if k == SELF_TELEMETRY_HEADER {
                 self_telemetry = true;
-            } else if wanted {
+            } else if wanted && is_context_header(k) {
                 h.append(k, String::from_utf8_lossy(v).into_owned());
             }
         }
@@ -913,6 +945,29 @@ impl Caller {
             self_telemetry,
         }
     }
+}
+
+/// True for the headers some trace-context format reads (lower-case names).
+fn is_context_header(name: &str) -> bool {
+    matches!(
+        name,
+        "traceparent"
+            | "tracestate"
+            | "baggage"
+            | "b3"
+            | "uber-trace-id"
+            | "sw8"
+            | "sw8-correlation"
+            | "x-amzn-trace-id"
+    ) || [
+        "x-b3-",
+        "uberctx-",
+        "ot-tracer-",
+        "ot-baggage-",
+        "x-datadog-",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }
 
 /// A receive span's name, as the collector's receivers name theirs.

@@ -90,7 +90,11 @@ def a_config(grpc: int, sink: str, telemetry: dict, processors: list | None = No
         "service": {"pipelines": {"traces": pipeline}, "telemetry": telemetry},
     }
     if processors:
-        cfg["processors"] = {"batch": {"timeout": "300ms"}}
+        cfg["processors"] = {
+            # Two requests of two spans each leave as one batch of four.
+            "batch": {"send_batch_size": 4, "timeout": "10s"},
+            "autotracing": {"window": "200ms"},
+        }
         pipeline["processors"] = processors
     return cfg
 
@@ -163,7 +167,8 @@ def test_receive_export_and_reload_spans_reach_another_weft(weft, grpc_sink, tmp
     ra = attrs(reload)
     assert ra["reload.trigger"] == "config file change"
     assert ra["reload.result"] == "success"
-    assert ra["reload.changed"] == ["processors::batch", "service::pipelines"]
+    assert ra["reload.changed"] == [
+        "processors::autotracing", "processors::batch", "service::pipelines"]
     assert "pipelines [traces]" in ra["reload.summary"]
 
     from otlp_support import OtlpGrpcClient
@@ -211,22 +216,34 @@ def test_receive_span_continues_the_callers_trace(weft, grpc_sink, tmp_path):
 
 
 def test_tracing_itself_into_its_own_receiver_does_not_loop(weft, grpc_sink):
+    """Through autotracing and batch too: data without a receive span makes no flush
+    span and no send span."""
     sink = grpc_sink()
     a_grpc = free_port()
-    a = weft(a_config(a_grpc, sink.endpoint, self_tracing(f"127.0.0.1:{a_grpc}")),
-             name="weft-a")
+    cfg = a_config(a_grpc, sink.endpoint, self_tracing(f"127.0.0.1:{a_grpc}"),
+                   ["autotracing", "batch"])
+    cfg["processors"]["batch"] = {"timeout": "100ms"}
+    a = weft(cfg, name="weft-a")
     from otlp_support import OtlpGrpcClient
 
     with OtlpGrpcClient(f"127.0.0.1:{a_grpc}") as c:
         code, _ = c.export(make_trace_request([1, 2, 3]))
         assert code.name == "OK"
-    # The three spans, then A's receive and export spans (once, through A itself).
-    assert sink.wait_for_spans(5, 20), a.log_tail()
-    time.sleep(2.0)  # twenty schedule delays: a loop would keep adding spans
-    names = sorted(r.item.name for r in sink.spans())
-    assert names == sorted(["op-1", "op-2", "op-3",
-                            "receiver/otlp/TraceDataReceived", "exporter/otlp_grpc/traces"]), names
-    assert metric_sum(a.metrics(), "otelcol_receiver_accepted_spans", receiver="otlp") == 5
+    # The three spans, then A's receive, flush and export spans (once, through A).
+    assert sink.wait_for_spans(6, 20), a.log_tail()
+    time.sleep(3.0)  # thirty schedule delays: a loop would keep adding spans
+    rows = sink.spans()
+    names = sorted(r.item.name for r in rows)
+    assert names == sorted(["op-1", "op-2", "op-3", "receiver/otlp/TraceDataReceived",
+                            "processor/autotracing/flush", "exporter/otlp_grpc/traces"]), names
+    by_name = {r.item.name: r.item for r in rows}
+    receive = by_name["receiver/otlp/TraceDataReceived"]
+    flush = by_name["processor/autotracing/flush"]
+    export = by_name["exporter/otlp_grpc/traces"]
+    assert flush.parent_span_id == receive.span_id
+    assert export.parent_span_id == flush.span_id
+    assert len({receive.trace_id, flush.trace_id, export.trace_id}) == 1
+    assert metric_sum(a.metrics(), "otelcol_receiver_accepted_spans", receiver="otlp") == 6
 
 
 def test_dead_self_traces_endpoint_leaves_the_data_path_alone(weft, grpc_sink):
@@ -273,6 +290,18 @@ def test_autotracing_flushes_are_spans(weft, grpc_sink, tmp_path):
     assert {f["trigger"] for f in fa} <= {"window", "arrival"}
     for f in fa:
         assert f["otelcol.component.id"] == "autotracing"
-    # Each flush handed one batch on: its export is the flush's child.
+    # Each flush hangs under the receive spans of the data that arrived before it
+    # (their child when there was one, linked when several), and each flush handed
+    # one batch on: its export is the flush's child.
+    receives = {r.span_id for r in spans_b.named("receiver/otlp/TraceDataReceived")}
+    under = set()
+    for f in flushes:
+        if f.parent_span_id:
+            assert not f.links
+            under.add(f.parent_span_id)
+        else:
+            assert len(f.links) >= 2
+            under.update(link.span_id for link in f.links)
+    assert under == receives
     assert sorted(e.parent_span_id for e in exports) == sorted(f.span_id for f in flushes)
     assert sum(attrs(e)["items.sent"] for e in exports) == 4

@@ -24,7 +24,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tracing::warn;
 use weft_pipeline::host::Host;
-use weft_pipeline::self_trace::{Attr, Parent, SpanKind};
+use weft_pipeline::self_trace::{Attr, Parent, SpanContext, SpanKind, MAX_LINKS};
 use weft_pipeline::{
     parse_config, Batch, Capabilities, ComponentError, ConfigFieldError, ConsumeError, Consumer,
     DynConsumer, Lifecycle, Payload, Processor, ProcessorFactory, Settings, Signal,
@@ -72,6 +72,10 @@ pub struct Autotracing {
     shut: Arc<AtomicBool>,
     ticker: Mutex<Option<JoinHandle<()>>>,
     host: Arc<Host>,
+    /// weft's own spans of the data that arrived since the last traced flush
+    /// (at most `MAX_LINKS`): a flush span is made only when there are some,
+    /// so weft's own telemetry passing through never makes one (no loop).
+    arrived: Arc<StdMutex<Vec<SpanContext>>>,
 }
 
 impl Autotracing {
@@ -91,6 +95,7 @@ impl Autotracing {
             shut: Arc::new(AtomicBool::new(false)),
             ticker: Mutex::new(None),
             host: settings.host.clone(),
+            arrived: Arc::new(StdMutex::new(Vec::new())),
         }
     }
 
@@ -102,6 +107,8 @@ impl Autotracing {
 /// What one flush decided, for weft's own `processor/<id>/flush` span.
 struct Flush {
     started: SystemTime,
+    /// The receive spans of the data that arrived since the last traced flush.
+    arrived: Vec<SpanContext>,
     trigger: &'static str,
     spans: u64,
     traces: u64,
@@ -129,7 +136,7 @@ impl Tally {
 /// Runs `decide` on the stitcher; when weft traces itself, also notes what
 /// the decision did (under the same lock, so the counts are this flush's).
 fn decide(
-    state: &StdMutex<Stitcher>,
+    (state, arrived): (&StdMutex<Stitcher>, &StdMutex<Vec<SpanContext>>),
     stats: &Stats,
     host: &Host,
     trigger: &'static str,
@@ -137,11 +144,15 @@ fn decide(
 ) -> (Vec<ResourceSpans>, Option<Flush>) {
     let traced = host.self_tracer().is_some();
     let mut st = Autotracing::lock(state);
-    let started = SystemTime::now();
+    let started = traced.then(SystemTime::now);
     let before = traced.then(|| Tally::read(&st, stats));
     let out = decide(&mut st);
-    let flush = match before {
-        Some(before) if !out.is_empty() => {
+    let flush = match (before, started) {
+        (Some(before), Some(started)) if !out.is_empty() => {
+            let arrived = std::mem::take(&mut *arrived.lock().unwrap_or_else(|p| p.into_inner()));
+            if arrived.is_empty() {
+                return (out, None);
+            }
             let after = Tally::read(&st, stats);
             let rules = after
                 .rules
@@ -158,6 +169,7 @@ fn decide(
                 .collect();
             Some(Flush {
                 started,
+                arrived,
                 trigger,
                 spans: after.spans.saturating_sub(before.spans),
                 traces: after.traces.saturating_sub(before.traces),
@@ -202,7 +214,7 @@ async fn forward(
             let s = t.start_at(
                 format!("processor/{id}/flush"),
                 SpanKind::Internal,
-                Parent::Remote(None),
+                Parent::Of(&f.arrived),
                 attrs,
                 f.started,
             );
@@ -223,6 +235,7 @@ async fn forward(
 #[async_trait]
 impl Lifecycle for Autotracing {
     async fn start(&self) -> Result<(), ComponentError> {
+        let arrived = self.arrived.clone();
         let (state, stats, next, id, origin, host) = (
             self.state.clone(),
             self.stats.clone(),
@@ -237,7 +250,7 @@ impl Lifecycle for Autotracing {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let out = decide(&state, &stats, &host, "window", |st| {
+                let out = decide((&state, &arrived), &stats, &host, "window", |st| {
                     st.tick(Instant::now())
                 });
                 forward(&next, &id, &origin, &stats, &host, out).await;
@@ -252,9 +265,13 @@ impl Lifecycle for Autotracing {
         if let Some(t) = self.ticker.lock().await.take() {
             t.abort();
         }
-        let out = decide(&self.state, &self.stats, &self.host, "shutdown", |st| {
-            st.flush_all(Instant::now())
-        });
+        let out = decide(
+            (&self.state, &self.arrived),
+            &self.stats,
+            &self.host,
+            "shutdown",
+            |st| st.flush_all(Instant::now()),
+        );
         forward(
             &self.next,
             &self.id,
@@ -273,20 +290,32 @@ impl Consumer for Autotracing {
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
         let origin = batch.origin.clone();
         let metadata = batch.metadata.clone();
+        let self_spans = batch.self_spans.clone();
         match batch.into_payload() {
             Payload::Traces(rs) => {
+                if let Some(spans) = &self_spans {
+                    let mut a = self.arrived.lock().unwrap_or_else(|p| p.into_inner());
+                    let room = MAX_LINKS.saturating_sub(a.len());
+                    a.extend(spans.iter().take(room).cloned());
+                }
                 let shut = self.shut.load(Ordering::Acquire);
                 let trigger = if shut { "shutdown" } else { "arrival" };
-                let out = decide(&self.state, &self.stats, &self.host, trigger, |st| {
-                    let now = Instant::now();
-                    st.ingest(rs, now);
-                    if shut {
-                        // After shutdown began nothing waits: decide and send now.
-                        st.flush_all(now)
-                    } else {
-                        st.tick(now)
-                    }
-                });
+                let out = decide(
+                    (&self.state, &self.arrived),
+                    &self.stats,
+                    &self.host,
+                    trigger,
+                    |st| {
+                        let now = Instant::now();
+                        st.ingest(rs, now);
+                        if shut {
+                            // After shutdown began nothing waits: decide and send now.
+                            st.flush_all(now)
+                        } else {
+                            st.tick(now)
+                        }
+                    },
+                );
                 forward(
                     &self.next,
                     &self.id,
@@ -301,6 +330,7 @@ impl Consumer for Autotracing {
             other => {
                 let mut b = Batch::new(other, origin);
                 b.metadata = metadata;
+                b.self_spans = self_spans;
                 self.next.consume(b).await
             }
         }

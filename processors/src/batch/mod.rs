@@ -22,6 +22,10 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 use weft_pipeline::otlp_wire::EncodedTraces;
 use weft_pipeline::self_trace::{SpanContext, MAX_LINKS};
+
+/// weft's own receive spans remembered for pending data, at most (older ones
+/// are forgotten: their sends are not linked to them).
+const MAX_PENDING_SELF_SPANS: usize = 4096;
 use weft_pipeline::{
     parse_config, Batch, ComponentError, ConfigFieldError, ConsumeError, Consumer, Counter,
     DynConsumer, Lifecycle, Payload, Processor, ProcessorFactory, Settings, Signal,
@@ -151,8 +155,9 @@ struct Worker {
     pending_items: usize,
     origin: Option<Arc<str>>,
     first_at: Option<Instant>,
-    /// weft's own spans the pending data came through (the send span links them).
-    self_spans: Vec<SpanContext>,
+    /// weft's own spans the pending data came through, with the item range
+    /// (in `added` terms) each came with: a send links those of its items.
+    self_spans: VecDeque<(u64, u64, SpanContext)>,
     waiters: VecDeque<Waiter>,
     /// Items added and items handed on, since the start.
     added: u64,
@@ -183,8 +188,13 @@ impl Worker {
             self.origin = Some(batch.origin.clone());
         }
         if let Some(spans) = &batch.self_spans {
-            let room = MAX_LINKS.saturating_sub(self.self_spans.len());
-            self.self_spans.extend(spans.iter().take(room).cloned());
+            let start = self.added - items;
+            for sc in spans.iter() {
+                if self.self_spans.len() >= MAX_PENDING_SELF_SPANS {
+                    self.self_spans.pop_front();
+                }
+                self.self_spans.push_back((start, self.added, sc.clone()));
+            }
         }
         let first = batch.received_at;
         self.first_at = Some(self.first_at.map_or(first, |f| f.min(first)));
@@ -253,11 +263,21 @@ impl Worker {
         if let Some(at) = self.first_at {
             b.received_at = at;
         }
-        if !self.self_spans.is_empty() {
-            b.self_spans = Some(Arc::from(self.self_spans.as_slice()));
+        let (from, to) = (self.handed_on, self.handed_on + items as u64);
+        let linked: Vec<SpanContext> = self
+            .self_spans
+            .iter()
+            .filter(|(s, e, _)| *s < to && *e > from)
+            .take(MAX_LINKS)
+            .map(|(_, _, sc)| sc.clone())
+            .collect();
+        while self.self_spans.front().is_some_and(|(_, e, _)| *e <= to) {
+            self.self_spans.pop_front();
+        }
+        if !linked.is_empty() {
+            b.self_spans = Some(Arc::from(linked));
         }
         let result = self.next.consume(b).await;
-        let (from, to) = (self.handed_on, self.handed_on + items as u64);
         self.handed_on = to;
         if let Err(e) = &result {
             self.stats.failed.add(items as u64);
@@ -304,7 +324,6 @@ impl Worker {
         if self.pending_items == 0 {
             self.first_at = None;
             self.origin = None;
-            self.self_spans.clear();
         }
         sent
     }
@@ -332,7 +351,6 @@ impl Worker {
         }
         self.first_at = None;
         self.origin = None;
-        self.self_spans.clear();
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
@@ -389,7 +407,7 @@ impl Lifecycle for BatchProcessor {
             wire: Vec::new(),
             pending_items: 0,
             origin: None,
-            self_spans: Vec::new(),
+            self_spans: VecDeque::new(),
             first_at: None,
             waiters: VecDeque::new(),
             added: 0,

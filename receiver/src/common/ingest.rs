@@ -8,6 +8,7 @@ use weft_pipeline::otlp_wire::EncodedTraces;
 use weft_pipeline::self_trace::{self, Attr, Caller, Parent, SpanKind};
 use weft_pipeline::{
     Batch, ClientMetadata, ConsumeError, Payload, ReceiverMetrics, ReceiverOutputs, Settings,
+    Signal,
 };
 
 /// Hands decoded requests to the pipeline and counts the outcome, for one
@@ -18,6 +19,8 @@ pub(crate) struct Ingest {
     transport: &'static str,
     /// The `format` attribute of receive spans.
     format: &'static str,
+    /// Receive span names, by signal.
+    span_names: [String; 3],
     outputs: ReceiverOutputs,
     pub(crate) metrics: ReceiverMetrics,
 }
@@ -33,6 +36,8 @@ impl Ingest {
             origin: Arc::from(settings.id.to_string()),
             transport,
             format: format_of(&settings.id.type_name, transport),
+            span_names: Signal::ALL
+                .map(|s| self_trace::receive_span_name(&settings.id.to_string(), s)),
             outputs,
             metrics: ReceiverMetrics::new(&settings.telemetry, &settings.id, transport),
         })
@@ -68,6 +73,17 @@ impl Ingest {
     pub(crate) fn caller_grpc(&self, metadata: &tonic::metadata::MetadataMap) -> Caller {
         match self.host.self_tracer() {
             None => Caller::default(),
+            Some(_)
+                if metadata
+                    .get(weft_pipeline::self_telemetry::SELF_TELEMETRY_HEADER)
+                    .is_some() =>
+            {
+                Caller {
+                    parent: None,
+                    self_telemetry: true,
+                }
+            }
+            Some(t) if !t.reads_headers() => Caller::default(),
             Some(_) => self.caller_http(&metadata.clone().into_headers()),
         }
     }
@@ -120,7 +136,7 @@ impl Ingest {
         // never for weft's own telemetry arriving here.
         let mut span = match self.host.self_tracer() {
             Some(t) if !caller.self_telemetry => Some(t.start(
-                self_trace::receive_span_name(&self.origin, signal),
+                self.span_names[signal as usize].clone(),
                 SpanKind::Server,
                 Parent::Remote(caller.parent),
                 vec![
