@@ -1191,4 +1191,102 @@ mod tests {
         );
         assert!(c.self_telemetry && c.parent.is_none());
     }
+
+    /// Records the span count of every batch it takes.
+    struct Record(std::sync::Mutex<Vec<usize>>);
+    #[async_trait::async_trait]
+    impl crate::component::Lifecycle for Record {}
+    #[async_trait::async_trait]
+    impl crate::consumer::Consumer for Record {
+        async fn consume(&self, b: Batch) -> Result<(), crate::consumer::ConsumeError> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(b.item_count());
+            Ok(())
+        }
+    }
+    impl Exporter for Record {}
+
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_sends_full_batches_at_once_and_the_rest_at_stop() {
+        let t = Telemetry::new();
+        let c = |r: &str| t.counter("weft_self_telemetry_spans", "test", &[("result", r)]);
+        let counters = SpanCounters {
+            queued: c("queued"),
+            dropped: c("dropped"),
+            exported: c("exported"),
+            refused: c("refused"),
+        };
+        let (tx, rx) = mpsc::channel(100);
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(QueueProcessor {
+                tx,
+                counters: counters.clone(),
+            })
+            .build();
+        let tracer = SelfTracer {
+            tracer: provider.tracer("test"),
+            propagators: ExtractOptions::with_styles(&[]),
+        };
+        let record = Arc::new(Record(std::sync::Mutex::new(Vec::new())));
+        let (stop, stopped) = watch::channel(false);
+        let spec = BatchSpec {
+            schedule_delay: Duration::from_secs(3600),
+            export_timeout: Duration::from_secs(1),
+            max_queue_size: 100,
+            max_export_batch_size: 2,
+            exporter_type: "otlp_grpc",
+            exporter_config: Value::Null,
+        };
+        let task = tokio::spawn(run_queue(
+            rx,
+            record.clone(),
+            ResourceAttributesWithSchema::from(
+                &opentelemetry_sdk::Resource::builder_empty().build(),
+            ),
+            spec,
+            Arc::from("self"),
+            counters.clone(),
+            stopped,
+        ));
+        for i in 0..5 {
+            tracer
+                .start(
+                    format!("s{i}"),
+                    SpanKind::Internal,
+                    Parent::Remote(None),
+                    vec![],
+                )
+                .end();
+        }
+        // Two full batches leave without waiting for the (hour-long) delay.
+        for _ in 0..100 {
+            if record.0.lock().unwrap_or_else(|p| p.into_inner()).len() >= 2 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            *record.0.lock().unwrap_or_else(|p| p.into_inner()),
+            vec![2, 2]
+        );
+        let _ = stop.send(true);
+        task.await.expect("queue task");
+        assert_eq!(
+            *record.0.lock().unwrap_or_else(|p| p.into_inner()),
+            vec![2, 2, 1]
+        );
+        assert_eq!((counters.queued.get(), counters.exported.get()), (5, 5));
+        // After the stop a span has nowhere to go: dropped, counted.
+        tracer
+            .start(
+                "late".into(),
+                SpanKind::Internal,
+                Parent::Remote(None),
+                vec![],
+            )
+            .end();
+        assert_eq!(counters.dropped.get(), 1);
+    }
 }

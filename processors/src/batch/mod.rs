@@ -573,6 +573,68 @@ mod tests {
             .collect()
     }
 
+    /// Records the span ids of the weft self spans each batch carries.
+    struct CollectSelf(std::sync::Mutex<Vec<Vec<u64>>>);
+
+    #[async_trait]
+    impl Consumer for CollectSelf {
+        async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+            let ids = batch
+                .self_spans
+                .iter()
+                .flat_map(|s| s.iter())
+                .map(|sc| u64::from_be_bytes(sc.span_id().to_bytes()))
+                .collect();
+            self.0.lock().unwrap().push(ids);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_send_links_the_receive_spans_of_its_own_items() {
+        use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+        let sink = Arc::new(CollectSelf(std::sync::Mutex::new(Vec::new())));
+        let settings = Settings {
+            id: ComponentId::new("batch"),
+            kind: Kind::Processor,
+            telemetry: Telemetry::new(),
+            host: Arc::new(Host::new()),
+        };
+        let p = BatchProcessor::new(
+            settings,
+            BatchConfig {
+                send_batch_size: 4,
+                send_batch_max_size: 4,
+                timeout: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            Signal::Traces,
+            sink.clone(),
+        );
+        let traced = |names: &[&str], id: u64| {
+            let mut b = batch_of(names);
+            b.self_spans = Some(Arc::from([SpanContext::new(
+                TraceId::from_bytes([1; 16]),
+                SpanId::from_bytes(id.to_be_bytes()),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            )]));
+            b
+        };
+        p.start().await.unwrap();
+        p.consume(traced(&["a1", "a2"], 0xa)).await.unwrap();
+        p.consume(traced(&["b1", "b2", "b3"], 0xb)).await.unwrap();
+        p.consume(batch_of(&["u1"])).await.unwrap();
+        p.consume(traced(&["c1"], 0xc)).await.unwrap();
+        p.shutdown().await.unwrap();
+        // [a1 a2 b1 b2] then [b3 u1 c1]: each send links whose items it carries.
+        assert_eq!(
+            *sink.0.lock().unwrap(),
+            vec![vec![0xa, 0xb], vec![0xb, 0xc]]
+        );
+    }
+
     #[tokio::test]
     async fn encoded_batches_are_joined_without_decoding() {
         let sink = Arc::new(CollectWire::default());
