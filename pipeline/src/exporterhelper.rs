@@ -21,7 +21,7 @@ use crate::consumer::{ConsumeError, Consumer};
 use crate::data::{Batch, Payload, Signal};
 use crate::host::Host;
 use crate::otlp_wire::EncodedTraces;
-use crate::self_trace::{Attr, Parent, SelfSpan, SpanKind};
+use crate::self_trace::{with_outgoing, Attr, OutgoingHeaders, Parent, SelfSpan, SpanKind};
 use crate::storage::queue::{self as pqueue, FileQueue, QueueError};
 use crate::telemetry::{Counter, ExporterMetrics};
 
@@ -387,7 +387,13 @@ impl Core {
     /// nothing: the caller still holds the batch (a persistent queue keeps it).
     async fn send_or_abort(&self, batch: &Batch, items: u64) -> Option<Result<(), ConsumeError>> {
         let mut span = self.send_span(batch);
-        let result = self.send_or_abort_traced(batch, items, &mut span).await;
+        // The send span's context travels on the requests (`propagators`).
+        let outgoing = span
+            .as_ref()
+            .and_then(|s| self.host.self_tracer().and_then(|t| t.inject(&s.context())));
+        let result = self
+            .send_or_abort_traced(batch, items, &mut span, outgoing)
+            .await;
         if let Some(s) = &mut span {
             let (sent, failed) = match &result {
                 Some(Ok(())) => (items, 0),
@@ -434,6 +440,7 @@ impl Core {
         batch: &Batch,
         items: u64,
         span: &mut Option<SelfSpan>,
+        outgoing: Option<OutgoingHeaders>,
     ) -> Option<Result<(), ConsumeError>> {
         let signal = batch.signal();
         let first_attempt = Instant::now();
@@ -445,7 +452,7 @@ impl Core {
             }
             retry_num += 1;
             let result = tokio::select! {
-                r = self.attempt(batch) => r,
+                r = with_outgoing(outgoing.clone(), self.attempt(batch)) => r,
                 _ = aborted(self.abort.subscribe()) => return None,
             };
             let (message, retry_after) = match result {

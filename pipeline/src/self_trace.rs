@@ -549,6 +549,38 @@ impl SelfTracer {
         ))
     }
 
+    /// The headers that carry `sc` to the next hop in the configured formats
+    /// (`None` without propagators).
+    pub fn inject(&self, sc: &SpanContext) -> Option<OutgoingHeaders> {
+        let styles: Vec<Style> = self
+            .propagators
+            .styles
+            .iter()
+            .copied()
+            .filter(|s| s.carries_context())
+            .collect();
+        if styles.is_empty() || !sc.is_valid() {
+            return None;
+        }
+        let trace_id =
+            weft_propagation::TraceId::from_u128(u128::from_be_bytes(sc.trace_id().to_bytes()));
+        let span_id =
+            weft_propagation::SpanId::from_u64(u64::from_be_bytes(sc.span_id().to_bytes()));
+        let mut c = weft_propagation::SpanContext::new(trace_id, span_id)?;
+        c.sampled = Some(sc.is_sampled());
+        let e = weft_propagation::Extracted {
+            context: Some(c),
+            ..Default::default()
+        };
+        let h = weft_propagation::inject(&e, &styles);
+        Some(
+            h.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+                .into(),
+        )
+    }
+
     /// Starts a span; it ends when dropped (or at [`SelfSpan::end`]).
     pub fn start(
         &self,
@@ -909,6 +941,31 @@ pub use opentelemetry::trace::{SpanContext, SpanKind};
 pub use opentelemetry::KeyValue as Attr;
 pub use opentelemetry::Value as AttrValue;
 
+/// Trace-context headers for the requests of one send.
+pub type OutgoingHeaders = Arc<[(String, String)]>;
+
+tokio::task_local! {
+    static OUTGOING: OutgoingHeaders;
+}
+
+/// The headers that carry the current send span to the next hop: set while an
+/// exporter's attempt runs (`with_outgoing`), empty otherwise. Exporters add
+/// them to their requests.
+pub fn outgoing_headers() -> Option<OutgoingHeaders> {
+    OUTGOING.try_with(Arc::clone).ok()
+}
+
+/// Runs `f` (one send attempt) with `headers` as its outgoing context.
+pub async fn with_outgoing<F: std::future::Future>(
+    headers: Option<OutgoingHeaders>,
+    f: F,
+) -> F::Output {
+    match headers {
+        Some(h) => OUTGOING.scope(h, f).await,
+        None => f.await,
+    }
+}
+
 /// Who sent a request, as far as weft's own tracing cares.
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
@@ -1177,6 +1234,21 @@ mod tests {
         assert!(p.is_remote() && p.is_sampled());
         let (none, _, _) = tracer(&[]);
         assert!(none.remote_parent(&h).is_none());
+        // The same formats carry a send span's context to the next hop.
+        let (both, _, _) = tracer(&[Style::TraceContext, Style::Baggage, Style::B3]);
+        let out = both.inject(&p).expect("headers");
+        let out: Vec<(&str, &str)> = out.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            out,
+            vec![
+                (
+                    "traceparent",
+                    "00-80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-01"
+                ),
+                ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+            ]
+        );
+        assert!(none.inject(&p).is_none());
         // The self-telemetry marker: not traced, whatever the headers say.
         let c = Caller::from_headers(
             &t,

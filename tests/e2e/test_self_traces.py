@@ -305,3 +305,44 @@ def test_autotracing_flushes_are_spans(weft, grpc_sink, tmp_path):
     assert under == receives
     assert sorted(e.parent_span_id for e in exports) == sorted(f.span_id for f in flushes)
     assert sum(attrs(e)["items.sent"] for e in exports) == 4
+
+
+def test_one_trace_across_two_weft_with_propagators(weft, tmp_path):
+    """A's send span travels on its export request (traceparent): B's receive span is
+    its child, so the pipeline tier shows as one trace: A receive -> A export ->
+    B receive -> B export."""
+    spans_c, c_port = weft_b(weft, tmp_path)
+    b_grpc, a_grpc = free_port(), free_port()
+    b_data = tmp_path / "b-data.jsonl"
+    telemetry_b = self_tracing(f"127.0.0.1:{c_port}")
+    telemetry_b["resource"]["service.name"] = "weft-b"
+    weft({
+        "receivers": {"otlp": otlp_receiver(grpc_port=b_grpc)},
+        "exporters": {"file": {"path": str(b_data), "flush_interval": "50ms"}},
+        "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["file"]}},
+                    "telemetry": telemetry_b},
+    }, name="weft-b2")
+    a = weft(a_config(a_grpc, f"127.0.0.1:{b_grpc}", self_tracing(f"127.0.0.1:{c_port}")),
+             name="weft-a")
+    from otlp_support import OtlpGrpcClient
+
+    with OtlpGrpcClient(f"127.0.0.1:{a_grpc}") as c:
+        code, _ = c.export(make_trace_request([1, 2, 3]))
+        assert code.name == "OK"
+    assert wait_until(lambda: len(spans_c.named("exporter/file/traces")) >= 1
+                      and len(spans_c.named("exporter/otlp_grpc/traces")) >= 1, 20), a.log_tail()
+    time.sleep(0.5)
+    by_service = {}
+    for res, s in spans_c.read():
+        by_service.setdefault((res["service.name"], s.name), []).append(s)
+    [ra] = by_service[("weft-a", "receiver/otlp/TraceDataReceived")]
+    [ea] = by_service[("weft-a", "exporter/otlp_grpc/traces")]
+    [rb] = by_service[("weft-b", "receiver/otlp/TraceDataReceived")]
+    [eb] = by_service[("weft-b", "exporter/file/traces")]
+    assert len(by_service) == 4, sorted(by_service)
+    assert ra.parent_span_id == b""
+    assert ea.parent_span_id == ra.span_id
+    assert rb.parent_span_id == ea.span_id
+    assert eb.parent_span_id == rb.span_id
+    assert len({ra.trace_id, ea.trace_id, rb.trace_id, eb.trace_id}) == 1
+    assert attrs(rb)["accepted_spans"] == 3 and attrs(eb)["items.sent"] == 3

@@ -234,6 +234,16 @@ impl GrpcClient {
             // The server refuses the request and the attempt fails with its answer.
             Err(e) => tracing::warn!(exporter = %self.id, "{e}; sending without credentials"),
         }
+        // weft's own send span, when it traces itself with propagators.
+        if let Some(h) = weft_pipeline::self_trace::outgoing_headers() {
+            for (k, v) in h.iter() {
+                let key = MetadataKey::from_bytes(k.as_bytes());
+                let value = MetadataValue::try_from(v.as_str());
+                if let (Ok(key), Ok(value)) = (key, value) {
+                    req.metadata_mut().insert(key, value);
+                }
+            }
+        }
         if !self.cfg.timeout.timeout.is_zero() {
             req.set_timeout(self.cfg.timeout.timeout);
         }

@@ -277,7 +277,7 @@ impl HttpClient {
         let response = self
             .client
             .post(url)
-            .headers(self.auth.apply(&self.headers)?)
+            .headers(with_trace_context(self.auth.apply(&self.headers)?))
             .body(body)
             .send()
             .await
@@ -325,4 +325,20 @@ impl HttpClient {
             Err(ExportError::Permanent(message))
         }
     }
+}
+
+/// `headers` plus weft's own send span's context, when it traces itself with
+/// propagators.
+fn with_trace_context(mut headers: HeaderMap) -> HeaderMap {
+    if let Some(h) = weft_pipeline::self_trace::outgoing_headers() {
+        for (k, v) in h.iter() {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                headers.insert(name, value);
+            }
+        }
+    }
+    headers
 }
