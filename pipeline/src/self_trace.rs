@@ -40,7 +40,7 @@ use opentelemetry_sdk::trace::{
     Sampler, SdkTracer, SdkTracerProvider, ShouldSample, SpanData, SpanLimits, SpanProcessor,
 };
 use serde_yaml_ng::{Mapping, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use weft_propagation::{extract, ExtractOptions, Headers, Style};
 
@@ -680,6 +680,29 @@ struct SpanCounters {
 struct QueueProcessor {
     tx: mpsc::Sender<SpanData>,
     counters: SpanCounters,
+    /// Told when the queue holds a full export batch: the queue's task sleeps
+    /// through the schedule delay otherwise, instead of waking for every span.
+    full: Arc<Notify>,
+    batch: usize,
+}
+
+impl QueueProcessor {
+    /// A processor and the receiving end of its queue.
+    fn new(
+        max_queue_size: usize,
+        batch: usize,
+        counters: SpanCounters,
+    ) -> (QueueProcessor, mpsc::Receiver<SpanData>, Arc<Notify>) {
+        let (tx, rx) = mpsc::channel(max_queue_size.max(1));
+        let full = Arc::new(Notify::new());
+        let p = QueueProcessor {
+            tx,
+            counters,
+            full: full.clone(),
+            batch: batch.max(1),
+        };
+        (p, rx, full)
+    }
 }
 
 impl std::fmt::Debug for QueueProcessor {
@@ -696,7 +719,12 @@ impl SpanProcessor for QueueProcessor {
             return;
         }
         match self.tx.try_send(span) {
-            Ok(()) => self.counters.queued.inc(),
+            Ok(()) => {
+                self.counters.queued.inc();
+                if self.tx.max_capacity() - self.tx.capacity() >= self.batch {
+                    self.full.notify_one();
+                }
+            }
             Err(_) => self.counters.dropped.inc(),
         }
     }
@@ -787,13 +815,11 @@ impl SelfTraces {
                 exported: counter("exported"),
                 refused: counter("refused"),
             };
-            let (tx, rx) = mpsc::channel(p.max_queue_size);
-            builder = builder.with_span_processor(QueueProcessor {
-                tx,
-                counters: counters.clone(),
-            });
+            let (processor, rx, full) =
+                QueueProcessor::new(p.max_queue_size, p.max_export_batch_size, counters.clone());
+            builder = builder.with_span_processor(processor);
             let task = tokio::spawn(run_queue(
-                rx,
+                (rx, full),
                 exporter.clone(),
                 ResourceAttributesWithSchema::from(&sdk_resource),
                 p,
@@ -882,10 +908,11 @@ async fn start_exporter(
 }
 
 /// Batches one processor's queue and hands the batches to its exporter: a
-/// batch leaves `schedule_delay` after its first span, or when it holds
-/// `max_export_batch_size`; at stop, everything queued leaves as one batch.
+/// batch leaves `schedule_delay` after its first span, or as soon as the queue
+/// holds `max_export_batch_size`; at stop, everything queued leaves as one
+/// batch. The task wakes about twice per batch, not per span.
 async fn run_queue(
-    mut rx: mpsc::Receiver<SpanData>,
+    (mut rx, full): (mpsc::Receiver<SpanData>, Arc<Notify>),
     exporter: Arc<dyn Exporter>,
     resource: ResourceAttributesWithSchema,
     spec: BatchSpec,
@@ -893,47 +920,85 @@ async fn run_queue(
     counters: SpanCounters,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let max = spec.max_export_batch_size;
-    let mut buf: Vec<SpanData> = Vec::new();
+    let max = spec.max_export_batch_size.max(1);
     loop {
         // Idle until a span arrives (or the stop).
-        let last = tokio::select! {
-            n = rx.recv_many(&mut buf, max) => n == 0,
-            _ = stopped.wait_for(|s| *s) => true,
+        let first = tokio::select! {
+            s = rx.recv() => s,
+            _ = stopped.wait_for(|s| *s) => None,
         };
-        let last = last || {
-            let deadline = tokio::time::sleep(spec.schedule_delay);
-            tokio::pin!(deadline);
-            loop {
-                if buf.len() >= max {
-                    break false;
+        let mut last = first.is_none();
+        if let Some(s) = first {
+            // Then wait out the delay, unless a full batch is there.
+            if rx.len() + 1 < max {
+                let deadline = tokio::time::sleep(spec.schedule_delay);
+                tokio::pin!(deadline);
+                loop {
+                    tokio::select! {
+                        _ = &mut deadline => break,
+                        // A permit may be left from a batch already sent: check.
+                        _ = full.notified() => if rx.len() + 1 >= max { break },
+                        _ = stopped.wait_for(|s| *s) => {
+                            last = true;
+                            break;
+                        }
+                    }
                 }
-                let room = max - buf.len();
-                tokio::select! {
-                    n = rx.recv_many(&mut buf, room) => if n == 0 { break true },
-                    _ = &mut deadline => break false,
-                    _ = stopped.wait_for(|s| *s) => break true,
-                }
             }
-        };
-        if last {
-            while let Ok(s) = rx.try_recv() {
-                buf.push(s);
-            }
+            let buf = vec![s];
+            send_spans(
+                &mut rx, buf, max, last, &exporter, &resource, &spec, &origin, &counters,
+            )
+            .await;
         }
-        if !buf.is_empty() {
-            let spans = std::mem::replace(&mut buf, Vec::with_capacity(max.min(64)));
-            let n = spans.len() as u64;
-            let rs = group_spans_by_resource_and_scope(spans, &resource);
-            let batch = Batch::new(Payload::Traces(rs), origin.clone());
-            match tokio::time::timeout(spec.export_timeout, exporter.consume(batch)).await {
-                Ok(Ok(())) => counters.exported.add(n),
-                _ => counters.refused.add(n),
-            }
-        }
-        if last {
+        if last || *stopped.borrow() {
+            // What is left, as one batch.
+            send_spans(
+                &mut rx,
+                Vec::new(),
+                max,
+                true,
+                &exporter,
+                &resource,
+                &spec,
+                &origin,
+                &counters,
+            )
+            .await;
             return;
         }
+    }
+}
+
+/// Takes queued spans into `buf` (up to `max`, or all when `all`) and hands
+/// them to the exporter as one batch.
+#[allow(clippy::too_many_arguments)]
+async fn send_spans(
+    rx: &mut mpsc::Receiver<SpanData>,
+    mut buf: Vec<SpanData>,
+    max: usize,
+    all: bool,
+    exporter: &Arc<dyn Exporter>,
+    resource: &ResourceAttributesWithSchema,
+    spec: &BatchSpec,
+    origin: &Arc<str>,
+    counters: &SpanCounters,
+) {
+    while all || buf.len() < max {
+        match rx.try_recv() {
+            Ok(s) => buf.push(s),
+            Err(_) => break,
+        }
+    }
+    if buf.is_empty() {
+        return;
+    }
+    let n = buf.len() as u64;
+    let rs = group_spans_by_resource_and_scope(buf, resource);
+    let batch = Batch::new(Payload::Traces(rs), origin.clone());
+    match tokio::time::timeout(spec.export_timeout, exporter.consume(batch)).await {
+        Ok(Ok(())) => counters.exported.add(n),
+        _ => counters.refused.add(n),
     }
 }
 
@@ -1148,12 +1213,9 @@ mod tests {
             exported: c("exported"),
             refused: c("refused"),
         };
-        let (tx, rx) = mpsc::channel(2);
+        let (processor, rx, _) = QueueProcessor::new(2, 2, counters.clone());
         let provider = SdkTracerProvider::builder()
-            .with_span_processor(QueueProcessor {
-                tx,
-                counters: counters.clone(),
-            })
+            .with_span_processor(processor)
             .build();
         let tracer = SelfTracer {
             tracer: provider.tracer("test"),
@@ -1290,12 +1352,9 @@ mod tests {
             exported: c("exported"),
             refused: c("refused"),
         };
-        let (tx, rx) = mpsc::channel(100);
+        let (processor, rx, full) = QueueProcessor::new(100, 2, counters.clone());
         let provider = SdkTracerProvider::builder()
-            .with_span_processor(QueueProcessor {
-                tx,
-                counters: counters.clone(),
-            })
+            .with_span_processor(processor)
             .build();
         let tracer = SelfTracer {
             tracer: provider.tracer("test"),
@@ -1312,7 +1371,7 @@ mod tests {
             exporter_config: Value::Null,
         };
         let task = tokio::spawn(run_queue(
-            rx,
+            (rx, full),
             record.clone(),
             ResourceAttributesWithSchema::from(
                 &opentelemetry_sdk::Resource::builder_empty().build(),
