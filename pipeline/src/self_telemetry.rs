@@ -533,6 +533,42 @@ pub fn to_otlp(
     }
 }
 
+/// Creates and starts a private instance of weft's own exporter
+/// (`exporter_type` with `config`) for weft's own telemetry.
+pub(crate) async fn start_private_exporter(
+    registry: &Registry,
+    telemetry: &Telemetry,
+    host: &Arc<Host>,
+    id: &ComponentId,
+    exporter_type: &str,
+    config: &Value,
+) -> Result<Arc<dyn Exporter>, SelfTelemetryError> {
+    let exp_err = |message: String| SelfTelemetryError::Exporter {
+        id: id.to_string(),
+        message,
+    };
+    let factory = registry
+        .exporters
+        .get(exporter_type)
+        .ok_or_else(|| exp_err("exporter type not built into this weft".into()))?;
+    factory
+        .check_config(config)
+        .map_err(|e| exp_err(e.to_string()))?;
+    let exporter = factory
+        .create(
+            Settings {
+                id: id.clone(),
+                kind: Kind::Exporter,
+                telemetry: telemetry.clone(),
+                host: host.clone(),
+            },
+            config,
+        )
+        .map_err(|e| exp_err(e.to_string()))?;
+    exporter.start().await.map_err(|e| exp_err(e.to_string()))?;
+    Ok(exporter)
+}
+
 /// The running periodic readers.
 pub struct SelfMetrics {
     stop: watch::Sender<bool>,
@@ -563,37 +599,16 @@ impl SelfMetrics {
                 type_name: r.exporter_type.to_string(),
                 name: Some(format!("self_telemetry_{i}")),
             };
-            let factory = registry.exporters.get(r.exporter_type).ok_or_else(|| {
-                SelfTelemetryError::Exporter {
-                    id: id.to_string(),
-                    message: "exporter type not built into this weft".into(),
-                }
-            })?;
-            let settings = Settings {
-                id: id.clone(),
-                kind: Kind::Exporter,
-                telemetry: telemetry.clone(),
-                host: host.clone(),
-            };
-            let exp_err = |message: String| SelfTelemetryError::Exporter {
-                id: id.to_string(),
-                message,
-            };
-            let created = match factory.check_config(&r.exporter_config) {
-                Ok(()) => factory
-                    .create(settings, &r.exporter_config)
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            let exporter_started = match created {
-                Ok(exporter) => exporter
-                    .start()
-                    .await
-                    .map(|()| exporter)
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            };
-            let exporter = match exporter_started {
+            let created = start_private_exporter(
+                registry,
+                telemetry,
+                &host,
+                &id,
+                r.exporter_type,
+                &r.exporter_config,
+            )
+            .await;
+            let exporter = match created {
                 Ok(e) => e,
                 Err(e) => {
                     // The readers already started stop again.
@@ -603,7 +618,7 @@ impl SelfMetrics {
                     }
                     .shutdown()
                     .await;
-                    return Err(exp_err(e));
+                    return Err(e);
                 }
             };
             let pushes_ok = telemetry.counter(

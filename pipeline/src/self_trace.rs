@@ -44,12 +44,13 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use weft_propagation::{extract, ExtractOptions, Headers, Style};
 
-use crate::component::{ComponentId, Exporter, Kind, Registry, Settings};
+use crate::component::{ComponentId, Exporter, Registry};
 use crate::config::TelemetryConfig;
 use crate::data::{Batch, Payload, Signal};
 use crate::host::Host;
 use crate::self_telemetry::{
-    config_err, declarative_exporter, millis, SelfTelemetryError, SCOPE, SELF_TELEMETRY_HEADER,
+    config_err, declarative_exporter, millis, start_private_exporter, SelfTelemetryError, SCOPE,
+    SELF_TELEMETRY_HEADER,
 };
 use crate::telemetry::{Counter, Telemetry};
 
@@ -676,6 +677,24 @@ struct SpanCounters {
     refused: Counter,
 }
 
+impl SpanCounters {
+    fn new(telemetry: &Telemetry, exporter: &str) -> SpanCounters {
+        let counter = |result: &str| {
+            telemetry.counter(
+                "weft_self_telemetry_spans",
+                "weft's own spans, by what became of them: queued for export, dropped (the span queue was full), exported (taken by the exporter's queue), refused (the exporter's queue was full or timed out)",
+                &[("exporter", exporter), ("result", result)],
+            )
+        };
+        SpanCounters {
+            queued: counter("queued"),
+            dropped: counter("dropped"),
+            exported: counter("exported"),
+            refused: counter("refused"),
+        }
+    }
+}
+
 /// The span processor: a non-blocking hand-off into a bounded queue.
 struct QueueProcessor {
     tx: mpsc::Sender<SpanData>,
@@ -790,7 +809,16 @@ impl SelfTraces {
                 type_name: p.exporter_type.to_string(),
                 name: Some(format!("self_telemetry_traces_{i}")),
             };
-            let exporter = match start_exporter(registry, telemetry, &host, &id, &p).await {
+            let started = start_private_exporter(
+                registry,
+                telemetry,
+                &host,
+                &id,
+                p.exporter_type,
+                &p.exporter_config,
+            )
+            .await;
+            let exporter = match started {
                 Ok(e) => e,
                 Err(e) => {
                     // The ones already started stop again.
@@ -802,19 +830,7 @@ impl SelfTraces {
                 }
             };
             let name = id.to_string();
-            let counter = |result: &str| {
-                telemetry.counter(
-                    "weft_self_telemetry_spans",
-                    "weft's own spans, by what became of them: queued for export, dropped (the span queue was full), exported (taken by the exporter's queue), refused (the exporter's queue was full or timed out)",
-                    &[("exporter", &name), ("result", result)],
-                )
-            };
-            let counters = SpanCounters {
-                queued: counter("queued"),
-                dropped: counter("dropped"),
-                exported: counter("exported"),
-                refused: counter("refused"),
-            };
+            let counters = SpanCounters::new(telemetry, &name);
             let (processor, rx, full) =
                 QueueProcessor::new(p.max_queue_size, p.max_export_batch_size, counters.clone());
             builder = builder.with_span_processor(processor);
@@ -871,40 +887,6 @@ impl SelfTraces {
             }
         }
     }
-}
-
-/// Creates and starts one processor's private exporter.
-async fn start_exporter(
-    registry: &Registry,
-    telemetry: &Telemetry,
-    host: &Arc<Host>,
-    id: &ComponentId,
-    p: &BatchSpec,
-) -> Result<Arc<dyn Exporter>, SelfTelemetryError> {
-    let exp_err = |message: String| SelfTelemetryError::Exporter {
-        id: id.to_string(),
-        message,
-    };
-    let factory = registry
-        .exporters
-        .get(p.exporter_type)
-        .ok_or_else(|| exp_err("exporter type not built into this weft".into()))?;
-    factory
-        .check_config(&p.exporter_config)
-        .map_err(|e| exp_err(e.to_string()))?;
-    let exporter = factory
-        .create(
-            Settings {
-                id: id.clone(),
-                kind: Kind::Exporter,
-                telemetry: telemetry.clone(),
-                host: host.clone(),
-            },
-            &p.exporter_config,
-        )
-        .map_err(|e| exp_err(e.to_string()))?;
-    exporter.start().await.map_err(|e| exp_err(e.to_string()))?;
-    Ok(exporter)
 }
 
 /// Batches one processor's queue and hands the batches to its exporter: a
@@ -1205,14 +1187,7 @@ mod tests {
     }
 
     fn tracer(propagators: &[Style]) -> (SelfTracer, mpsc::Receiver<SpanData>, SpanCounters) {
-        let t = Telemetry::new();
-        let c = |r: &str| t.counter("weft_self_telemetry_spans", "test", &[("result", r)]);
-        let counters = SpanCounters {
-            queued: c("queued"),
-            dropped: c("dropped"),
-            exported: c("exported"),
-            refused: c("refused"),
-        };
+        let counters = SpanCounters::new(&Telemetry::new(), "test");
         let (processor, rx, _) = QueueProcessor::new(2, 2, counters.clone());
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
@@ -1344,14 +1319,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_queue_sends_full_batches_at_once_and_the_rest_at_stop() {
-        let t = Telemetry::new();
-        let c = |r: &str| t.counter("weft_self_telemetry_spans", "test", &[("result", r)]);
-        let counters = SpanCounters {
-            queued: c("queued"),
-            dropped: c("dropped"),
-            exported: c("exported"),
-            refused: c("refused"),
-        };
+        let counters = SpanCounters::new(&Telemetry::new(), "test");
         let (processor, rx, full) = QueueProcessor::new(100, 2, counters.clone());
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
